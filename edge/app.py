@@ -1,0 +1,60 @@
+"""`edge serve`: the catalog watcher and the servers in one nursery, stopped by SIGINT/SIGTERM.
+
+Each server is `serve(config, ..., *, task_status)` and reports the addresses it bound, which are
+printed once all are up (tests bind port 0 and read them back).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+
+from edge import log as edge_log
+from edge.catalog.store import LiveCatalog, open_store, watch
+from edge.config import Config
+
+logger = logging.getLogger("edge")
+
+
+async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            if http:
+                store = open_store(config.catalog_url)
+                live = LiveCatalog()
+                await nursery.start(watch, store, live, config.catalog_poll)
+                from edge.http.server import serve as serve_http
+
+                bound = await nursery.start(serve_http, config, live)
+                for addr in bound:
+                    _announce("http", addr)
+            if dns:
+                from edge.dns.server import serve as serve_dns
+
+                bound = await nursery.start(serve_dns, config)
+                for addr in bound:
+                    _announce("dns", addr)
+            logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
+
+
+def _announce(kind: str, addr: tuple) -> None:
+    host, port = addr[0], addr[1]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # A fixed, parseable line: "edge: <kind> listening on <addr>"
+    print(f"edge: {kind} listening on {shown}", flush=True)
+
+
+async def _stop_on_signal(signals, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        logger.info("stopping on %s", signal.Signals(signum).name)
+        scope.cancel()
+        return
+
+
+def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> int:
+    edge_log.setup(config.log_format, access=config.access_log)
+    trio.run(lambda: main(config, http=http, dns=dns, admin=admin))
+    return 0

@@ -1,0 +1,101 @@
+"""Sandbox records and the names edge accepts. Pure: imports nothing above errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+
+from edge.errors import ValidationError
+
+# A sandbox ID is one DNS label in lower case: 1-63 of [a-z0-9-], not starting or ending with '-'.
+# IDs may contain '-' (UUIDs): hosts are split at the FIRST '-', the port being all digits.
+_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\Z")
+PORT_PLACEHOLDER = "${PORT}"
+
+
+def validate_id(sandbox_id: str) -> str:
+    if not isinstance(sandbox_id, str) or not _ID.match(sandbox_id):
+        raise ValidationError(
+            "id",
+            f"{sandbox_id!r} is not a sandbox ID: 1-63 lower-case letters, digits and '-',"
+            " not starting or ending with '-'",
+        )
+    return sandbox_id
+
+
+def validate_address(address: str) -> str:
+    """An IPv4 or IPv6 address where the sandbox's ports are reachable from the edge."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except (ValueError, TypeError):
+        raise ValidationError("address", f"{address!r} is not an IP address") from None
+
+
+def validate_port(port: object) -> int:
+    text = str(port)
+    if not text.isdigit() or text.startswith("0") or not 1 <= int(text) <= 65535:
+        raise ValidationError("port", f"{port!r} is not a port number from 1 to 65535")
+    return int(text)
+
+
+def validate_mask(mask: str | None) -> str | None:
+    """A Host mask such as `localhost:${PORT}`: printable ASCII, no spaces, no control characters."""
+    if mask is None or mask == "":
+        return None
+    if not isinstance(mask, str) or not mask.isascii() or not mask.isprintable() or " " in mask:
+        raise ValidationError("mask_request_host", f"{mask!r} is not a valid Host value")
+    probe = mask.replace(PORT_PLACEHOLDER, "1")
+    if "$" in probe or "/" in probe or "@" in probe:
+        raise ValidationError(
+            "mask_request_host", f"{mask!r}: only ${{PORT}} may be substituted; no '/', '@' or '$'"
+        )
+    return mask
+
+
+def normalize_domain(domain: str) -> str:
+    """A domain edge serves, lower case without a trailing dot. At least one label."""
+    from edge.errors import ConfigError
+
+    d = domain.strip().rstrip(".").lower()
+    labels = d.split(".")
+    if not d or len(d) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ConfigError(f"domain: {domain!r} is not a domain name")
+    return d
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    id: str
+    address: str
+    public: bool = True
+    mask_request_host: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def public_host(self, port: int, domain: str, http_port: int | None = None) -> str:
+        """The host clients use for `port` (E2B's getHost): `<port>-<id>.<domain>[:<http_port>]`."""
+        host = f"{port}-{self.id}.{domain}"
+        return host if http_port in (None, 80, 443) else f"{host}:{http_port}"
+
+
+class Snapshot:
+    """An immutable view of the whole catalog at one moment. Readers never lock."""
+
+    __slots__ = ("by_id", "version")
+
+    def __init__(self, sandboxes: Iterable[Sandbox] = (), version: int = 0) -> None:
+        self.by_id: Mapping[str, Sandbox] = MappingProxyType({s.id: s for s in sandboxes})
+        self.version = version
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        return self.by_id.get(sandbox_id)
+
+    def __len__(self) -> int:
+        return len(self.by_id)

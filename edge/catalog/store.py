@@ -1,0 +1,74 @@
+"""Stores, and the live snapshot the servers read.
+
+A store (SQLite here; the interface is small so Redis can follow) is written by the CLI and the admin
+API. `LiveCatalog` holds the current `Snapshot`; `watch()` polls the store's cheap change counter
+every `poll` seconds (in a worker thread, so a slow disk never stalls the event loop) and, when it
+moved, loads the whole catalog and swaps the snapshot in one assignment. A request takes
+`live.snapshot` once and uses that: no lock, no query on the hot path, and a change made by any
+process is seen within one poll interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import trio
+
+from edge.catalog.model import Sandbox, Snapshot
+from edge.errors import CatalogError, ConfigError
+
+log = logging.getLogger("edge.catalog")
+
+
+class Store(Protocol):
+    def put(self, sandbox: Sandbox) -> Sandbox: ...
+    def get(self, sandbox_id: str) -> Sandbox | None: ...
+    def delete(self, sandbox_id: str) -> bool: ...
+    def list(self) -> list[Sandbox]: ...
+    def version(self) -> int: ...
+    def snapshot(self) -> Snapshot: ...
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """Open the store a catalog URL names: `sqlite:///ABSOLUTE/PATH` (or `sqlite://RELATIVE`)."""
+    if url.startswith("sqlite://"):
+        from edge.catalog.sqlite import SqliteStore
+
+        # sqlite:///abs/path -> "/abs/path"; sqlite://rel/path -> "rel/path"
+        return SqliteStore(url[len("sqlite://") :])
+    raise ConfigError(f"catalog: {url!r} is not a supported catalog URL (sqlite:///PATH)")
+
+
+class LiveCatalog:
+    """The snapshot the servers read. Only `watch()` (or a test) assigns `snapshot`."""
+
+    __slots__ = ("snapshot",)
+
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
+        self.snapshot = snapshot or Snapshot()
+
+
+async def watch(
+    store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Keep `live.snapshot` equal to the store's contents, checking every `poll` seconds."""
+    live.snapshot = await trio.to_thread.run_sync(store.snapshot)
+    task_status.started()
+    failing = False
+    while True:
+        await trio.sleep(poll)
+        try:
+            version = await trio.to_thread.run_sync(store.version)
+            if version != live.snapshot.version:
+                live.snapshot = await trio.to_thread.run_sync(store.snapshot)
+                log.debug("catalog reloaded: version %d, %d sandboxes", version, len(live.snapshot))
+            if failing:
+                log.warning("catalog readable again")
+                failing = False
+        except CatalogError as exc:
+            # Keep serving the last good snapshot; say so once, not every poll.
+            if not failing:
+                log.error("catalog unreadable, serving the last snapshot: %s", exc.message)
+                failing = True

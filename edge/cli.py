@@ -1,0 +1,181 @@
+"""The `edge` command line. Every failure is one line on stderr and a non-zero exit, never a traceback.
+
+    edge serve [--config FILE] [--domain D]... [--http ADDR:PORT] [--dns ADDR:PORT] [--admin ADDR:PORT]
+               [--catalog URL] [--zones DIR] [--log-format json|text] [--no-access-log]
+    edge dns   [the same flags]                       DNS server alone
+    edge zone check FILE...                           validate zone files
+    edge sandbox add ID --address IP [--mask-request-host T] [--json]
+    edge sandbox list [--json] | show ID [--json] | rm ID
+    edge host ID PORT                                 the public host for a port (E2B's getHost)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from edge import config as config_mod
+from edge.catalog.model import Sandbox, validate_address, validate_id, validate_mask, validate_port
+from edge.errors import EdgeError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
+    p.add_argument("--catalog", metavar="URL", help="catalog URL, e.g. sqlite:///var/lib/edge/catalog.db (env EDGE_CATALOG)")
+    p.add_argument("--domain", action="append", metavar="D", help="domain served; repeat for several")
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener (default 127.0.0.1:8080)")
+    p.add_argument("--dns", metavar="ADDR:PORT", help="DNS listener, UDP and TCP (default 127.0.0.1:5353)")
+    p.add_argument("--admin", metavar="ADDR:PORT", help="admin API listener (default 127.0.0.1:8081)")
+    p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
+    p.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edge", description="A self-hosted edge for sandbox platforms.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    _server_flags(sub.add_parser("serve", help="serve HTTP, DNS and admin"))
+    _server_flags(sub.add_parser("dns", help="serve DNS alone"))
+
+    zone = sub.add_parser("zone", help="zone files").add_subparsers(dest="zone_command", required=True, parser_class=_Parser)
+    check = zone.add_parser("check", help="validate zone files; exit 1 on errors")
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    sandbox = sub.add_parser("sandbox", help="manage the catalog").add_subparsers(
+        dest="sandbox_command", required=True, parser_class=_Parser
+    )
+    add = sandbox.add_parser("add", help="register or update a sandbox")
+    add.add_argument("id")
+    add.add_argument("--address", required=True, metavar="IP", help="where the sandbox's ports are reachable")
+    add.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
+    add.add_argument("--json", action="store_true")
+    _common(add)
+    ls = sandbox.add_parser("list", help="list sandboxes")
+    ls.add_argument("--json", action="store_true")
+    _common(ls)
+    show = sandbox.add_parser("show", help="show one sandbox")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    _common(show)
+    rm = sandbox.add_parser("rm", help="remove a sandbox")
+    rm.add_argument("id")
+    _common(rm)
+
+    host = sub.add_parser("host", help="print the public host for a sandbox port")
+    host.add_argument("id")
+    host.add_argument("port")
+    _common(host)
+    host.add_argument("--http", metavar="ADDR:PORT", help="the HTTP listener, for its port")
+    return parser
+
+
+def _load_config(args: argparse.Namespace):
+    overrides: dict = {}
+    if getattr(args, "domain", None):
+        overrides["domains"] = args.domain
+    if getattr(args, "catalog", None):
+        overrides["catalog"] = args.catalog
+    for flag, section in (("http", "http"), ("dns", "dns"), ("admin", "admin")):
+        if getattr(args, flag, None):
+            overrides.setdefault(section, {})["listen"] = getattr(args, flag)
+    if getattr(args, "zones", None):
+        overrides.setdefault("dns", {})["zones"] = args.zones
+    if getattr(args, "log_format", None):
+        overrides["log_format"] = args.log_format
+    if getattr(args, "no_access_log", False):
+        overrides["access_log"] = False
+    return config_mod.load(args.config, overrides=overrides)
+
+
+def _print_sandbox(s: Sandbox, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(s.to_json()))
+    else:
+        mask = f"  mask_request_host={s.mask_request_host}" if s.mask_request_host else ""
+        print(f"{s.id}  address={s.address}  public={'yes' if s.public else 'no'}{mask}")
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from edge.catalog.store import open_store
+
+    cfg = _load_config(args)
+    cmd = args.sandbox_command
+    sandbox_id = validate_id(args.id) if cmd in ("add", "show", "rm") else None
+    if cmd == "add":
+        record = Sandbox(
+            id=sandbox_id,
+            address=validate_address(args.address),
+            mask_request_host=validate_mask(args.mask_request_host),
+        )
+    store = open_store(cfg.catalog_url)
+    try:
+        if cmd == "add":
+            _print_sandbox(store.put(record), args.json)
+        elif cmd == "list":
+            items = store.list()
+            if args.json:
+                print(json.dumps([s.to_json() for s in items]))
+            for s in [] if args.json else items:
+                _print_sandbox(s, False)
+        elif cmd == "show":
+            found = store.get(sandbox_id)
+            if found is None:
+                raise EdgeError(f"no sandbox {sandbox_id!r} in the catalog")
+            _print_sandbox(found, args.json)
+        elif cmd == "rm":
+            if not store.delete(sandbox_id):
+                raise EdgeError(f"no sandbox {sandbox_id!r} in the catalog")
+    finally:
+        store.close()
+    return 0
+
+
+def _host(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    port = validate_port(args.port)
+    sandbox = Sandbox(id=validate_id(args.id), address="0.0.0.0")
+    print(sandbox.public_host(port, cfg.domains[0], cfg.http.listen.port))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from edge.app import run
+
+            return run(_load_config(args))
+        if args.command == "dns":
+            from edge.app import run
+
+            return run(_load_config(args), http=False, admin=False)
+        if args.command == "zone":
+            from edge.dns.zone import check_files
+
+            return check_files(args.files)
+        if args.command == "sandbox":
+            return _sandbox(args)
+        if args.command == "host":
+            return _host(args)
+    except EdgeError as exc:
+        print(f"edge: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

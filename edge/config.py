@@ -1,0 +1,236 @@
+"""Configuration: frozen dataclasses, loaded in one place.
+
+Sources, later ones winning: the defaults below, a TOML file (`--config FILE` or EDGE_CONFIG),
+environment variables (EDGE_CATALOG, EDGE_STATE_DIR), then command-line flags. An unknown key in the
+file is an error naming the key, never a silently ignored typo. Units are in the field names' comments:
+durations are seconds (float), sizes are bytes.
+
+A TOML file mirrors the dataclasses:
+
+    domains = ["sandbox.localhost"]
+    catalog = "sqlite:////var/lib/edge/catalog.db"
+
+    [http]
+    listen = "0.0.0.0:80"
+    head_timeout = 10.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import ConfigError
+
+#: The zones shipped with edge (the repo's top-level zones/ folder).
+SHIPPED_ZONES = Path(__file__).resolve().parent.parent / "zones"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """An address to listen on, written `ADDR:PORT` or `[V6ADDR]:PORT`. Port 0 picks a free port."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, what: str = "address") -> Listen:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{what}: {text!r} is not ADDR:PORT")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise ConfigError(f"{what}: {host!r} is not an IP address") from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(f"{what}: port {port_text!r} is not a number from 0 to 65535")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def default_state_dir() -> Path:
+    """EDGE_STATE_DIR, else $XDG_STATE_HOME/edge, else ~/.local/state/edge."""
+    if os.environ.get("EDGE_STATE_DIR"):
+        return Path(os.environ["EDGE_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: Listen = Listen("127.0.0.1", 8080)
+    #: X-Forwarded-Proto sent upstream ("https" when a TLS terminator sits in front of edge).
+    scheme: str = "http"
+    #: Seconds a client has to send a whole request head (slowloris defence): 408 after it.
+    head_timeout: float = 10.0
+    #: Seconds a keep-alive client connection may sit idle between requests.
+    keepalive_timeout: float = 60.0
+    #: Seconds to wait for a request-body read to make progress (bodies may stream for hours).
+    body_idle_timeout: float = 300.0
+    #: Seconds for one TCP connect to a sandbox; past it, 504.
+    connect_timeout: float = 5.0
+    #: Seconds a refused port keeps being retried (a server still starting), as E2B's edge does.
+    connect_retry: float = 1.0
+    #: Seconds to wait for the sandbox's response head after the request was sent; past it, 504.
+    response_head_timeout: float = 300.0
+    #: Seconds an idle pooled upstream connection is kept.
+    upstream_idle_timeout: float = 15.0
+    #: Idle upstream connections kept per (sandbox, address, port).
+    upstream_pool_size: int = 16
+    #: Limits on a request head: 431 past either.
+    max_head_bytes: int = 65536
+    max_head_fields: int = 100
+    #: Bytes asked of the socket per read.
+    read_size: int = 65536
+    #: Seconds the handlers get to finish when the server stops.
+    shutdown_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    listen: Listen = Listen("127.0.0.1", 5353)
+    #: Folder of `<domain>.zone` files in BIND format.
+    zones: Path = SHIPPED_ZONES
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: Listen = Listen("127.0.0.1", 8081)
+
+
+@dataclass(frozen=True)
+class Config:
+    #: Domains served: `<port>-<sandbox>.<domain>`.
+    domains: tuple[str, ...] = ("sandbox.localhost",)
+    #: Where state lives (the default catalog, generated tokens).
+    state_dir: Path = field(default_factory=default_state_dir)
+    #: Catalog URL: `sqlite:///ABSOLUTE/PATH` (default: catalog.db in state_dir).
+    catalog: str = ""
+    #: Seconds between checks of the catalog for changes made by other processes.
+    catalog_poll: float = 0.25
+    #: "json" (one JSON object per line) or "text".
+    log_format: str = "json"
+    #: One line per request on stdout.
+    access_log: bool = True
+    http: HttpConfig = HttpConfig()
+    dns: DnsConfig = DnsConfig()
+    admin: AdminConfig = AdminConfig()
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog or f"sqlite:///{self.state_dir / 'catalog.db'}"
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def _convert(value: object, typ: object, key: str) -> object:
+    if typ is Listen:
+        if isinstance(value, Listen):
+            return value
+        if isinstance(value, str):
+            return Listen.parse(value, key)
+    elif typ is Path:
+        if isinstance(value, str | Path):
+            return Path(value).expanduser()
+    elif typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(typ) is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
+        return _build(typ, value, key + ".")
+    raise ConfigError(f"{key}: {value!r} is not a valid value (expected {getattr(typ, '__name__', typ)})")
+
+
+def _build(cls: type, raw: Mapping[str, object], prefix: str = "") -> object:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        typ = hints[name]
+        if isinstance(typ, types.UnionType):
+            typ = next(t for t in typing.get_args(typ) if t is not type(None))
+        kwargs[name] = _convert(value, typ, prefix + name)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(
+    file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the Config from the file, the environment and flag overrides (`{"http": {"listen": ...}}`)."""
+    env = os.environ if env is None else env
+    raw: dict = {}
+    file = file or env.get("EDGE_CONFIG") or None
+    if file:
+        try:
+            with open(file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file}: {exc}") from None
+    if env.get("EDGE_STATE_DIR"):
+        raw["state_dir"] = env["EDGE_STATE_DIR"]
+    if env.get("EDGE_CATALOG"):
+        raw["catalog"] = env["EDGE_CATALOG"]
+    raw = _merge(raw, overrides or {})
+    config = _build(Config, raw)
+    assert isinstance(config, Config)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    from edge.catalog.model import normalize_domain
+
+    if not config.domains:
+        raise ConfigError("domains: at least one domain is needed")
+    for d in config.domains:
+        normalize_domain(d)
+    if config.log_format not in ("json", "text"):
+        raise ConfigError(f"log_format: {config.log_format!r} is not 'json' or 'text'")
+    if config.http.scheme not in ("http", "https"):
+        raise ConfigError(f"http.scheme: {config.http.scheme!r} is not 'http' or 'https'")
+    if config.http.max_head_fields < 1 or config.http.max_head_bytes < 1024:
+        raise ConfigError("http.max_head_fields must be >= 1 and http.max_head_bytes >= 1024")

@@ -1,0 +1,151 @@
+"""The one error hierarchy of edge.
+
+Every error that can reach a client or a user is an `EdgeError`. Each carries its own answer: the
+HTTP status (`status`), a stable machine-readable `code`, and a short human message. The HTTP edge
+turns any of them into a page with one function (`edge.http.pages.render_error`); the CLI turns any
+of them into one line on stderr and a non-zero exit. trio and h11 exceptions are translated into
+these at the boundary where they are caught, once.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class. `status` is the HTTP status a client sees; `code` a stable short name."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# --- configuration, command line and catalog input -------------------------------------------------
+
+
+class ConfigError(EdgeError):
+    """A config file, flag or environment variable has a bad value or an unknown key."""
+
+    status = 500
+    code = "config_error"
+
+
+class ValidationError(EdgeError):
+    """A value given by a user (CLI argument, API field) is not acceptable."""
+
+    status = 422
+    code = "invalid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field=field, reason=reason)
+        self.field = field
+        self.reason = reason
+
+
+class CatalogError(EdgeError):
+    """The catalog could not be read or written."""
+
+    status = 503
+    code = "catalog_unavailable"
+
+
+class SandboxNotFound(EdgeError):
+    """No sandbox with this ID is in the catalog (HTTP: E2B's 502 'The sandbox was not found')."""
+
+    status = 502
+    code = "sandbox_not_found"
+
+    def __init__(self, sandbox_id: str, port: int | None = None) -> None:
+        super().__init__("The sandbox was not found", sandbox_id=sandbox_id, port=port)
+        self.sandbox_id = sandbox_id
+        self.port = port
+
+
+# --- the HTTP edge ----------------------------------------------------------------------------------
+
+
+class BadRequest(EdgeError):
+    """The client's request cannot be served as sent. The connection is closed after the answer."""
+
+    status = 400
+    code = "bad_request"
+
+
+class BadHost(BadRequest):
+    """The Host (or absolute-form target) does not name `<port>-<sandbox>.<domain>`."""
+
+    code = "bad_host"
+
+
+class HeadTooLarge(EdgeError):
+    """The request head is over the size or field-count limit."""
+
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class VersionNotSupported(EdgeError):
+    status = 505
+    code = "http_version_not_supported"
+
+
+class NotImplementedByEdge(EdgeError):
+    """A transfer coding or feature edge does not implement (h11's 501 hint)."""
+
+    status = 501
+    code = "not_implemented"
+
+
+class RequestTimeout(EdgeError):
+    status = 408
+    code = "request_timeout"
+
+
+class PortNotOpen(EdgeError):
+    """The sandbox is known but nothing listens on the port (E2B: 502, sandbox running, port not open)."""
+
+    status = 502
+    code = "port_not_open"
+
+    def __init__(self, sandbox_id: str, port: int) -> None:
+        super().__init__(
+            f"The sandbox is running but port {port} is not open", sandbox_id=sandbox_id, port=port
+        )
+        self.sandbox_id = sandbox_id
+        self.port = port
+
+
+class UpstreamTimeout(EdgeError):
+    status = 504
+    code = "upstream_timeout"
+
+    def __init__(self, sandbox_id: str, port: int, what: str) -> None:
+        super().__init__(
+            f"The sandbox did not answer in time ({what}) on port {port}", sandbox_id=sandbox_id, port=port
+        )
+        self.sandbox_id = sandbox_id
+        self.port = port
+
+
+class UpstreamError(EdgeError):
+    """The sandbox's server broke the protocol or the connection before a response head."""
+
+    status = 502
+    code = "upstream_error"
+
+    def __init__(self, sandbox_id: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"The server on port {port} of the sandbox closed the connection or sent an invalid response",
+            sandbox_id=sandbox_id,
+            port=port,
+            reason=reason,
+        )
+        self.sandbox_id = sandbox_id
+        self.port = port
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status for any exception: an EdgeError's own, else 500."""
+    return exc.status if isinstance(exc, EdgeError) else 500
