@@ -103,6 +103,21 @@ class DnsConfig:
     listen: Listen = Listen("127.0.0.1", 5353)
     #: Folder of `<domain>.zone` files in BIND format.
     zones: Path = SHIPPED_ZONES
+    #: Response rate limiting: answers per second per (client /24 or /56, wildcard or name); 0 turns it off.
+    rrl_rate: int = 50
+    #: Of the answers over the rate, every `rrl_slip`-th is sent truncated (TC=1) instead of dropped;
+    #: 0 drops them all.
+    rrl_slip: int = 2
+    #: Client prefix lengths (bits) that share one RRL budget.
+    rrl_ipv4_prefix: int = 24
+    rrl_ipv6_prefix: int = 56
+    #: Seconds a TCP connection may sit idle between queries (RFC 7766 section 6.2.3).
+    tcp_idle_timeout: float = 10.0
+    #: Open TCP connections at most; connections past it are closed at once.
+    max_tcp_connections: int = 256
+    #: Bytes: the EDNS0 UDP payload size we advertise and the largest UDP answer we send (RFC 6891;
+    #: 1232 avoids IP fragmentation, per DNS Flag Day 2020).
+    edns_udp_size: int = 1232
 
 
 @dataclass(frozen=True)

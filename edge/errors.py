@@ -149,3 +149,19 @@ class UpstreamError(EdgeError):
 def status_of(exc: BaseException) -> int:
     """The HTTP status for any exception: an EdgeError's own, else 500."""
     return exc.status if isinstance(exc, EdgeError) else 500
+
+
+# --- the DNS server ---------------------------------------------------------------------------------
+
+
+class ZoneError(EdgeError):
+    """A zone file cannot be used: `FILE:LINE: reason`. Refused at start; on reload the old zone stays."""
+
+    status = 500
+    code = "zone_error"
+
+    def __init__(self, file: str, line: int, reason: str) -> None:
+        super().__init__(f"{file}:{line}: {reason}", file=file, line=line, reason=reason)
+        self.file = file
+        self.line = line
+        self.reason = reason

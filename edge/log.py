@@ -36,15 +36,15 @@ class _JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields is not None:
             return json.dumps(fields, separators=(",", ":"))
-        return json.dumps(
-            {
-                "time": _iso(record.created),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            separators=(",", ":"),
-        )
+        doc = {
+            "time": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, separators=(",", ":"))
 
 
 class _TextFormatter(logging.Formatter):
@@ -56,7 +56,10 @@ class _TextFormatter(logging.Formatter):
                 f'{f["time"]} {f["client"]} "{f["method"]} {f["host"]}{f["path"]}" {f["status"]} '
                 f'in={f["bytes_in"]} out={f["bytes_out"]} {f["duration_ms"]}ms'
             )
-        return f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        line = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def _iso(t: float) -> str:
@@ -72,7 +75,7 @@ def setup(fmt: str = "json", level: int = logging.INFO, access: bool = True) -> 
     ACCESS.disabled = not access
 
 
-def access(fields: dict) -> None:
-    """Emit one access line. `fields` has the keys of ACCESS_FIELDS (time is filled here)."""
-    fields["time"] = _iso(time.time())
+def access(**fields: object) -> None:
+    """Emit one access line with the fields of ACCESS_FIELDS, in that order (time is filled here)."""
+    fields = {"time": _iso(time.time()), **fields}
     ACCESS.info("", extra={"fields": fields})

@@ -1,0 +1,473 @@
+"""One client connection: read a request, route it, forward it, relay the answer; then the next.
+
+Theory of operation. h11 keeps the state of both HTTP conversations: `self.h` (we are the server) with
+the client, and `Upstream.h11` (we are the client) with the sandbox. For each request:
+
+  parse   h11 yields a Request; `request.check_request` refuses what h11 lets through (smuggling).
+  route   the Host (or an absolute-form target that agrees with it) names port and sandbox; the
+          sandbox comes from the catalog snapshot taken for this request.
+  rewrite `headers.rewrite_request` builds the upstream head.
+  forward a pooled or new upstream connection gets the head; the body, if any, is pumped by a second
+          task while this one relays the response, so a sandbox may answer before the upload ends.
+  relay   1xx (but 101), the response head and each body chunk go to the client as they arrive:
+          streams and server-sent events are never buffered. A 101 turns both sockets into a tunnel
+          (`splice.Tunnel`), bytes already read past either head going first.
+
+Every request is routed on its own Host, also on keep-alive and pipelined connections. The next
+request starts only through h11's `start_next_cycle()`, that is, only after both sides finished
+cleanly; anything else closes the connection. Errors are EdgeErrors; one function renders them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from edge import log as edge_log
+from edge.catalog.store import LiveCatalog
+from edge.config import Config
+from edge.errors import (
+    BadHost,
+    BadRequest,
+    EdgeError,
+    HeadTooLarge,
+    NotImplementedByEdge,
+    RequestTimeout,
+    SandboxNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrite_request, rewrite_response
+from edge.http.pages import render_error
+from edge.http.request import check_request
+from edge.http.route import Router, split_target
+from edge.http.splice import Tunnel
+from edge.http.upstream import Pool, Upstream
+
+logger = logging.getLogger("edge.http")
+
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# Methods safe to resend when a pooled connection turns out to be dead before any answer.
+_RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+
+
+class ServerContext:
+    """What every connection of one HTTP server shares. Built once; nothing here changes per request."""
+
+    __slots__ = ("config", "http", "router", "live", "pool", "scheme", "access_log")
+
+    def __init__(self, config: Config, live: LiveCatalog) -> None:
+        self.config = config
+        self.http = config.http
+        self.router = Router(config.domains)
+        self.live = live
+        self.pool = Pool(config.http)
+        self.scheme = config.http.scheme.encode()
+        self.access_log = config.access_log
+
+
+class Exchange:
+    """One request and its answer, for the access log and for deciding what the connection does next."""
+
+    __slots__ = (
+        "start", "method", "host", "path", "sandbox", "port", "status",
+        "bytes_in", "bytes_out", "connect_ms", "headers",
+    )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.method = b"-"
+        self.host = b"-"
+        self.path = b"-"
+        self.sandbox = None
+        self.port = None
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connect_ms = None
+        self.headers = None
+
+
+class _Tunnelled(Exception):
+    """Internal: the exchange became a tunnel; the connection ends after it."""
+
+
+def _translate(exc: h11.RemoteProtocolError) -> EdgeError:
+    hint = exc.error_status_hint
+    if hint == 431:
+        return HeadTooLarge("The request head is too large")
+    if hint == 501:
+        return NotImplementedByEdge(str(exc))
+    return BadRequest(f"Malformed request: {exc}")
+
+
+class ClientConnection:
+    __slots__ = ("ctx", "stream", "h", "client_ip", "_pump_error", "_served")
+
+    def __init__(self, ctx: ServerContext, stream: trio.SocketStream) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.http.max_head_bytes)
+        try:
+            self.client_ip = stream.socket.getpeername()[0].encode()
+        except OSError:
+            self.client_ip = b"-"
+        self._pump_error: BaseException | None = None
+        self._served = 0
+
+    # --- the connection loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        h = self.h
+        try:
+            while True:
+                if not await self._exchange():
+                    break
+                if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+                    break
+                h.start_next_cycle()
+        except (_Tunnelled, _ClientMustClose):
+            pass
+        except _GONE:
+            pass  # the client went away; nothing to answer
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        h = self.h
+        try:
+            if h.their_state is h11.SEND_BODY and h.our_state in (h11.DONE, h11.MUST_CLOSE):
+                # We answered before the request body ended. Closing now would reset the connection
+                # and could destroy the answer in flight: half-close, then drain a little (lingering close).
+                await self.stream.send_eof()
+                with trio.move_on_after(1.0):
+                    drained = 0
+                    while drained < 1 << 20:
+                        data = await self.stream.receive_some(self.ctx.http.read_size)
+                        if not data:
+                            break
+                        drained += len(data)
+        except _GONE:
+            pass
+        finally:
+            self.stream.socket.close()
+
+    async def _client_event(self):
+        h = self.h
+        while True:
+            event = h.next_event()
+            if event is h11.NEED_DATA:
+                h.receive_data(await self.stream.receive_some(self.ctx.http.read_size))
+                continue
+            return event
+
+    async def _read_request(self):
+        """The next Request, or None when the client closed or stayed idle past keepalive_timeout."""
+        h = self.h
+        event = h.next_event()
+        if event is h11.NEED_DATA:
+            if self._served:
+                # Between requests: wait for the first byte on the keep-alive clock...
+                data = None
+                with trio.move_on_after(self.ctx.http.keepalive_timeout):
+                    data = await self.stream.receive_some(self.ctx.http.read_size)
+                if not data:  # idle too long (None) or closed by the client (b"")
+                    return None
+                h.receive_data(data)
+            # ...then the whole head on the head clock (slowloris).
+            try:
+                with trio.fail_after(self.ctx.http.head_timeout):
+                    event = await self._client_event()
+            except trio.TooSlowError:
+                raise RequestTimeout("The request head was not received in time") from None
+        if type(event) is h11.ConnectionClosed:
+            return None
+        return event
+
+    async def _exchange(self) -> bool:
+        """Serve one request. False when the connection must end."""
+        ctx = self.ctx
+        ex = Exchange(trio.current_time())
+        try:
+            try:
+                request = await self._read_request()
+            except h11.RemoteProtocolError as exc:
+                raise _translate(exc) from None
+            if request is None:
+                return False
+            self._served += 1
+            ex.method = request.method
+            ex.headers = request.headers
+            check_request(request, ctx.http.max_head_bytes, ctx.http.max_head_fields)
+            await self._forward(request, ex)
+        except (_Tunnelled, _ClientMustClose):
+            self._log(ex)
+            raise
+        except EdgeError as exc:
+            await self._send_error(exc, ex)
+        except h11.RemoteProtocolError as exc:
+            await self._send_error(_translate(exc), ex)
+        if ex.status:
+            self._log(ex)
+        return True
+
+    # --- route and forward --------------------------------------------------------------------------
+
+    async def _forward(self, request: h11.Request, ex: Exchange) -> None:
+        ctx = self.ctx
+        host = b""
+        for name, value in request.headers:
+            if name == b"host":
+                host = value
+                break
+        authority, target = split_target(request.target)
+        if authority is not None:
+            # RFC 9112 3.2.2: with an absolute-form target the server uses its authority; a Host
+            # that says something else is a confused (or smuggling) client.
+            if host and authority.lower() != host.lower():
+                raise BadHost("The request target and the Host header name different hosts")
+            host = authority
+        ex.host = host
+        q = target.find(b"?")
+        ex.path = target if q < 0 else target[:q]
+        port, sandbox_id = ctx.router.route(host)
+        ex.port = port
+        ex.sandbox = sandbox_id
+        sandbox = ctx.live.snapshot.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(sandbox_id, port)
+
+        tokens = connection_tokens(request.headers)
+        upgrade = is_upgrade(request.headers, tokens) if tokens else None
+        upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
+        headers = rewrite_request(
+            request.headers,
+            host=host,
+            upstream_host=upstream_host,
+            client_ip=self.client_ip,
+            scheme=ctx.scheme,
+            upgrade=upgrade,
+        )
+        outgoing = h11.Request(method=request.method, target=target, headers=headers)
+
+        # A body-less request is complete already: its EndOfMessage is in h11's buffer.
+        first = self.h.next_event()
+        body_done = type(first) is h11.EndOfMessage
+
+        key = (sandbox.id, sandbox.address, port)
+        attempts = 2 if body_done and request.method in _RETRYABLE else 1
+        retried = False
+        while True:
+            attempts -= 1
+            t0 = trio.current_time()
+            up = await ctx.pool.acquire(key, fresh=retried)
+            ex.connect_ms = round((trio.current_time() - t0) * 1000, 3)
+            try:
+                data = up.h11.send(outgoing)
+                if body_done:
+                    data += up.h11.send(h11.EndOfMessage(headers=first.headers))
+                await up.stream.send_all(data)
+                if body_done:
+                    await self._relay(up, ex)
+                else:
+                    await self._relay_with_body(up, ex, first)
+            except _Stale:
+                up.close()
+                if attempts > 0:
+                    retried = True
+                    continue
+                raise UpstreamError(sandbox.id, port, "connection closed before a response") from None
+            except BaseException:
+                up.close()
+                raise
+            ctx.pool.release(up)
+            return
+
+    async def _relay_with_body(self, up: Upstream, ex: Exchange, first) -> None:
+        """Pump the request body in a second task while this one relays the response."""
+        self._pump_error = None
+        relay_error = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, up, ex, first, nursery.cancel_scope)
+            try:
+                await self._relay(up, ex)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the pump stopped
+                relay_error = exc
+            # Answered before the body ended (or failed): stop pumping. The connection closes after.
+            nursery.cancel_scope.cancel()
+        if relay_error is not None:
+            raise relay_error
+        if self._pump_error is not None:
+            raise self._pump_error
+
+    async def _pump(self, up: Upstream, ex: Exchange, event, scope: trio.CancelScope) -> None:
+        """Client body -> sandbox, chunk by chunk, in constant memory."""
+        h = self.h
+        idle = self.ctx.http.body_idle_timeout
+        try:
+            if h.they_are_waiting_for_100_continue:
+                # The Expect header was not forwarded: we say 100 ourselves, as nginx does.
+                await self.stream.send_all(h.send(h11.InformationalResponse(status_code=100, headers=[])))
+            while True:
+                if event is h11.NEED_DATA:
+                    with trio.fail_after(idle):
+                        h.receive_data(await self.stream.receive_some(self.ctx.http.read_size))
+                    event = h.next_event()
+                    continue
+                t = type(event)
+                if t is h11.Data:
+                    ex.bytes_in += len(event.data)
+                    await up.stream.send_all(up.h11.send(event))
+                elif t is h11.EndOfMessage:
+                    await up.stream.send_all(up.h11.send(event))
+                    return
+                else:  # ConnectionClosed mid-body
+                    raise BadRequest("The client closed the connection before the request body ended")
+                event = h.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._pump_error = _translate(exc)
+        except trio.TooSlowError:
+            self._pump_error = RequestTimeout("The request body stalled")
+        except _GONE as exc:
+            self._pump_error = exc
+        except Exception as exc:  # noqa: BLE001 - handed to the relaying task
+            self._pump_error = exc
+        else:
+            return
+        scope.cancel()
+
+    async def _upstream_event(self, up: Upstream):
+        conn = up.h11
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await up.stream.receive_some(self.ctx.http.read_size))
+                continue
+            return event
+
+    async def _response_head(self, up: Upstream, ex: Exchange):
+        """The sandbox's Response (or its 101), forwarding other 1xx answers as they come."""
+        try:
+            with trio.fail_after(self.ctx.http.response_head_timeout):
+                while True:
+                    try:
+                        event = await self._upstream_event(up)
+                    except (h11.RemoteProtocolError, *_GONE) as exc:
+                        # A pooled connection the sandbox closed while idle: nothing was answered.
+                        if up.reused and up.h11.their_state is h11.SEND_RESPONSE:
+                            raise _Stale() from None
+                        raise UpstreamError(ex.sandbox, ex.port, str(exc) or type(exc).__name__) from None
+                    t = type(event)
+                    if t is h11.Response:
+                        return event
+                    if t is not h11.InformationalResponse:  # ConnectionClosed before any answer
+                        if up.reused:
+                            raise _Stale()
+                        raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
+                    if event.status_code == 101:
+                        return event
+                    await self.stream.send_all(self.h.send(h11.InformationalResponse(
+                        status_code=event.status_code,
+                        headers=rewrite_response(event.headers, event.status_code),
+                        reason=event.reason)))
+        except trio.TooSlowError:
+            raise UpstreamTimeout(ex.sandbox, ex.port, "response") from None
+
+    async def _relay(self, up: Upstream, ex: Exchange) -> None:
+        """Sandbox response -> client, as it arrives: each chunk is sent before the next is read."""
+        h = self.h
+        send = self.stream.send_all
+        event = await self._response_head(up, ex)
+        status = event.status_code
+        if status == 101:
+            await self._tunnel(up, ex, event)
+        ex.status = status
+        await send(h.send(h11.Response(
+            status_code=status, headers=rewrite_response(event.headers, status), reason=event.reason)))
+        while True:
+            try:
+                event = await self._upstream_event(up)
+            except (h11.RemoteProtocolError, *_GONE) as exc:
+                # The sandbox broke the body mid-way. The client already has our head: the honest
+                # signal left is to close without finishing the body, which it sees as truncation.
+                logger.info("sandbox %s port %s broke its response body: %s", ex.sandbox, ex.port, exc)
+                raise _ClientMustClose() from None
+            if type(event) is h11.Data:
+                ex.bytes_out += len(event.data)
+                await send(h.send(event))
+            else:  # EndOfMessage (h11 yields ConnectionClosed only after it)
+                await send(h.send(event))
+                return
+
+    async def _tunnel(self, up: Upstream, ex: Exchange, event: h11.InformationalResponse) -> None:
+        h = self.h
+        if h.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+            raise UpstreamError(ex.sandbox, ex.port, "101 Switching Protocols to a request that did not ask")
+        ex.status = 101
+        await self.stream.send_all(h.send(h11.InformationalResponse(
+            status_code=101, headers=rewrite_response(event.headers, 101), reason=event.reason)))
+        # Bytes read past either head belong to the new protocol: they go first.
+        client_pending = h.trailing_data[0]
+        upstream_pending = up.h11.trailing_data[0]
+        tunnel = Tunnel()
+        try:
+            await tunnel.run(self.stream, up.stream, client_pending, upstream_pending, self.ctx.http.read_size)
+        finally:
+            up.close()
+            ex.bytes_in += tunnel.bytes_up
+            ex.bytes_out += tunnel.bytes_down
+        raise _Tunnelled()
+
+    # --- answers of our own ---------------------------------------------------------------------------
+
+    async def _send_error(self, exc: EdgeError, ex: Exchange) -> None:
+        h = self.h
+        ex.status = exc.status
+        if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response already started: the connection just closes
+        status, headers, body = render_error(exc, ex.headers)
+        if ex.method == b"HEAD":
+            body = b""
+        # After a protocol error, or with the request body unread, this connection cannot go on.
+        if isinstance(exc, BadRequest | HeadTooLarge | NotImplementedByEdge | RequestTimeout) or (
+            h.their_state is not h11.DONE
+        ):
+            headers.append((b"connection", b"close"))
+        try:
+            data = h.send(h11.Response(status_code=status, headers=headers))
+            if body:
+                data += h.send(h11.Data(data=body))
+            data += h.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        ex.bytes_out = len(body)
+        await self.stream.send_all(data)
+
+    def _log(self, ex: Exchange) -> None:
+        if not self.ctx.access_log or edge_log.ACCESS.disabled:
+            return
+        edge_log.access(
+            client=self.client_ip.decode(),
+            host=ex.host.decode("latin-1"),
+            sandbox=ex.sandbox,
+            port=ex.port,
+            method=ex.method.decode("latin-1"),
+            path=ex.path.decode("latin-1"),
+            status=ex.status,
+            bytes_in=ex.bytes_in,
+            bytes_out=ex.bytes_out,
+            duration_ms=round((trio.current_time() - ex.start) * 1000, 3),
+            connect_ms=ex.connect_ms,
+        )
+
+
+class _Stale(Exception):
+    """Internal: a pooled connection was dead before the sandbox said anything; retry on a new one."""
+
+
+class _ClientMustClose(Exception):
+    """Internal: the response broke after its head was sent; the client connection must be dropped."""
+
+

@@ -1,0 +1,44 @@
+"""The HTTP listener: accept connections and hand each to a ClientConnection.
+
+`serve(config, live, *, task_status)` binds `config.http.listen`, reports the bound addresses through
+`task_status.started()`, and serves until cancelled. The upstream pool's reaper runs beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+
+from edge.catalog.store import LiveCatalog
+from edge.config import Config
+from edge.http.conn import ClientConnection, ServerContext
+
+logger = logging.getLogger("edge.http")
+
+
+async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
+    try:
+        await ClientConnection(ctx, stream).run()
+    except Exception:  # a bug must cost one connection, never the server
+        logger.exception("connection handler failed")
+
+
+async def serve(config: Config, live: LiveCatalog, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    listen = config.http.listen
+    try:
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host, backlog=4096)
+    except OSError as exc:
+        from edge.errors import ConfigError
+
+        raise ConfigError(f"http: cannot listen on {listen}: {exc.strerror}") from None
+    ctx = ServerContext(config, live)
+    bound = [tuple(ln.socket.getsockname()[:2]) for ln in listeners]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ctx.pool.run_reaper)
+            await nursery.start(partial(trio.serve_listeners, partial(_handle, ctx), listeners))
+            task_status.started(bound)
+    finally:
+        ctx.pool.close_all()

@@ -1,0 +1,141 @@
+"""Connections to sandboxes: connect with a short retry, and a pool of idle keep-alive connections.
+
+A pooled connection is keyed by (sandbox ID, address, port), so a sandbox that moves to another address
+never gets a connection meant for the old one. A connection goes back to the pool only when both
+sides of its h11 state machine finished a clean cycle; anything odd closes it. Before reuse, a
+non-blocking peek tells whether the sandbox closed it while idle (the usual keep-alive race), and
+idle connections past `upstream_idle_timeout` are closed by a reaper so sandboxes do not hold them.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+from collections import deque
+
+import h11
+import trio
+
+from edge.config import HttpConfig
+from edge.errors import PortNotOpen, UpstreamError, UpstreamTimeout
+
+_REFUSED = frozenset((errno.ECONNREFUSED, errno.ECONNRESET))
+
+Key = tuple[str, str, int]
+
+
+class Upstream:
+    """One connection to a sandbox port: the stream, its h11 client state, and pool bookkeeping."""
+
+    __slots__ = ("key", "stream", "h11", "idle_since", "reused")
+
+    def __init__(self, key: Key, stream: trio.SocketStream) -> None:
+        self.key = key
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+        self.reused = False
+
+    def close(self) -> None:
+        self.stream.socket.close()
+
+
+async def connect(key: Key, config: HttpConfig) -> trio.SocketStream:
+    """Open a TCP connection to the sandbox port, retrying a refused port for `connect_retry` seconds.
+
+    E2B's edge retries too: a sandbox's server is often still starting when the first request comes.
+    """
+    sandbox_id, address, port = key
+    family = trio.socket.AF_INET6 if ":" in address else trio.socket.AF_INET
+    retry_until = trio.current_time() + config.connect_retry
+    delay = 0.02
+    while True:
+        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        try:
+            with trio.fail_after(config.connect_timeout):
+                await sock.connect((address, port))
+            return trio.SocketStream(sock)
+        except trio.TooSlowError:
+            sock.close()
+            raise UpstreamTimeout(sandbox_id, port, "connect") from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _REFUSED:
+                raise UpstreamError(sandbox_id, port, f"connect: {exc.strerror}") from None
+            if trio.current_time() + delay > retry_until:
+                raise PortNotOpen(sandbox_id, port) from None
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _still_open(up: Upstream) -> bool:
+    """True when the idle connection is quiet: not closed by the sandbox, no stray bytes waiting.
+
+    An idle HTTP/1.1 connection has nothing to say; readable means EOF, a reset or garbage, and in
+    every one of those cases it must not carry another request.
+    """
+    poller = select.poll()
+    poller.register(up.stream.socket.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
+class Pool:
+    def __init__(self, config: HttpConfig) -> None:
+        self._config = config
+        self._idle: dict[Key, deque[Upstream]] = {}
+
+    async def acquire(self, key: Key, fresh: bool = False) -> Upstream:
+        """A clean idle connection for `key`, or a new one. The caller owns it until release()."""
+        idle = None if fresh else self._idle.get(key)
+        if idle:
+            limit = trio.current_time() - self._config.upstream_idle_timeout
+            while idle:
+                up = idle.pop()  # most recently used first: the likeliest to still be open
+                if up.idle_since >= limit and _still_open(up):
+                    up.reused = True
+                    return up
+                up.close()
+        return Upstream(key, await connect(key, self._config))
+
+    def release(self, up: Upstream) -> None:
+        """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly."""
+        conn = up.h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                up.close()
+                return
+            idle = self._idle.setdefault(up.key, deque())
+            if len(idle) < self._config.upstream_pool_size:
+                up.idle_since = trio.current_time()
+                idle.append(up)
+                return
+        up.close()
+
+    def idle_count(self) -> int:
+        return sum(len(q) for q in self._idle.values())
+
+    def reap(self) -> None:
+        """Close the connections idle for longer than the limit."""
+        limit = trio.current_time() - self._config.upstream_idle_timeout
+        for key in list(self._idle):
+            idle = self._idle[key]
+            while idle and idle[0].idle_since < limit:
+                idle.popleft().close()
+            if not idle:
+                del self._idle[key]
+
+    async def run_reaper(self) -> None:
+        while True:
+            await trio.sleep(max(self._config.upstream_idle_timeout / 2, 0.05))
+            self.reap()
+
+    def close_all(self) -> None:
+        for idle in self._idle.values():
+            for up in idle:
+                up.close()
+        self._idle.clear()
