@@ -15,6 +15,8 @@ class EdgeError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    #: True for errors in the client's own bytes: after answering, the connection cannot go on.
+    closes_connection: bool = False
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
@@ -71,6 +73,7 @@ class BadRequest(EdgeError):
 
     status = 400
     code = "bad_request"
+    closes_connection = True
 
 
 class BadHost(BadRequest):
@@ -84,11 +87,13 @@ class HeadTooLarge(EdgeError):
 
     status = 431
     code = "request_header_fields_too_large"
+    closes_connection = True
 
 
 class VersionNotSupported(EdgeError):
     status = 505
     code = "http_version_not_supported"
+    closes_connection = True
 
 
 class NotImplementedByEdge(EdgeError):
@@ -96,11 +101,13 @@ class NotImplementedByEdge(EdgeError):
 
     status = 501
     code = "not_implemented"
+    closes_connection = True
 
 
 class RequestTimeout(EdgeError):
     status = 408
     code = "request_timeout"
+    closes_connection = True
 
 
 class PortNotOpen(EdgeError):

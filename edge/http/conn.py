@@ -40,7 +40,7 @@ from edge.errors import (
     UpstreamTimeout,
 )
 from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrite_request, rewrite_response
-from edge.http.pages import render_error
+from edge.http.pages import REASONS, render_error
 from edge.http.request import check_request
 from edge.http.route import Router, split_target
 from edge.http.splice import Tunnel
@@ -430,13 +430,13 @@ class ClientConnection:
         status, headers, body = render_error(exc, ex.headers)
         if ex.method == b"HEAD":
             body = b""
+        if h.their_state is h11.SEND_BODY:
+            _discard_buffered_body(h)
         # After a protocol error, or with the request body unread, this connection cannot go on.
-        if isinstance(exc, BadRequest | HeadTooLarge | NotImplementedByEdge | RequestTimeout) or (
-            h.their_state is not h11.DONE
-        ):
+        if exc.closes_connection or h.their_state is not h11.DONE:
             headers.append((b"connection", b"close"))
         try:
-            data = h.send(h11.Response(status_code=status, headers=headers))
+            data = h.send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b"")))
             if body:
                 data += h.send(h11.Data(data=body))
             data += h.send(h11.EndOfMessage())
@@ -471,3 +471,13 @@ class _ClientMustClose(Exception):
     """Internal: the response broke after its head was sent; the client connection must be dropped."""
 
 
+
+
+def _discard_buffered_body(h: h11.Connection) -> None:
+    """Consume a request body that already sits in h11's buffer, so the connection may go on."""
+    try:
+        while h.their_state is h11.SEND_BODY:
+            if h.next_event() is h11.NEED_DATA:
+                return
+    except h11.RemoteProtocolError:
+        return

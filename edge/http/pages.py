@@ -12,19 +12,19 @@ import json
 
 from edge.errors import EdgeError
 
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
+REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 _HTML = """<!doctype html>
@@ -66,7 +66,7 @@ def render_error(
             detail += f", port <code>{port}</code></p>" if port else "</p>"
         body = _HTML.format(
             status=status,
-            reason=_REASONS.get(status, ""),
+            reason=REASONS.get(status, b"").decode(),
             message=html.escape(exc.message),
             detail=detail,
             code=html.escape(exc.code),
