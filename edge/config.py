@@ -118,6 +118,8 @@ class DnsConfig:
     #: Bytes: the EDNS0 UDP payload size we advertise and the largest UDP answer we send (RFC 6891;
     #: 1232 avoids IP fragmentation, per DNS Flag Day 2020).
     edns_udp_size: int = 1232
+    #: Seconds between checks of the zones folder for changed files (a change reloads the zones).
+    zones_poll: float = 1.0
 
 
 @dataclass(frozen=True)
