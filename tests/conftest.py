@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from edge.http.server import serve
 from tests.backends import Backend
 
 REPO = Path(__file__).resolve().parent.parent
-EDGE = [sys.executable, "-m", "edge"]
 
 
 class EdgeUnderTest:
@@ -142,11 +139,3 @@ def echo_headers(body: bytes) -> dict[str, list[str]]:
     for name, value in doc["headers"]:
         out.setdefault(name, []).append(value)
     return out
-
-
-def edge_env(tmp_path) -> dict:
-    env = dict(os.environ)
-    env["EDGE_STATE_DIR"] = str(tmp_path / "state")
-    env.pop("EDGE_CATALOG", None)
-    env.pop("EDGE_CONFIG", None)
-    return env

@@ -1,0 +1,77 @@
+"""Run `edge` as a real process, the way users do, and read back where it listens."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_LISTEN = re.compile(r"^edge: (\w+) listening on (\S+)$")
+
+
+class EdgeProcess:
+    def __init__(self, args: list[str], env: dict[str, str], timeout: float = 15.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1,
+        )
+        self.listening: dict[str, str] = {}
+        self.lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("edge exited before listening:\n" + "".join(self.lines))
+            self.lines.append(line)
+            m = _LISTEN.match(line.strip())
+            if m:
+                self.listening[m.group(1)] = m.group(2)
+            if "edge is up" in line:
+                return
+        self.stop()
+        raise RuntimeError("edge did not come up:\n" + "".join(self.lines))
+
+    def port(self, kind: str = "http") -> int:
+        return int(self.listening[kind].rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak_rss_kib(self) -> int:
+        """VmHWM: the most resident memory the process ever had, in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return "".join(self.lines) + (out or "")
+
+
+def edge_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    env["EDGE_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+def edge_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", *args], env=env, capture_output=True, text=True, timeout=30)
