@@ -60,7 +60,9 @@ def _compile(zone: Zone) -> _Compiled | None:
         if not rrset:
             continue
         answers = b"".join(
-            b"\xc0\x0c" + struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(rr.rdata.data)) + bytes(rr.rdata.data)
+            b"\xc0\x0c"
+            + struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(rr.rdata.data))
+            + bytes(rr.rdata.data)
             for rr in rrset
         )
         heads_plain, heads_edns = [], []
@@ -86,7 +88,10 @@ class FastPath:
         self.compiled = compiled
         size = struct.pack("!H", edns_size)
         # The OPT record of a reply: root owner, type 41, our payload size, TTL 0 (or DO), no options.
-        self.opt = (b"\x00\x00\x29" + size + b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x29" + size + b"\x00\x00\x80\x00\x00\x00")
+        self.opt = (
+            b"\x00\x00\x29" + size + b"\x00\x00\x00\x00\x00\x00",
+            b"\x00\x00\x29" + size + b"\x00\x00\x80\x00\x00\x00",
+        )
 
     @classmethod
     def build(cls, zones: Zones, edns_size: int = 1232) -> FastPath:

@@ -24,7 +24,12 @@ class RateLimiter:
     """`check(client_host, key, now)` -> SEND, DROP or SLIP. Bounded memory: idle buckets are pruned."""
 
     def __init__(
-        self, rate: int, slip: int = 2, ipv4_prefix: int = 24, ipv6_prefix: int = 56, max_entries: int = 100_000
+        self,
+        rate: int,
+        slip: int = 2,
+        ipv4_prefix: int = 24,
+        ipv6_prefix: int = 56,
+        max_entries: int = 100_000,
     ) -> None:
         self.rate = float(rate)
         self.slip = slip

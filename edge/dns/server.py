@@ -56,7 +56,9 @@ class _State:
         dns = config.dns
         self.edns_size = dns.edns_udp_size
         self.limiter = (
-            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix) if dns.rrl_rate else None
+            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix)
+            if dns.rrl_rate
+            else None
         )
         self.tcp_open = 0
         self._warned_at = -WARN_EVERY
@@ -86,7 +88,9 @@ class _State:
         self.signature = self._signature()  # before reading, so an edit during the load is seen next time
         logger.info("reloading zones (%s)", why)
         dns = self.config.dns
-        self._install(load_zones(self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones))
+        self._install(
+            load_zones(self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones)
+        )
 
     def malformed(self, addr, problem: str) -> None:
         now = time.monotonic()
@@ -106,7 +110,9 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_udp_loop, udp, state)
             listener = trio.SocketListener(tcp)
-            nursery.start_soon(partial(trio.serve_listeners, partial(_tcp_connection, state=state), [listener]))
+            nursery.start_soon(
+                partial(trio.serve_listeners, partial(_tcp_connection, state=state), [listener])
+            )
             nursery.start_soon(_watch_folder, state)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
                 nursery.start_soon(_watch_sighup, state)

@@ -474,7 +474,12 @@ def load_zones(domains: Iterable[str], folder: Path, http_host: str, previous: Z
             old = previous.by_key.get(key_of(DNSLabel(domain))) if previous else None
             if previous is None:
                 raise
-            logger.error("zone %s not reloaded, %s: %s", domain, "keeping the previous one" if old else "not served", exc.message)
+            logger.error(
+                "zone %s not reloaded, %s: %s",
+                domain,
+                "keeping the previous one" if old else "not served",
+                exc.message,
+            )
             if old is None:
                 continue
             zone = old

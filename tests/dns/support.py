@@ -38,7 +38,11 @@ async def start_dns(nursery, zones: Path, **dns_overrides) -> tuple[str, int]:
     """Start edge's DNS server in `nursery` on a free port; return (host, port)."""
     domains = dns_overrides.pop("domains", ["sandbox.localhost"])
     http = dns_overrides.pop("http", {"listen": "127.0.0.1:8080"})
-    raw = {"domains": domains, "http": http, "dns": {"listen": "127.0.0.1:0", "zones": str(zones), **dns_overrides}}
+    raw = {
+        "domains": domains,
+        "http": http,
+        "dns": {"listen": "127.0.0.1:0", "zones": str(zones), **dns_overrides},
+    }
     cfg = config_mod.load(env={}, overrides=raw)
     bound = await nursery.start(serve, cfg)
     return bound[0]

@@ -71,7 +71,7 @@ def test_rcode_and_answers(label, name, rdtype, rcode, answers):
 
 def test_answer_owner_keeps_question_case():
     """The owner of the answer is the question's name with the question's letter case."""
-    reply = ask(q(f"3000-DeMo.SANDBOX.localhost"))
+    reply = ask(q("3000-DeMo.SANDBOX.localhost"))
     assert reply.answer[0].name.to_text() == "3000-DeMo.SANDBOX.localhost."
     assert reply.question[0].name.to_text() == "3000-DeMo.SANDBOX.localhost."
 
@@ -84,8 +84,12 @@ def test_any_gets_a_minimal_answer():
 
 @pytest.mark.parametrize(
     "label, name, rdclass",
-    [("out of zone", "example.com", "IN"), ("zone suffix but not label-aligned", "xsandbox.localhost", "IN"),
-     ("class CH", f"a.{Q}", "CH"), ("class ANY", f"a.{Q}", "ANY")],
+    [
+        ("out of zone", "example.com", "IN"),
+        ("zone suffix but not label-aligned", "xsandbox.localhost", "IN"),
+        ("class CH", f"a.{Q}", "CH"),
+        ("class ANY", f"a.{Q}", "ANY"),
+    ],
 )
 def test_refused(label, name, rdclass):
     """Out-of-zone names and classes other than IN are REFUSED, without AA."""
@@ -148,8 +152,12 @@ def test_responses_are_never_answered():
 
 @pytest.mark.parametrize(
     "label, name, rdtype",
-    [("answer", f"a.{Q}", "A"), ("NXDOMAIN", f"x.ns1.{Q}", "A"), ("REFUSED", "example.com", "A"),
-     ("big answer", f"big.{Q}", "TXT")],
+    [
+        ("answer", f"a.{Q}", "A"),
+        ("NXDOMAIN", f"x.ns1.{Q}", "A"),
+        ("REFUSED", "example.com", "A"),
+        ("big answer", f"big.{Q}", "TXT"),
+    ],
 )
 def test_no_opt_in_query_means_no_opt_in_reply_and_512_bytes(label, name, rdtype):
     """Without OPT in the query: no OPT in the reply, and at most 512 bytes over UDP."""
@@ -160,8 +168,12 @@ def test_no_opt_in_query_means_no_opt_in_reply_and_512_bytes(label, name, rdtype
 
 @pytest.mark.parametrize(
     "label, name, rdtype",
-    [("answer", f"a.{Q}", "A"), ("NXDOMAIN", f"x.ns1.{Q}", "A"), ("REFUSED", "example.com", "A"),
-     ("truncated", f"big.{Q}", "TXT")],
+    [
+        ("answer", f"a.{Q}", "A"),
+        ("NXDOMAIN", f"x.ns1.{Q}", "A"),
+        ("REFUSED", "example.com", "A"),
+        ("truncated", f"big.{Q}", "TXT"),
+    ],
 )
 def test_opt_in_query_means_opt_in_every_reply(label, name, rdtype):
     """With OPT in the query, an OPT comes back: answers, errors and truncated replies alike."""
@@ -209,8 +221,11 @@ def test_do_bit_is_copied():
 
 @pytest.mark.parametrize(
     "label, kw, limit, opt",
-    [("no EDNS", {}, 512, False), ("EDNS 512", {"use_edns": 0, "payload": 512}, 512, True),
-     ("EDNS 600", {"use_edns": 0, "payload": 600}, 600, True)],
+    [
+        ("no EDNS", {}, 512, False),
+        ("EDNS 512", {"use_edns": 0, "payload": 512}, 512, True),
+        ("EDNS 600", {"use_edns": 0, "payload": 600}, 600, True),
+    ],
 )
 def test_answer_that_does_not_fit_sets_tc_and_keeps_question_and_opt(label, kw, limit, opt):
     """A UDP answer over the limit: TC set, header, question and OPT kept, records dropped."""

@@ -12,7 +12,7 @@ from edge.dns.zone import Zones, key_of, load_zones, lookup, parse_zone, synthes
 from edge.errors import ZoneError
 from tests.dns.support import ZONE
 
-ZONE_WITH_CHAIN = ZONE + "alias IN CNAME ns1\n_acme-challenge.deep.x IN TXT \"t\"\n"
+ZONE_WITH_CHAIN = ZONE + 'alias IN CNAME ns1\n_acme-challenge.deep.x IN TXT "t"\n'
 
 
 def zone(text: str = ZONE_WITH_CHAIN):
@@ -67,7 +67,12 @@ OK_HEAD = "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\n"
         ("short SOA", "$TTL 60\n@ SOA ns1 h 1 2 3\n@ NS ns1\n", 2, "SOA takes"),
         ("no SOA", "$TTL 60\n@ NS ns1\n", 2, "no SOA record"),
         ("no NS", "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n", 2, "no NS record at the apex"),
-        ("SOA for another domain", "$TTL 60\nexample.com. SOA ns1 h 1 2 3 4 5\n", 2, "is not the zone's domain"),
+        (
+            "SOA for another domain",
+            "$TTL 60\nexample.com. SOA ns1 h 1 2 3 4 5\n",
+            2,
+            "is not the zone's domain",
+        ),
     ],
 )
 def test_zone_error_names_file_line_and_reason(label, text, line, reason):
@@ -98,7 +103,14 @@ Q = "sandbox.localhost"
         ("below an empty non-terminal is NXDOMAIN", f"y.x.{Q}", "A", [], True, True),
         ("unknown type is NODATA", f"a.{Q}", "TYPE65400", [], True, False),
         ("ANY gets one RRset", f"a.{Q}", "ANY", ["127.0.0.1"], False, False),
-        ("CNAME is followed in the zone", f"alias.{Q}", "A", ["ns1.sandbox.localhost.", "127.0.0.2"], False, False),
+        (
+            "CNAME is followed in the zone",
+            f"alias.{Q}",
+            "A",
+            ["ns1.sandbox.localhost.", "127.0.0.2"],
+            False,
+            False,
+        ),
         ("CNAME asked for itself", f"alias.{Q}", "CNAME", ["ns1.sandbox.localhost."], False, False),
     ],
 )
@@ -203,7 +215,9 @@ def test_edge_zone_check_exit_code_and_output(tmp_path, label, text, code, outpu
     """`edge zone check FILE` prints FILE:LINE: reason per error and exits 1, or 0 when fine."""
     path = tmp_path / "sandbox.localhost.zone"
     path.write_text(text)
-    done = subprocess.run([sys.executable, "-m", "edge", "zone", "check", str(path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "zone", "check", str(path)], capture_output=True, text=True
+    )
     assert done.returncode == code
     assert output in done.stdout + done.stderr
     if code:
