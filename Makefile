@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

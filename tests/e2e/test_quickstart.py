@@ -1,0 +1,64 @@
+"""The README's quick start, run exactly as written, on the default ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _quickstart_lines() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- quickstart.*?-->\n```sh\n(.*?)```", text, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+
+
+def _wait_port(host: str, port: int, seconds: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+def test_readme_quick_start_works_as_written(tmp_path):
+    """make run; add the sandbox; start http.server; curl through the edge: the listing comes back."""
+    register, server, fetch = _quickstart_lines()
+    assert register.startswith(".venv/bin/edge sandbox add demo") and fetch.startswith("curl http://3000-demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    env["EDGE_STATE_DIR"] = str(tmp_path / "state")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "hello-from-the-sandbox.txt").write_text("hi")
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["make", "run"], cwd=REPO, env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_port("127.0.0.1", 8080, 60)
+        subprocess.run(register, shell=True, cwd=REPO, env=env, check=True, capture_output=True)
+        procs.append(subprocess.Popen(server, shell=True, cwd=tmp_path / "www", env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_port("127.0.0.2", 3000, 10)
+        out = subprocess.run(fetch, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "hello-from-the-sandbox.txt" in out.stdout
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
