@@ -4,8 +4,9 @@
                [--catalog URL] [--zones DIR] [--log-format json|text] [--no-access-log]
     edge dns   [the same flags]                       DNS server alone
     edge zone check FILE...                           validate zone files
-    edge sandbox add ID --address IP [--mask-request-host T] [--json]
+    edge sandbox add ID --address IP [--mask-request-host T] [--private] [--max-connections N] [--json]
     edge sandbox list [--json] | show ID [--json] | rm ID
+    edge sandbox token ID --rotate [--json]           new traffic access token, shown once
     edge host ID PORT                                 the public host for a port (E2B's getHost)
 """
 
@@ -17,8 +18,15 @@ import sys
 from collections.abc import Sequence
 
 from edge import config as config_mod
-from edge.catalog.model import Sandbox, validate_address, validate_id, validate_mask, validate_port
-from edge.errors import EdgeError
+from edge.catalog.model import (
+    Sandbox,
+    validate_address,
+    validate_id,
+    validate_mask,
+    validate_max_connections,
+    validate_port,
+)
+from edge.errors import EdgeError, SandboxNotFound
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +54,12 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
 
 
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edge", description="A self-hosted edge for sandbox platforms.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -64,8 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("id")
     add.add_argument("--address", required=True, metavar="IP", help="where the sandbox's ports are reachable")
     add.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
+    add.add_argument("--private", action="store_true", help="require a traffic access token (printed once)")
+    add.add_argument("--max-connections", type=_whole, metavar="N", help="concurrent requests and tunnels at most")
     add.add_argument("--json", action="store_true")
     _common(add)
+    token = sandbox.add_parser("token", help="rotate a sandbox's traffic access token (makes it private)")
+    token.add_argument("id")
+    token.add_argument("--rotate", action="store_true", required=True, help="make a new token; the old one stops working")
+    token.add_argument("--json", action="store_true")
+    _common(token)
     ls = sandbox.add_parser("list", help="list sandboxes")
     ls.add_argument("--json", action="store_true")
     _common(ls)
@@ -103,30 +124,42 @@ def _load_config(args: argparse.Namespace):
     return config_mod.load(args.config, overrides=overrides)
 
 
-def _print_sandbox(s: Sandbox, as_json: bool) -> None:
+def _print_sandbox(s: Sandbox, as_json: bool, token: str | None = None) -> None:
     if as_json:
-        print(json.dumps(s.to_json()))
-    else:
-        mask = f"  mask_request_host={s.mask_request_host}" if s.mask_request_host else ""
-        print(f"{s.id}  address={s.address}  public={'yes' if s.public else 'no'}{mask}")
+        doc = s.to_json()
+        if token:
+            doc["traffic_access_token"] = token
+        print(json.dumps(doc))
+        return
+    mask = f"  mask_request_host={s.mask_request_host}" if s.mask_request_host else ""
+    limit = f"  max_connections={s.max_connections}" if s.max_connections else ""
+    print(f"{s.id}  address={s.address}  public={'yes' if s.public else 'no'}{mask}{limit}")
+    if token:
+        print(f"traffic_access_token={token}  (shown once: store it now)")
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    from edge.catalog import ops
     from edge.catalog.store import open_store
 
     cfg = _load_config(args)
     cmd = args.sandbox_command
-    sandbox_id = validate_id(args.id) if cmd in ("add", "show", "rm") else None
-    if cmd == "add":
-        record = Sandbox(
-            id=sandbox_id,
-            address=validate_address(args.address),
-            mask_request_host=validate_mask(args.mask_request_host),
-        )
+    sandbox_id = validate_id(args.id) if cmd in ("add", "show", "rm", "token") else None
+    if cmd == "add":  # validate everything before touching the catalog
+        validate_address(args.address)
+        validate_mask(args.mask_request_host)
+        validate_max_connections(args.max_connections)
     store = open_store(cfg.catalog_url)
     try:
         if cmd == "add":
-            _print_sandbox(store.put(record), args.json)
+            record, token = ops.put_sandbox(
+                store, sandbox_id, address=args.address, public=not args.private,
+                mask_request_host=args.mask_request_host, max_connections=args.max_connections,
+            )
+            _print_sandbox(record, args.json, token)
+        elif cmd == "token":
+            record, token = ops.rotate_token(store, sandbox_id)
+            _print_sandbox(record, args.json, token)
         elif cmd == "list":
             items = store.list()
             if args.json:
@@ -173,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         if args.command == "host":
             return _host(args)
+    except SandboxNotFound as exc:
+        print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
+        return 1
     except EdgeError as exc:
         print(f"edge: error: {exc.message}", file=sys.stderr)
         return 1

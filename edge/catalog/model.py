@@ -67,17 +67,33 @@ def normalize_domain(domain: str) -> str:
     return d
 
 
+def validate_max_connections(value: object) -> int | None:
+    """None (no limit) or a whole number from 1 to 1,000,000."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ValidationError("max_connections", f"{value!r} is not a whole number from 1 to 1000000")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Sandbox:
     id: str
     address: str
     public: bool = True
     mask_request_host: str | None = None
+    #: Concurrent client requests and tunnels at most (None: no limit); past it, 429.
+    max_connections: int | None = None
+    #: SHA-256 (hex) of the traffic access token of a private sandbox. The token itself is never stored.
+    token_hash: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The record as users see it: never the token hash."""
+        doc = asdict(self)
+        del doc["token_hash"]
+        return doc
 
     def public_host(self, port: int, domain: str, http_port: int | None = None) -> str:
         """The host clients use for `port` (E2B's getHost): `<port>-<id>.<domain>[:<http_port>]`."""

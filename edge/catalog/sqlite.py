@@ -22,7 +22,9 @@ _SCHEMA = [
         public INTEGER NOT NULL DEFAULT 1,
         mask_request_host TEXT,
         created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        max_connections INTEGER,
+        token_hash TEXT
     )""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)",
@@ -33,7 +35,9 @@ _SCHEMA = [
     """CREATE TRIGGER IF NOT EXISTS sandboxes_del AFTER DELETE ON sandboxes
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
 ]
-_COLUMNS = "id, address, public, mask_request_host, created_at, updated_at"
+_COLUMNS = "id, address, public, mask_request_host, created_at, updated_at, max_connections, token_hash"
+# Columns added after the first release, for catalogs created before them.
+_MIGRATIONS = {"max_connections": "INTEGER", "token_hash": "TEXT"}
 
 
 def _row(row: tuple) -> Sandbox:
@@ -44,6 +48,8 @@ def _row(row: tuple) -> Sandbox:
         mask_request_host=row[3],
         created_at=row[4],
         updated_at=row[5],
+        max_connections=row[6],
+        token_hash=row[7],
     )
 
 
@@ -59,6 +65,10 @@ class SqliteStore:
             with self._db:
                 for stmt in _SCHEMA:
                     self._db.execute(stmt)
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(sandboxes)")}
+                for column, kind in _MIGRATIONS.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} {kind}")
         except (sqlite3.Error, OSError) as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
 
@@ -78,8 +88,9 @@ class SqliteStore:
                 old = self._db.execute("SELECT created_at FROM sandboxes WHERE id = ?", (sandbox.id,)).fetchone()
                 created = old[0] if old else now
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                    (sandbox.id, sandbox.address, int(sandbox.public), sandbox.mask_request_host, created, now),
+                    f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sandbox.id, sandbox.address, int(sandbox.public), sandbox.mask_request_host, created, now,
+                     sandbox.max_connections, sandbox.token_hash),
                 )
         except sqlite3.Error as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
