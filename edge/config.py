@@ -125,6 +125,9 @@ class DnsConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: Listen = Listen("127.0.0.1", 8081)
+    #: Bearer token for the admin API. Empty: EDGE_ADMIN_TOKEN, else generated once into
+    #: <state_dir>/admin-token (mode 0600). A non-loopback listen address requires one configured.
+    token: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""Counters the servers bump on their hot paths, and their Prometheus exposition.
+
+The hot paths (a request, a DNS query) only add to plain integers in `STATS`: no lock, no label
+lookup, no allocation. prometheus-client turns them into the text format at scrape time through a
+custom collector (`render()`), which is where the cost belongs. trio runs each process's handlers in
+one thread, so plain `+=` is exact.
+
+Per-sandbox counts are bounded: every sandbox's request count is kept (the catalog bounds that set),
+but only the `TOP_SANDBOXES` busiest are exported, so the label set never grows without limit.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+#: How many sandboxes get their own `edge_sandbox_requests_total` series.
+TOP_SANDBOXES = 20
+
+#: Latency buckets in seconds (upper bounds), from a loopback hop to a slow sandbox.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+DNS_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.sum)
+
+
+class Stats:
+    """Everything one process counts. One instance per process: `STATS`."""
+
+    def __init__(self) -> None:
+        self.http_requests = [0] * 6  # by status class: index 1..5 (0: no status, e.g. client left)
+        self.http_active_connections = 0
+        self.http_active_tunnels = 0
+        self.http_bytes_in = 0  # request bodies and tunnel bytes, client -> sandbox
+        self.http_bytes_out = 0  # response bodies and tunnel bytes, sandbox -> client
+        self.upstream_connect_failures = {"refused": 0, "timeout": 0, "error": 0}
+        self.http_duration = Histogram()
+        self.upstream_connect = Histogram()
+        self.sandbox_requests: dict[str, int] = {}
+        self.dns_queries: dict[int, int] = {}
+
+    def dns_query(self, rcode: int) -> None:
+        self.dns_queries[rcode] = self.dns_queries.get(rcode, 0) + 1
+
+
+STATS = Stats()
+
+
+class _Collector:
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        s = self.stats
+        req = CounterMetricFamily("edge_http_requests", "HTTP requests answered, by status class", labels=["class"])
+        for i, n in enumerate(s.http_requests):
+            req.add_metric([f"{i}xx" if i else "none"], n)
+        yield req
+        yield GaugeMetricFamily("edge_http_active_connections", "Open client connections", value=s.http_active_connections)
+        yield GaugeMetricFamily("edge_http_active_tunnels", "Open WebSocket/upgrade tunnels", value=s.http_active_tunnels)
+        by = CounterMetricFamily("edge_http_body_bytes", "Body and tunnel bytes moved, by direction", labels=["direction"])
+        by.add_metric(["in"], s.http_bytes_in)
+        by.add_metric(["out"], s.http_bytes_out)
+        yield by
+        cf = CounterMetricFamily("edge_upstream_connect_failures", "Failed connects to sandboxes, by reason", labels=["reason"])
+        for reason, n in s.upstream_connect_failures.items():
+            cf.add_metric([reason], n)
+        yield cf
+        yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")
+        yield s.upstream_connect.family("edge_upstream_connect_seconds", "Time to get an upstream connection (pooled or new)")
+        top = sorted(s.sandbox_requests.items(), key=lambda kv: kv[1], reverse=True)[:TOP_SANDBOXES]
+        sb = CounterMetricFamily(
+            "edge_sandbox_requests", f"Requests per sandbox, the {TOP_SANDBOXES} busiest only", labels=["sandbox"]
+        )
+        for sandbox_id, n in top:
+            sb.add_metric([sandbox_id], n)
+        yield sb
+        dq = CounterMetricFamily("edge_dns_queries", "DNS queries answered, by rcode", labels=["rcode"])
+        for rcode, n in sorted(s.dns_queries.items()):
+            dq.add_metric([DNS_RCODES.get(rcode, str(rcode))], n)
+        yield dq
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(_Collector(STATS))
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of this process's counters."""
+    return generate_latest(REGISTRY)
