@@ -172,3 +172,30 @@ class ZoneError(EdgeError):
         self.file = file
         self.line = line
         self.reason = reason
+
+
+class AccessDenied(EdgeError):
+    """A private sandbox was asked without a traffic access token, or with a wrong one."""
+
+    status = 403
+
+    def __init__(self, sandbox_id: str, port: int, missing: bool) -> None:
+        message = (
+            "This sandbox is private: a traffic access token is required"
+            if missing
+            else "The traffic access token is invalid"
+        )
+        super().__init__(message, sandbox_id=sandbox_id, port=port)
+        self.code = "missing_token" if missing else "invalid_token"
+
+
+class TooManyConnections(EdgeError):
+    """The sandbox's max_connections are all in use (E2B's 429 shape)."""
+
+    status = 429
+    code = "too_many_connections"
+
+    def __init__(self, sandbox_id: str, port: int, limit: int) -> None:
+        super().__init__(
+            f"The sandbox has reached its limit of {limit} concurrent connections", sandbox_id=sandbox_id, port=port
+        )

@@ -36,15 +36,18 @@ from edge.errors import (
     NotImplementedByEdge,
     RequestTimeout,
     SandboxNotFound,
+    TooManyConnections,
     UpstreamError,
     UpstreamTimeout,
 )
+from edge.http.access import authorize
 from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrite_request, rewrite_response
 from edge.http.pages import REASONS, render_error
 from edge.http.request import check_request
 from edge.http.route import Router, split_target
 from edge.http.splice import Tunnel
 from edge.http.upstream import Pool, Upstream
+from edge.metrics import STATS
 
 logger = logging.getLogger("edge.http")
 
@@ -56,7 +59,7 @@ _RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 class ServerContext:
     """What every connection of one HTTP server shares. Built once; nothing here changes per request."""
 
-    __slots__ = ("config", "http", "router", "live", "pool", "scheme", "access_log")
+    __slots__ = ("config", "http", "router", "live", "pool", "scheme", "secure", "access_log", "active")
 
     def __init__(self, config: Config, live: LiveCatalog) -> None:
         self.config = config
@@ -65,7 +68,10 @@ class ServerContext:
         self.live = live
         self.pool = Pool(config.http)
         self.scheme = config.http.scheme.encode()
+        self.secure = config.http.scheme == "https"
         self.access_log = config.access_log
+        #: In-flight requests and tunnels per sandbox with a max_connections limit.
+        self.active: dict[str, int] = {}
 
 
 class Exchange:
@@ -121,6 +127,7 @@ class ClientConnection:
 
     async def run(self) -> None:
         h = self.h
+        STATS.http_active_connections += 1
         try:
             while True:
                 if not await self._exchange():
@@ -133,6 +140,7 @@ class ClientConnection:
         except _GONE:
             pass  # the client went away; nothing to answer
         finally:
+            STATS.http_active_connections -= 1
             await self._close()
 
     async def _close(self) -> None:
@@ -197,20 +205,19 @@ class ClientConnection:
                 raise _translate(exc) from None
             if request is None:
                 return False
+            ex.start = trio.current_time()
             self._served += 1
             ex.method = request.method
             ex.headers = request.headers
             check_request(request, ctx.http.max_head_bytes, ctx.http.max_head_fields)
             await self._forward(request, ex)
-        except (_Tunnelled, _ClientMustClose):
-            self._log(ex)
-            raise
         except EdgeError as exc:
             await self._send_error(exc, ex)
         except h11.RemoteProtocolError as exc:
             await self._send_error(_translate(exc), ex)
-        if ex.status:
-            self._log(ex)
+        finally:
+            if ex.headers is not None or ex.status:
+                self._finish(ex)
         return True
 
     # --- route and forward --------------------------------------------------------------------------
@@ -238,12 +245,21 @@ class ClientConnection:
         sandbox = ctx.live.snapshot.get(sandbox_id)
         if sandbox is None:
             raise SandboxNotFound(sandbox_id, port)
+        headers_in = request.headers
+        if not sandbox.public:
+            grant = authorize(sandbox, request.method, headers_in, target, port, ctx.secure)
+            if grant.redirect is not None:
+                location, cookie = grant.redirect
+                await self._answer(ex, 303, [(b"location", location), (b"set-cookie", cookie),
+                                             (b"cache-control", b"no-store"), (b"content-length", b"0")], b"", False)
+                return
+            headers_in, target = grant.headers, grant.target
 
-        tokens = connection_tokens(request.headers)
-        upgrade = is_upgrade(request.headers, tokens) if tokens else None
+        tokens = connection_tokens(headers_in)
+        upgrade = is_upgrade(headers_in, tokens) if tokens else None
         upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
         headers = rewrite_request(
-            request.headers,
+            headers_in,
             host=host,
             upstream_host=upstream_host,
             client_ip=self.client_ip,
@@ -256,8 +272,26 @@ class ClientConnection:
         first = self.h.next_event()
         body_done = type(first) is h11.EndOfMessage
 
+        limit = sandbox.max_connections
+        if limit is not None:
+            active = ctx.active
+            if active.get(sandbox.id, 0) >= limit:
+                raise TooManyConnections(sandbox.id, port, limit)
+            active[sandbox.id] = active.get(sandbox.id, 0) + 1
+            try:
+                await self._send_upstream(sandbox, port, request.method, outgoing, first, body_done, ex)
+            finally:
+                active[sandbox.id] -= 1
+                if not active[sandbox.id]:
+                    del active[sandbox.id]
+        else:
+            await self._send_upstream(sandbox, port, request.method, outgoing, first, body_done, ex)
+
+    async def _send_upstream(self, sandbox, port: int, method: bytes, outgoing, first, body_done: bool,
+                             ex: Exchange) -> None:
+        ctx = self.ctx
         key = (sandbox.id, sandbox.address, port)
-        attempts = 2 if body_done and request.method in _RETRYABLE else 1
+        attempts = 2 if body_done and method in _RETRYABLE else 1
         retried = False
         while True:
             attempts -= 1
@@ -412,9 +446,11 @@ class ClientConnection:
         client_pending = h.trailing_data[0]
         upstream_pending = up.h11.trailing_data[0]
         tunnel = Tunnel()
+        STATS.http_active_tunnels += 1
         try:
             await tunnel.run(self.stream, up.stream, client_pending, upstream_pending, self.ctx.http.read_size)
         finally:
+            STATS.http_active_tunnels -= 1
             up.close()
             ex.bytes_in += tunnel.bytes_up
             ex.bytes_out += tunnel.bytes_down
@@ -423,17 +459,21 @@ class ClientConnection:
     # --- answers of our own ---------------------------------------------------------------------------
 
     async def _send_error(self, exc: EdgeError, ex: Exchange) -> None:
+        status, headers, body = render_error(exc, ex.headers)
+        await self._answer(ex, status, headers, body, exc.closes_connection)
+
+    async def _answer(self, ex: Exchange, status: int, headers: list, body: bytes, close: bool) -> None:
+        """An answer of the edge's own (an error, a redirect), when the connection can still take one."""
         h = self.h
-        ex.status = exc.status
+        ex.status = status
         if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response already started: the connection just closes
-        status, headers, body = render_error(exc, ex.headers)
         if ex.method == b"HEAD":
             body = b""
         if h.their_state is h11.SEND_BODY:
             _discard_buffered_body(h)
         # After a protocol error, or with the request body unread, this connection cannot go on.
-        if exc.closes_connection or h.their_state is not h11.DONE:
+        if close or h.their_state is not h11.DONE:
             headers.append((b"connection", b"close"))
         try:
             data = h.send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b"")))
@@ -445,7 +485,18 @@ class ClientConnection:
         ex.bytes_out = len(body)
         await self.stream.send_all(data)
 
-    def _log(self, ex: Exchange) -> None:
+    def _finish(self, ex: Exchange) -> None:
+        """Count the exchange and write its access line."""
+        status = ex.status or 499  # nginx's "client closed request": the client left before an answer
+        duration = trio.current_time() - ex.start
+        stats = STATS
+        stats.http_requests[status // 100 if status < 600 else 0] += 1
+        stats.http_bytes_in += ex.bytes_in
+        stats.http_bytes_out += ex.bytes_out
+        stats.http_duration.observe(duration)
+        if ex.connect_ms is not None:
+            stats.upstream_connect.observe(ex.connect_ms / 1000)
+            stats.sandbox_requests[ex.sandbox] = stats.sandbox_requests.get(ex.sandbox, 0) + 1
         if not self.ctx.access_log or edge_log.ACCESS.disabled:
             return
         edge_log.access(
@@ -455,10 +506,10 @@ class ClientConnection:
             port=ex.port,
             method=ex.method.decode("latin-1"),
             path=ex.path.decode("latin-1"),
-            status=ex.status,
+            status=status,
             bytes_in=ex.bytes_in,
             bytes_out=ex.bytes_out,
-            duration_ms=round((trio.current_time() - ex.start) * 1000, 3),
+            duration_ms=round(duration * 1000, 3),
             connect_ms=ex.connect_ms,
         )
 

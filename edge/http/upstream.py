@@ -18,6 +18,7 @@ import trio
 
 from edge.config import HttpConfig
 from edge.errors import PortNotOpen, UpstreamError, UpstreamTimeout
+from edge.metrics import STATS
 
 _REFUSED = frozenset((errno.ECONNREFUSED, errno.ECONNRESET))
 
@@ -98,7 +99,17 @@ class Pool:
                     up.reused = True
                     return up
                 up.close()
-        return Upstream(key, await connect(key, self._config))
+        try:
+            return Upstream(key, await connect(key, self._config))
+        except PortNotOpen:
+            STATS.upstream_connect_failures["refused"] += 1
+            raise
+        except UpstreamTimeout:
+            STATS.upstream_connect_failures["timeout"] += 1
+            raise
+        except UpstreamError:
+            STATS.upstream_connect_failures["error"] += 1
+            raise
 
     def release(self, up: Upstream) -> None:
         """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly."""
