@@ -49,12 +49,14 @@ def _wire(key: Key) -> bytes:
     return b"".join(bytes([len(label)]) + label for label in key) + b"\x00"
 
 
-def _compile(zone: Zone) -> _Compiled | None:
+def _compile(zone: Zone) -> _Compiled:
+    """A zone's templates; none (an empty table) when it has no `*.<apex>` A/AAAA. Such a zone is still
+    listed, so that its names are never answered from the templates of a parent zone."""
     star = (b"*",) + zone.key
-    node = zone.nodes.get(star)
-    if not node or QTYPE.CNAME in node:
-        return None
+    node = zone.nodes.get(star) or {}
     by_type = {}
+    if QTYPE.CNAME in node:
+        node = {}
     for qtype, code in ((QTYPE.A, _A), (QTYPE.AAAA, _AAAA)):
         rrset = node.get(qtype)
         if not rrset:
@@ -75,8 +77,6 @@ def _compile(zone: Zone) -> _Compiled | None:
         room_plain = PLAIN_UDP_SIZE - 12 - len(answers)
         room_edns = room_plain - 11
         by_type[code] = (heads_plain, heads_edns, answers, room_plain, room_edns, (star, qtype))
-    if not by_type:
-        return None
     shadowed = frozenset(key[0] for key in zone.names if len(key) == len(zone.key) + 1)
     return _Compiled(_wire(zone.key), shadowed, by_type)
 
@@ -95,7 +95,7 @@ class FastPath:
 
     @classmethod
     def build(cls, zones: Zones, edns_size: int = 1232) -> FastPath:
-        return cls([c for c in (_compile(z) for z in zones) if c is not None], edns_size)
+        return cls([_compile(z) for z in zones], edns_size)  # longest apex first: sub-zones win
 
     def answer(self, data: bytes):
         n = len(data)

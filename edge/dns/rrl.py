@@ -46,12 +46,15 @@ class RateLimiter:
             if len(self._prefixes) >= self.max_entries:
                 self._prefixes.clear()
             try:
-                if ":" in host:
+                addr = host
+                if addr.startswith("::ffff:") and "." in addr:  # IPv4 on a dual-stack socket
+                    addr = addr[7:]
+                if ":" in addr:
                     bits = self.ipv6_prefix
-                    packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+                    packed = socket.inet_pton(socket.AF_INET6, addr.partition("%")[0])
                 else:
                     bits = self.ipv4_prefix
-                    packed = socket.inet_aton(host)
+                    packed = socket.inet_aton(addr)
                 net = ipaddress.ip_network((packed, bits), strict=False)
                 found = net.network_address.packed
             except (OSError, ValueError):

@@ -54,7 +54,7 @@ class _State:
     def __init__(self, config: Config) -> None:
         self.config = config
         dns = config.dns
-        self.edns_size = dns.edns_udp_size
+        self.edns_size = max(512, min(dns.edns_udp_size, 65535))  # RFC 6891 6.2.5: below 512 means 512
         self.limiter = (
             RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix)
             if dns.rrl_rate
@@ -164,9 +164,13 @@ async def _udp_loop(sock: socket.socket, state: _State) -> None:
                 break
             except OSError:  # e.g. an ICMP error reported on the socket: nothing to answer
                 continue
-            result = fast(data)
+            try:
+                result = fast(data)
+            except Exception as exc:  # a bug in the templates must not take the server down
+                state.malformed(addr, f"fast path: {exc!r}")
+                result = None
             if result is None:
-                result = answer(data, zones, edns_size=edns_size)
+                result = answer(data, zones, edns_size=edns_size)  # never raises
                 if result[2] is not None:
                     state.malformed(addr, result[2])
             reply = result[0]
@@ -214,7 +218,13 @@ async def _tcp_connection(stream: trio.SocketStream, state: _State) -> None:
                 message = bytes(buf[2 : 2 + size])
                 del buf[: 2 + size]
                 fast, zones = state.snapshot
-                result = fast(message) or answer(message, zones, tcp=True, edns_size=state.edns_size)
+                try:
+                    result = fast(message)
+                except Exception as exc:  # a bug in the templates must not take the server down
+                    state.malformed(("tcp",), f"fast path: {exc!r}")
+                    result = None
+                if result is None:
+                    result = answer(message, zones, tcp=True, edns_size=state.edns_size)  # never raises
                 if result[2] is not None:
                     state.malformed(stream.socket.getpeername(), result[2])
                 if result[0] is None:  # nothing we can answer: the stream may be out of step, close it

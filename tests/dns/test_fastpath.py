@@ -83,3 +83,13 @@ def test_zone_without_wildcard_has_no_templates():
     """A zone without `*` has nothing on the fast path."""
     zones = Zones([parse_zone("$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\n", origin=Q, filename="t")])
     assert FastPath.build(zones).answer(wire(f"a.{Q}")) is None
+
+
+def test_names_of_a_sub_zone_without_wildcard_are_not_answered_from_the_parent():
+    """A delegated-here sub-zone without `*` is never answered from its parent's templates."""
+    child = parse_zone("$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\n", origin=f"sub.{Q}", filename="c")
+    zones = Zones([list(ZONES)[0], child])
+    fast = FastPath.build(zones)
+    assert fast.answer(wire(f"a.sub.{Q}")) is None
+    assert answer(wire(f"a.sub.{Q}"), zones)[0][3] & 0xF == 3  # NXDOMAIN from the child zone
+    assert fast.answer(wire(f"a.{Q}")) is not None

@@ -67,3 +67,11 @@ def test_memory_stays_bounded_under_a_spread_flood():
     for i in range(1000):
         limiter.check(f"10.{i // 256}.{i % 256}.1", KEY, float(i))
     assert len(limiter._buckets) <= 100
+
+
+def test_ipv4_on_a_dual_stack_socket_is_limited_per_ipv4_prefix():
+    """`::ffff:a.b.c.d` counts as IPv4 /24, not as one IPv6 /56 holding every IPv4 client."""
+    limiter = RateLimiter(3)
+    run(limiter, "::ffff:192.0.2.1", 3)
+    assert limiter.check("::ffff:192.0.2.9", KEY, 0.0) != SEND
+    assert limiter.check("::ffff:198.51.100.1", KEY, 0.0) == SEND

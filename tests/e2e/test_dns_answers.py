@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import dns.edns
 import dns.flags
 import dns.message
@@ -159,3 +161,28 @@ async def test_truncated_reply_keeps_question_and_opt_and_tcp_gets_all(server):
     assert reply.question[0].name.to_text() == f"big.{Q}." and reply.edns == 0
     whole = await tcp(query, server)
     assert not whole.flags & dns.flags.TC and len(whole.answer[0]) == 3
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_ipv6_listener_answers(nursery, tmp_path, transport):
+    """Listening on [::1]: UDP and TCP answer on the same port."""
+    write_zone(tmp_path)
+    addr = await start_dns(nursery, tmp_path, listen="[::1]:0")
+    assert addr[0] == "::1"
+    reply = await ask(transport, q(rdtype="AAAA"), addr)
+    assert texts(reply) == ["::1"]
+
+
+async def test_udp_and_tcp_share_the_reported_port(server):
+    """serve() reports one (host, port) and both UDP and TCP answer there."""
+    assert texts(await udp(q(), server)) == texts(await tcp(q(), server)) == ["127.0.0.1"]
