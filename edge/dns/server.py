@@ -115,7 +115,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             )
             nursery.start_soon(_watch_folder, state)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-                nursery.start_soon(_watch_sighup, state)
+                await nursery.start(_watch_sighup, state)  # installed before we report being up
             task_status.started([bound])
 
 
@@ -253,8 +253,9 @@ async def _watch_folder(state: _State) -> None:
             state.reload("a zone file changed")
 
 
-async def _watch_sighup(state: _State) -> None:
+async def _watch_sighup(state: _State, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     # Only called in the main thread: trio delivers signals there only.
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
         async for _ in signals:
             state.reload("SIGHUP")
