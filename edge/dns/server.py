@@ -88,9 +88,14 @@ class _State:
         self.signature = self._signature()  # before reading, so an edit during the load is seen next time
         logger.info("reloading zones (%s)", why)
         dns = self.config.dns
-        self._install(
-            load_zones(self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones)
-        )
+        try:
+            zones = load_zones(
+                self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones
+            )
+        except Exception as exc:  # e.g. the folder became unreadable: keep serving what we have
+            logger.error("zones not reloaded, keeping the previous ones: %r", exc)
+            return
+        self._install(zones)
 
     def malformed(self, addr, problem: str) -> None:
         now = time.monotonic()
