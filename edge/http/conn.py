@@ -135,7 +135,7 @@ class ClientConnection:
                 if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                     break
                 h.start_next_cycle()
-        except (_Tunnelled, _ClientMustClose):
+        except (_Tunnelled, _ClientMustClose, _ClientGone):
             pass
         except _GONE:
             pass  # the client went away; nothing to answer
@@ -174,22 +174,25 @@ class ClientConnection:
     async def _read_request(self):
         """The next Request, or None when the client closed or stayed idle past keepalive_timeout."""
         h = self.h
+        http = self.ctx.http
         event = h.next_event()
         if event is h11.NEED_DATA:
             if self._served:
                 # Between requests: wait for the first byte on the keep-alive clock...
                 data = None
-                with trio.move_on_after(self.ctx.http.keepalive_timeout):
-                    data = await self.stream.receive_some(self.ctx.http.read_size)
+                with trio.CancelScope(deadline=trio.current_time() + http.keepalive_timeout):
+                    data = await self.stream.receive_some(http.read_size)
                 if not data:  # idle too long (None) or closed by the client (b"")
                     return None
                 h.receive_data(data)
-            # ...then the whole head on the head clock (slowloris).
-            try:
-                with trio.fail_after(self.ctx.http.head_timeout):
+                event = h.next_event()
+            if event is h11.NEED_DATA:
+                # ...then the rest of the head on the head clock (slowloris). trio's CancelScope is used
+                # directly: fail_after's context-manager wrapper costs more than the scope on this path.
+                with trio.CancelScope(deadline=trio.current_time() + http.head_timeout) as scope:
                     event = await self._client_event()
-            except trio.TooSlowError:
-                raise RequestTimeout("The request head was not received in time") from None
+                if scope.cancelled_caught:
+                    raise RequestTimeout("The request head was not received in time")
         if type(event) is h11.ConnectionClosed:
             return None
         return event
@@ -383,34 +386,38 @@ class ClientConnection:
 
     async def _response_head(self, up: Upstream, ex: Exchange):
         """The sandbox's Response (or its 101), forwarding other 1xx answers as they come."""
-        try:
-            with trio.fail_after(self.ctx.http.response_head_timeout):
-                while True:
-                    try:
-                        event = await self._upstream_event(up)
-                    except (h11.RemoteProtocolError, *_GONE) as exc:
-                        # A pooled connection the sandbox closed while idle: nothing was answered.
-                        if up.reused and up.h11.their_state is h11.SEND_RESPONSE:
-                            raise _Stale() from None
-                        raise UpstreamError(ex.sandbox, ex.port, str(exc) or type(exc).__name__) from None
-                    t = type(event)
-                    if t is h11.Response:
-                        return event
-                    if t is not h11.InformationalResponse:  # ConnectionClosed before any answer
-                        if up.reused:
-                            raise _Stale()
-                        raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
-                    if event.status_code == 101:
-                        return event
-                    await self.stream.send_all(self.h.send(h11.InformationalResponse(
-                        status_code=event.status_code,
-                        headers=rewrite_response(event.headers, event.status_code),
-                        reason=event.reason)))
-        except trio.TooSlowError:
-            raise UpstreamTimeout(ex.sandbox, ex.port, "response") from None
+        with trio.CancelScope(deadline=trio.current_time() + self.ctx.http.response_head_timeout) as scope:
+            while True:
+                try:
+                    event = await self._upstream_event(up)
+                except (h11.RemoteProtocolError, *_GONE) as exc:
+                    # A pooled connection the sandbox closed while idle: nothing was answered.
+                    if up.reused and up.h11.their_state is h11.SEND_RESPONSE:
+                        raise _Stale() from None
+                    raise UpstreamError(ex.sandbox, ex.port, str(exc) or type(exc).__name__) from None
+                t = type(event)
+                if t is h11.Response:
+                    return event
+                if t is not h11.InformationalResponse:  # ConnectionClosed before any answer
+                    if up.reused:
+                        raise _Stale()
+                    raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
+                if event.status_code == 101:
+                    return event
+                await self.stream.send_all(self.h.send(h11.InformationalResponse(
+                    status_code=event.status_code,
+                    headers=rewrite_response(event.headers, event.status_code),
+                    reason=event.reason)))
+        assert scope.cancelled_caught
+        raise UpstreamTimeout(ex.sandbox, ex.port, "response")
 
     async def _relay(self, up: Upstream, ex: Exchange) -> None:
-        """Sandbox response -> client, as it arrives: each chunk is sent before the next is read."""
+        """Sandbox response -> client, as it arrives.
+
+        Output is gathered while h11 has events buffered and written just before the next read from
+        the sandbox would block: a small response costs one write (head, body and end together),
+        and a stream still leaves each chunk the moment nothing more is at hand.
+        """
         h = self.h
         send = self.stream.send_all
         event = await self._response_head(up, ex)
@@ -418,11 +425,24 @@ class ClientConnection:
         if status == 101:
             await self._tunnel(up, ex, event)
         ex.status = status
-        await send(h.send(h11.Response(
-            status_code=status, headers=rewrite_response(event.headers, status), reason=event.reason)))
+        pending = [h.send(h11.Response(
+            status_code=status, headers=rewrite_response(event.headers, status), reason=event.reason))]
+        conn = up.h11
+        receive = up.stream.receive_some
+        read_size = self.ctx.http.read_size
         while True:
             try:
-                event = await self._upstream_event(up)
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:
+                        out = pending[0] if len(pending) == 1 else b"".join(pending)
+                        pending.clear()
+                        try:
+                            await send(out)
+                        except _GONE:
+                            raise _ClientGone() from None
+                    conn.receive_data(await receive(read_size))
+                    continue
             except (h11.RemoteProtocolError, *_GONE) as exc:
                 # The sandbox broke the body mid-way. The client already has our head: the honest
                 # signal left is to close without finishing the body, which it sees as truncation.
@@ -430,9 +450,10 @@ class ClientConnection:
                 raise _ClientMustClose() from None
             if type(event) is h11.Data:
                 ex.bytes_out += len(event.data)
-                await send(h.send(event))
+                pending.append(h.send(event))
             else:  # EndOfMessage (h11 yields ConnectionClosed only after it)
-                await send(h.send(event))
+                pending.append(h.send(event))
+                await send(b"".join(pending))
                 return
 
     async def _tunnel(self, up: Upstream, ex: Exchange, event: h11.InformationalResponse) -> None:
@@ -516,6 +537,10 @@ class ClientConnection:
 
 class _Stale(Exception):
     """Internal: a pooled connection was dead before the sandbox said anything; retry on a new one."""
+
+
+class _ClientGone(Exception):
+    """Internal: a write to the client failed; it left."""
 
 
 class _ClientMustClose(Exception):

@@ -58,8 +58,9 @@ async def test_serve_prints_where_it_listens_and_stops_on_sigterm(served):
     proc, _ = served
     assert set(proc.listening) >= {"http", "dns"}
     proc.proc.send_signal(signal.SIGTERM)
+    returncode = await trio.to_thread.run_sync(lambda: proc.proc.wait(timeout=10))
     out = await trio.to_thread.run_sync(proc.stop)
-    assert proc.proc.returncode == 0
+    assert returncode == 0
     assert "stopping on SIGTERM" in out
 
 
