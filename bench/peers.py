@@ -1,14 +1,22 @@
-"""Processes the HTTP benchmarks run side by side: nginx (as backend and as the peer proxy) and edge.
+"""Processes the HTTP benchmarks run side by side: the backend, nginx as the peer proxy, and edge.
 
-Everything binds loopback only, runs in a temporary folder, and is stopped when the `with` ends.
-The proxy under test is pinned to core 0; the load generator and the backend to core 1, so that the
-figure measures one core of proxy (see bench/README.md).
+Everything binds loopback only, runs in a temporary folder, and is stopped when its `with` ends.
+The proxy under test is pinned to core 0 (`PROXY_CPU`); the load generator and every backend process
+to core 1 (`LOAD_CPU`), so a figure measures one core of proxy (see bench/README.md).
+
+The backend (`backend()`), shared by both proxies:
+  - nginx on 127.0.0.2: `/` a 23-byte answer, `/big` a 100 MiB file (sendfile);
+  - bench/sink.py: reads a request body to its end, answers with the byte count (the upload target);
+  - tests/ws_echo.py: a WebSocket echo server (the `websockets` library, not ours).
+edge reaches each by the port in the Host (`<port>-bench.sandbox.localhost`); nginx by location
+(`/upload` to the sink, `/ws` to the echo server, everything else to the backend nginx).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -16,11 +24,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"
+BACKEND_HOST = "127.0.0.2"
+SANDBOX = "bench"
+DOMAIN = "sandbox.localhost"
+BIG_BYTES = 100 * 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +42,23 @@ def need(*tools: str) -> None:
     missing = [t for t in tools if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
     if missing:
         sys.exit(f"bench: missing {', '.join(missing)}; run `make bench` (it installs them from Debian)")
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise this process's open-file limit (children inherit it); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _nofile_cap(want)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _nofile_cap(want: int = 65536) -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return want if hard == resource.RLIM_INFINITY else min(want, hard)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,12 +90,47 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+# --- process memory ---------------------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of pid (Linux /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of pid and all its descendants (edge with --workers forks; one worker is just the process)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += rss_kib(p)
+        except OSError:
+            continue
+        todo.extend(children(p))
+    return total
+
+
+# --- nginx --------------------------------------------------------------------------------------------
+
 NGINX_BACKEND = """
 worker_processes 1;
+worker_rlimit_nofile {nofile};
 daemon off;
 pid {dir}/backend.pid;
 error_log {dir}/backend.err warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log off;
     keepalive_requests 1000000;
@@ -72,17 +138,16 @@ http {{
         listen {host}:{port} reuseport;
         location / {{ return 200 "hello from the sandbox\\n"; }}
         location /big {{ alias {dir}/big.bin; }}
-        location /upload {{ client_max_body_size 0; client_body_buffer_size 1m; proxy_pass http://127.0.0.1:{sink}; }}
-    }}
-    server {{
-        listen 127.0.0.1:{sink};
-        location / {{ return 200 "stored\\n"; }}
     }}
 }}
 """
 
+# The peer: one worker, upstream keepalive, the same X-Forwarded-* headers as edge. Downloads use
+# nginx's default response buffering (as the issue measured); uploads stream (proxy_request_buffering
+# off), as edge does, instead of nginx's default of spooling the whole body to a temp file first.
 NGINX_PROXY = """
 worker_processes 1;
+worker_rlimit_nofile {nofile};
 daemon off;
 pid {dir}/proxy.pid;
 error_log {dir}/proxy.err warn;
@@ -91,17 +156,30 @@ http {{
     access_log off;
     keepalive_requests 1000000;
     upstream sandbox {{ server {backend_host}:{backend_port}; keepalive 64; }}
+    upstream sink {{ server {backend_host}:{sink_port}; keepalive 64; }}
+    upstream ws {{ server {backend_host}:{ws_port}; }}
     server {{
         listen 127.0.0.1:{port} reuseport;
         client_max_body_size 0;
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
         location / {{
             proxy_pass http://sandbox;
-            proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
+        }}
+        location /upload {{
+            proxy_pass http://sink;
+            proxy_request_buffering off;
+            proxy_set_header Connection "";
+        }}
+        location /ws {{
+            proxy_pass http://ws;
+            proxy_read_timeout 300s;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
         }}
     }}
 }}
@@ -110,35 +188,147 @@ http {{
 
 @contextmanager
 def nginx(template: str, cpu: str, **values):
-    """Run nginx in the foreground with a generated config; yields the temp folder."""
+    """Run nginx in the foreground with a generated config; yields (folder, master process)."""
     need("nginx")
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
+        os.chmod(d, 0o755)  # nginx's workers run as an unprivileged user when started by root
         conf = Path(d) / "nginx.conf"
-        conf.write_text(template.format(dir=d, **values))
+        conf.write_text(template.format(dir=d, nofile=_nofile_cap(), **values))
         if "big_bytes" in values:
             with open(Path(d) / "big.bin", "wb") as fh:
-                fh.truncate(values["big_bytes"])
-        proc = subprocess.Popen(["taskset", "-c", cpu, "nginx", "-p", d, "-c", str(conf), "-e", f"{d}/startup.err"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                fh.write(os.urandom(1 << 20) * (values["big_bytes"] >> 20))
+            os.chmod(Path(d) / "big.bin", 0o644)
+        proc = subprocess.Popen(
+            ["taskset", "-c", cpu, "nginx", "-p", d, "-c", str(conf), "-e", f"{d}/startup.err"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             yield Path(d), proc
         finally:
             _stop(proc)
 
 
+def nginx_worker(master: subprocess.Popen, seconds: float = 5) -> int:
+    """The pid of nginx's single worker (the process that holds the connections)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        kids = children(master.pid)
+        if kids:
+            return kids[0]
+        time.sleep(0.05)
+    raise RuntimeError("nginx started no worker")
+
+
 @contextmanager
-def edge(backend_host: str, sandbox: str = "bench", extra: tuple[str, ...] = ()):
-    """Run `edge serve` pinned to the proxy core, with one sandbox at backend_host. Yields (port, proc)."""
+def python_server(args: list[str], cpu: str = LOAD_CPU):
+    """Run a Python server that prints its port on its first line; yields (port, process)."""
+    proc = subprocess.Popen(
+        ["taskset", "-c", cpu, sys.executable, *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"{args} printed {line!r} instead of a port")
+        yield int(line), proc
+    finally:
+        _stop(proc)
+
+
+@dataclass(frozen=True)
+class Backend:
+    host: str
+    port: int  # nginx: / and /big
+    sink_port: int  # bench/sink.py: /upload
+    ws_port: int  # tests/ws_echo.py
+
+    def edge_host(self, port: int) -> str:
+        """The Host that makes edge forward to `port` on the backend."""
+        return f"{port}-{SANDBOX}.{DOMAIN}"
+
+
+@contextmanager
+def backend():
+    """The whole backend on the load core."""
+    with ExitStack() as stack:
+        port = free_port(BACKEND_HOST)
+        stack.enter_context(nginx(NGINX_BACKEND, LOAD_CPU, host=BACKEND_HOST, port=port, big_bytes=BIG_BYTES))
+        sink_port, _ = stack.enter_context(python_server(["bench/sink.py", BACKEND_HOST]))
+        ws_port, _ = stack.enter_context(python_server(["-m", "tests.ws_echo", BACKEND_HOST]))
+        wait_port(BACKEND_HOST, port)
+        yield Backend(BACKEND_HOST, port, sink_port, ws_port)
+
+
+# --- the two proxies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proxy:
+    name: str
+    port: int
+    pid: int  # the process that holds client connections (nginx: the worker)
+
+    def host(self, be: Backend, kind: str = "http") -> str:
+        """The Host header a client sends through this proxy to reach the backend's `kind` server."""
+        if self.name == "nginx":
+            return f"127.0.0.1:{self.port}"
+        return be.edge_host({"http": be.port, "sink": be.sink_port, "ws": be.ws_port}[kind])
+
+
+@cache
+def edge_flags() -> frozenset[str]:
+    """The long flags `edge serve` accepts in this checkout (the harness adapts to new ones)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "edge", "serve", "--help"], capture_output=True, text=True, cwd=REPO
+    ).stdout
+    return frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", out))
+
+
+@contextmanager
+def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
+    """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process)."""
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
         env["EDGE_STATE_DIR"] = d
-        subprocess.run([sys.executable, "-m", "edge", "sandbox", "add", sandbox, "--address", backend_host],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "edge", "sandbox", "add", SANDBOX, "--address", backend_host],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
         port = free_port()
+        extra = []
+        if "--admin" in edge_flags():
+            extra += ["--admin", "127.0.0.1:0"]
+        if workers is not None:
+            if "--workers" not in edge_flags():
+                raise RuntimeError("this edge has no `serve --workers` yet")
+            extra += ["--workers", str(workers)]
         proc = subprocess.Popen(
-            ["taskset", "-c", PROXY_CPU, sys.executable, "-m", "edge", "serve", "--http", f"127.0.0.1:{port}",
-             "--dns", "127.0.0.1:0", "--no-access-log", *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+            [
+                "taskset",
+                "-c",
+                cpu,
+                sys.executable,
+                "-m",
+                "edge",
+                "serve",
+                "--http",
+                f"127.0.0.1:{port}",
+                "--dns",
+                "127.0.0.1:0",
+                "--no-access-log",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
         )
         try:
             wait_port("127.0.0.1", port)
@@ -147,34 +337,89 @@ def edge(backend_host: str, sandbox: str = "bench", extra: tuple[str, ...] = ())
             _stop(proc)
 
 
+@contextmanager
+def proxy(name: str, be: Backend, workers: int | None = None, cpu: str = PROXY_CPU):
+    """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`."""
+    if name == "edge":
+        with edge(be.host, workers, cpu) as (port, proc):
+            yield Proxy("edge", port, proc.pid)
+    else:
+        port = free_port()
+        with nginx(
+            NGINX_PROXY,
+            cpu,
+            port=port,
+            backend_host=be.host,
+            backend_port=be.port,
+            sink_port=be.sink_port,
+            ws_port=be.ws_port,
+        ) as (_, master):
+            wait_port("127.0.0.1", port)
+            yield Proxy("nginx", port, nginx_worker(master))
+
+
+# --- wrk ----------------------------------------------------------------------------------------------
+
 _WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_WRK_LAT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_LAT = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, host: str, connections: int, seconds: int, threads: int = 1) -> dict:
-    """Run wrk on the load core. Returns req/s and latency percentiles in ms; non-2xx counted."""
-    need("wrk")
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Host: {host}", url],
-        capture_output=True, text=True, timeout=seconds + 30,
-    ).stdout
+def parse_wrk(out: str) -> dict:
+    """wrk --latency output -> req/s, latency percentiles in ms, requests, non-2xx and socket errors."""
     m = _WRK_RPS.search(out)
     if not m:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
     lat = {f"p{p}": float(v) * _UNIT[u] for p, v, u in _WRK_LAT.findall(out)}
+    total = _WRK_TOTAL.search(out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": float(m.group(1)),
         **lat,
+        "requests": int(total.group(1)) if total else 0,
         "non2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
     }
+
+
+def wrk(url: str, host: str, connections: int, seconds: float, threads: int = 1, cpu: str = LOAD_CPU) -> dict:
+    """Run wrk on the load core (bounded: -d plus a hard timeout)."""
+    need("wrk")
+    secs = max(1, round(seconds))
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            cpu,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{secs}s",
+            "--timeout",
+            "5s",
+            "--latency",
+            "-H",
+            f"Host: {host}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=secs + 30,
+    ).stdout
+    return parse_wrk(out)
+
+
+# --- statistics ---------------------------------------------------------------------------------------
 
 
 def median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of a list of runs."""
+    return {"median": median(values), "min": min(values), "max": max(values), "runs": list(values)}

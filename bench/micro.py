@@ -1,0 +1,164 @@
+"""Micro-benchmarks of the pure stages a request crosses, in memory, no sockets.
+
+    python bench/micro.py [--number 20000] [--repeat 7] [--json FILE]
+
+One captured browser-like request (9 header fields) goes through the stages edge/http/conn.py runs:
+
+  parse      h11 server side: receive_data + next_event (Request) + next_event (EndOfMessage). A new
+             h11.Connection per iteration, so its construction (~1/3 of the figure) is included; a
+             keep-alive connection pays start_next_cycle() instead.
+  check      edge.http.request.check_request (smuggling checks on the parsed head)
+  route      edge.http.route.split_target + Router.route (Host -> port, sandbox)
+  rewrite    connection_tokens + is_upgrade + rewrite_request (the upstream header list)
+  serialize  h11 client side: send(Request) + send(EndOfMessage), the upstream head's bytes
+  response   edge.http.headers.rewrite_response on a typical backend answer
+
+Each stage is timed with timeit: `--number` calls per repeat, `--repeat` repeats, median of the
+repeats, reported in ns per request. A stage whose code changed shape is reported as unavailable
+rather than stopping the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import h11  # noqa: E402
+
+from edge.http import headers as hdr  # noqa: E402
+from edge.http.request import check_request  # noqa: E402
+from edge.http.route import Router, split_target  # noqa: E402
+
+RAW = (
+    b"GET /api/v1/items?page=2&sort=desc HTTP/1.1\r\n"
+    b"Host: 3000-a1b2c3d4e5.sandbox.localhost:8080\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+    b"Accept: application/json, text/plain, */*\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\n"
+    b"Accept-Encoding: gzip, deflate, br\r\n"
+    b"Referer: http://3000-a1b2c3d4e5.sandbox.localhost:8080/items\r\n"
+    b"Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n"
+    b"Connection: keep-alive\r\n"
+    b"Sec-Fetch-Mode: cors\r\n"
+    b"\r\n"
+)
+RESPONSE_HEADERS = [
+    (b"server", b"uvicorn"),
+    (b"date", b"Thu, 26 Nov 2026 12:00:00 GMT"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"512"),
+    (b"cache-control", b"no-store"),
+    (b"connection", b"keep-alive"),
+    (b"keep-alive", b"timeout=5"),
+]
+
+
+def parse():
+    h = h11.Connection(h11.SERVER)
+    h.receive_data(RAW)
+    request = h.next_event()
+    h.next_event()
+    return request
+
+
+def stages() -> dict:
+    """name -> zero-argument callable; each runs one stage on the output of the stages before it."""
+    request = parse()
+    router = Router(("sandbox.localhost",))
+    host = next(v for n, v in request.headers if n == b"host")
+
+    def check():
+        check_request(request, 16384, 100)
+
+    def route():
+        _, target = split_target(request.target)
+        return router.route(host), target
+
+    (port, _sandbox), target = route()
+
+    def rewrite():
+        tokens = hdr.connection_tokens(request.headers)
+        upgrade = hdr.is_upgrade(request.headers, tokens) if tokens else None
+        return hdr.rewrite_request(
+            request.headers,
+            host=host,
+            upstream_host=host,
+            client_ip=b"127.0.0.1",
+            scheme=b"http",
+            upgrade=upgrade,
+        )
+
+    out_headers = rewrite()
+
+    def serialize():
+        up = h11.Connection(h11.CLIENT)
+        return up.send(h11.Request(method=request.method, target=target, headers=out_headers)) + up.send(
+            h11.EndOfMessage()
+        )
+
+    def response():
+        return hdr.rewrite_response(RESPONSE_HEADERS, 200)
+
+    return {
+        "parse": parse,
+        "check": check,
+        "route": route,
+        "rewrite": rewrite,
+        "serialize": serialize,
+        "response": response,
+    }
+
+
+def measure(number: int, repeat: int) -> dict:
+    """ns per request for each stage (median of repeats), plus their sum."""
+    out: dict = {
+        "setup": {
+            "number": number,
+            "repeat": repeat,
+            "request_bytes": len(RAW),
+            "h11": h11.__version__,
+            "python": sys.version.split()[0],
+        },
+        "ns": {},
+        "unavailable": {},
+    }
+    try:
+        fns = stages()
+    except Exception as exc:  # the stages' signatures moved on; say so instead of failing the suite
+        out["unavailable"]["all"] = repr(exc)
+        return out
+    for name, fn in fns.items():
+        try:
+            fn()
+            times = timeit.Timer(fn).repeat(repeat=repeat, number=number)
+        except Exception as exc:
+            out["unavailable"][name] = repr(exc)
+            continue
+        times.sort()
+        out["ns"][name] = times[len(times) // 2] / number * 1e9
+    out["ns"]["total"] = sum(out["ns"].values())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--number", type=int, default=20000, help="calls per repeat")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    result = measure(args.number, args.repeat)
+    for name, ns in result["ns"].items():
+        print(f"{name:10} {ns:9,.0f} ns/request")
+    for name, why in result["unavailable"].items():
+        print(f"{name:10} unavailable: {why}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

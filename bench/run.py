@@ -1,0 +1,203 @@
+"""The whole benchmark suite in one go: edge beside nginx in front of the same backend, then DNS.
+
+    .venv/bin/python bench/run.py              the full suite (`make bench` runs this; ~10 minutes)
+    .venv/bin/python bench/run.py --quick      every scenario, short and once (~2 minutes)
+    .venv/bin/python bench/run.py --only small,bulk --runs 1 --seconds 3
+    .venv/bin/python bench/run.py --workers 2  pass `--workers 2` to every edge (when edge has it)
+
+Order: micro-benchmarks of the pure stages (bench/micro.py), then the HTTP scenarios
+(bench/scenarios.py: small, sweep, bulk, websocket, idle, workers), then the DNS comparison
+(bench/dns_bench.py, its own results). This process pins itself to the load core; the proxies are
+pinned to core 0. One line per step on stderr: step count, elapsed time, the figure just measured.
+
+Writes bench/results/http.json, bench/results/http.md and the PNG plots (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import micro, report, scenarios  # noqa: E402
+from bench.peers import LOAD_CPU, PROXY_CPU, backend, edge_flags, need, raise_nofile  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+
+
+class Progress:
+    """`[ 7/52  1:23] what happened` on stderr, one line per finished step."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        m, s = divmod(int(time.monotonic() - self.t0), 60)
+        width = len(str(self.total))
+        print(f"[{self.done:>{width}}/{self.total} {m:2}:{s:02}] {text}", file=sys.stderr, flush=True)
+
+
+def steps(a: argparse.Namespace) -> int:
+    per = {
+        "small": 2 * a.runs,
+        "sweep": 2 * a.runs * len(a.sweep),
+        "bulk": 3 * a.runs,
+        "websocket": 3 * a.runs,
+        "idle": 2 * a.runs,
+        "workers": 2 * a.runs if "--workers" in edge_flags() else 1,
+    }
+    return (a.micro > 0) + sum(per[s] for s in a.only) + (not a.no_dns)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short runs, once each: a smoke test of the harness")
+    ap.add_argument(
+        "--only",
+        default=",".join(scenarios.SCENARIOS),
+        help=f"comma-separated scenarios (default all: {','.join(scenarios.SCENARIOS)})",
+    )
+    ap.add_argument("--runs", type=int, default=3, help="alternating runs per proxy (default 3)")
+    ap.add_argument("--seconds", type=float, default=10, help="wrk duration for small requests (default 10)")
+    ap.add_argument(
+        "--connections", type=int, default=50, help="wrk connections for small requests (default 50)"
+    )
+    ap.add_argument("--sweep", default="1,4,16,64,256", help="connection counts for the concurrency sweep")
+    ap.add_argument("--sweep-seconds", type=float, default=4, help="wrk duration per sweep point (default 4)")
+    ap.add_argument("--bulk-repeat", type=int, default=3, help="100 MiB bodies per bulk run (default 3)")
+    ap.add_argument("--ws-seconds", type=float, default=5, help="WebSocket echo duration (default 5)")
+    ap.add_argument("--ws-connections", type=int, default=4)
+    ap.add_argument("--ws-window", type=int, default=16, help="messages in flight per WebSocket connection")
+    ap.add_argument("--ws-size", type=int, default=64, help="WebSocket payload bytes (under 126)")
+    ap.add_argument("--idle-count", type=int, default=5000, help="idle keep-alive connections (default 5000)")
+    ap.add_argument("--idle-seconds", type=float, default=60, help="deadline for opening them (default 60)")
+    ap.add_argument(
+        "--workers", type=int, help="pass `serve --workers N` to edge (needs an edge that has it)"
+    )
+    ap.add_argument("--micro", type=int, default=20000, help="micro-benchmark calls per repeat (0: skip)")
+    ap.add_argument("--no-dns", action="store_true", help="skip bench/dns_bench.py")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args(argv)
+    if a.quick:  # shorter defaults; a flag given explicitly still wins
+        quick = {
+            "runs": 1,
+            "seconds": 2,
+            "sweep_seconds": 1,
+            "bulk_repeat": 1,
+            "ws_seconds": 1,
+            "idle_count": 1000,
+            "micro": 2000,
+        }
+        for key, value in quick.items():
+            if getattr(a, key) == ap.get_default(key):
+                setattr(a, key, value)
+    a.only = [s for s in a.only.split(",") if s]
+    unknown = set(a.only) - set(scenarios.SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    a.sweep = [int(c) for c in a.sweep.split(",")]
+    if not 0 < a.ws_size < 126:
+        ap.error("--ws-size must be 1 to 125")
+    return a
+
+
+def dns(a: argparse.Namespace) -> dict | None:
+    """Run the DNS helper's script as it stands (its own results files); return its JSON if written."""
+    script = REPO / "bench" / "dns_bench.py"
+    if not script.exists():
+        return None
+    cmd = [sys.executable, str(script)]
+    if a.quick:
+        cmd += ["--runs", "1", "--seconds", "2", "--names", "10000", "--fuzz", "5000"]
+    rc = subprocess.run(cmd, cwd=REPO, timeout=900).returncode
+    path = RESULTS / "dns.json"
+    if rc != 0 or not path.exists():
+        return {"error": f"bench/dns_bench.py exited {rc}"}
+    return json.loads(path.read_text())
+
+
+def meta(a: argparse.Namespace) -> dict:
+    def version(cmd: list[str]) -> str:
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    commit = version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "?",
+        ),
+        "python": platform.python_version(),
+        "nginx": version(["nginx", "-v"]),
+        "wrk": version(["wrk", "-v"]),
+        "proxy_cpu": PROXY_CPU,
+        "load_cpu": LOAD_CPU,
+        "load_average_before": os.getloadavg(),
+        "args": {k: v for k, v in vars(a).items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    need("nginx", "wrk", "taskset")
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    raise_nofile()
+    progress = Progress(steps(a))
+    out: dict = {"meta": meta(a), "scenarios": {}}
+    if a.micro:
+        out["micro"] = micro.measure(a.micro, 7)
+        ns = out["micro"]["ns"]
+        progress.step("micro " + "  ".join(f"{k} {v:,.0f}" for k, v in ns.items()) + " ns/request")
+    if a.only:
+        with backend() as be:
+            bench = scenarios.Bench(a, be, progress.step)
+            for name in a.only:
+                try:
+                    out["scenarios"][name] = scenarios.SCENARIOS[name](bench)
+                except Exception as exc:  # one broken scenario must not lose the others' figures
+                    out["scenarios"][name] = {"error": repr(exc)}
+                    progress.step(f"{name}: FAILED {exc!r}")
+    out["meta"]["load_average_after"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "http.json").write_text(json.dumps(out, indent=2) + "\n")
+    plots = [] if a.no_plots else report.plots(out, RESULTS)
+    (RESULTS / "http.md").write_text(report.markdown(out, plots))
+    print(
+        f"wrote {RESULTS / 'http.json'}, {RESULTS / 'http.md'}" + "".join(f", {p}" for p in plots),
+        file=sys.stderr,
+    )
+    if not a.no_dns:
+        d = dns(a)
+        progress.step(
+            "dns: "
+            + (
+                "skipped, no bench/dns_bench.py"
+                if d is None
+                else d.get("error", "done, see bench/results/dns.md")
+            )
+        )
+    print(report.markdown(out, plots, brief=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The end-to-end HTTP scenarios: edge beside nginx in front of the same backend.
+
+Each scenario alternates the two proxies run by run (edge first on even runs, nginx first on odd
+ones, so slow drift of the machine does not favour one side), and returns, per proxy and per figure,
+the median, min and max of the runs, plus the ratio edge / nginx of the medians. Error counts
+(non-2xx, socket errors, connections not served) are summed over runs, never hidden in a median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from bench import clients
+from bench.peers import BIG_BYTES, PROXY_CPU, Backend, edge_flags, proxy, spread, tree_rss_kib, wrk
+
+NAMES = ("edge", "nginx")
+COUNTS = ("non2xx", "socket_errors", "not_served")
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    be: Backend
+    step: Callable[[str], None]  # prints one progress line
+
+
+def order(run: int) -> tuple[str, ...]:
+    return NAMES if run % 2 == 0 else NAMES[::-1]
+
+
+def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[str, str] = NAMES) -> dict:
+    """Per proxy: each figure's spread over runs and summed error counts; then the ratio of medians."""
+    out: dict = {}
+    for name, rs in runs.items():
+        out[name] = {f: spread([r[f] for r in rs]) for f in figures if all(f in r for r in rs)}
+        for c in COUNTS:
+            if any(c in r for r in rs):
+                out[name][c] = sum(r.get(c, 0) for r in rs)
+    a, b = names
+    out["ratio"] = {
+        f: out[a][f]["median"] / out[b][f]["median"]
+        for f in figures
+        if f in out[a] and f in out[b] and out[b][f]["median"]
+    }
+    return out
+
+
+@contextmanager
+def both(b: Bench):
+    """A fresh edge and a fresh nginx, both running; a scenario loads one at a time."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(proxy(name, b.be, b.args.workers if name == "edge" else None))
+            for name in NAMES
+        }
+
+
+def _wrk(b: Bench, p, connections: int, seconds: float) -> dict:
+    return wrk(f"http://127.0.0.1:{p.port}/", p.host(b.be), connections, seconds)
+
+
+def small(b: Bench) -> dict:
+    """Small requests: `wrk -t1 -c<connections> -d<seconds>s`, 23-byte answers from the backend nginx."""
+    a = b.args
+    runs: dict[str, list[dict]] = {n: [] for n in NAMES}
+    with both(b) as px:
+        for p in px.values():
+            _wrk(b, p, a.connections, 1)  # warm-up: imports, pools, caches
+        for i in range(a.runs):
+            for name in order(i):
+                r = _wrk(b, px[name], a.connections, a.seconds)
+                runs[name].append(r)
+                b.step(
+                    f"small run {i + 1}/{a.runs} {name:5}  {r['rps']:9,.0f} req/s  p50 {r.get('p50', 0):.2f} ms"
+                    f"  p99 {r.get('p99', 0):.2f} ms  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}"
+                )
+    return {
+        "setup": {"connections": a.connections, "seconds": a.seconds, "tool": "wrk -t1"},
+        **compare(runs, ("rps", "p50", "p90", "p99")),
+    }
+
+
+def sweep(b: Bench) -> dict:
+    """Throughput and latency against concurrency: wrk at each of --sweep connection counts."""
+    a = b.args
+    runs = {c: {n: [] for n in NAMES} for c in a.sweep}
+    with both(b) as px:
+        for p in px.values():
+            _wrk(b, p, max(a.sweep), 1)
+        for i in range(a.runs):
+            for c in a.sweep:
+                for name in order(i):
+                    r = _wrk(b, px[name], c, a.sweep_seconds)
+                    runs[c][name].append(r)
+                    b.step(
+                        f"sweep run {i + 1}/{a.runs} c={c:<4} {name:5}  {r['rps']:9,.0f} req/s"
+                        f"  p99 {r.get('p99', 0):.2f} ms  errors {r['non2xx'] + r['socket_errors']}"
+                    )
+    return {
+        "setup": {"connections": a.sweep, "seconds": a.sweep_seconds, "tool": "wrk -t1"},
+        "levels": {str(c): compare(runs[c], ("rps", "p50", "p75", "p90", "p99")) for c in a.sweep},
+    }
+
+
+def bulk(b: Bench) -> dict:
+    """100 MiB bodies down (nginx sendfile from the backend) and up (to bench/sink.py), one connection.
+
+    Each run also measures the same transfers straight to the backend (no proxy): on two cores that
+    is the ceiling, since the client and the backend share the load core.
+    """
+    a = b.args
+    down: dict[str, list[dict]] = {n: [] for n in (*NAMES, "direct")}
+    up: dict[str, list[dict]] = {n: [] for n in (*NAMES, "direct")}
+
+    def one(name: str, port: int, host: str, sink_port: int, sink_host: str, ip: str = "127.0.0.1") -> None:
+        d = clients.download(port, host, "/big", a.bulk_repeat, ip)
+        u = clients.upload(sink_port, sink_host, "/upload", BIG_BYTES, a.bulk_repeat, ip)
+        down[name].append(d)
+        up[name].append(u)
+        b.step(
+            f"bulk run {i + 1}/{a.runs} {name:6} download {d['mbps']:7,.0f} MB/s  "
+            f"upload {u['mbps']:7,.0f} MB/s  non-2xx {d['non2xx'] + u['non2xx']}"
+            + ("  (no proxy: the ceiling)" if name == "direct" else "")
+        )
+
+    with both(b) as px:
+        for p in px.values():
+            clients.download(p.port, p.host(b.be), "/big", 1)
+            clients.upload(p.port, p.host(b.be, "sink"), "/upload", 1 << 20, 1)
+        for i in range(a.runs):
+            for name in order(i):
+                p = px[name]
+                one(name, p.port, p.host(b.be), p.port, p.host(b.be, "sink"))
+            one("direct", b.be.port, "backend", b.be.sink_port, "backend", b.be.host)
+    setup = {
+        "body_bytes": BIG_BYTES,
+        "bodies_per_run": a.bulk_repeat,
+        "client": "bench/clients.py, one connection",
+    }
+    out = {}
+    for key, runs in (("download", down), ("upload", up)):
+        out[key] = {
+            "setup": setup,
+            **compare({n: runs[n] for n in NAMES}, ("mbps",)),
+            "direct": {"mbps": spread([r["mbps"] for r in runs["direct"]])},
+        }
+    out["upload"]["setup"] = {**setup, "sink": "bench/sink.py answers with the count of bytes it read"}
+    return out
+
+
+def websocket(b: Bench) -> dict:
+    """Echoed WebSocket messages per second through each proxy's tunnel, and straight to the backend."""
+    a = b.args
+    runs: dict[str, list[dict]] = {n: [] for n in (*NAMES, "direct")}
+
+    def one(port: int, host: str, ip: str = "127.0.0.1") -> dict:
+        return clients.ws_echo(port, host, "/ws", a.ws_seconds, a.ws_connections, a.ws_window, a.ws_size, ip)
+
+    with both(b) as px:
+        for p in px.values():
+            one(p.port, p.host(b.be, "ws"))
+        for i in range(a.runs):
+            for name in order(i):
+                r = one(px[name].port, px[name].host(b.be, "ws"))
+                runs[name].append(r)
+                b.step(f"websocket run {i + 1}/{a.runs} {name:6} {r['mps']:9,.0f} messages/s")
+            r = one(b.be.ws_port, "backend", b.be.host)
+            runs["direct"].append(r)
+            b.step(
+                f"websocket run {i + 1}/{a.runs} direct {r['mps']:9,.0f} messages/s (no proxy: the ceiling)"
+            )
+    out = compare({n: runs[n] for n in NAMES}, ("mps",))
+    out["direct"] = {"mps": spread([r["mps"] for r in runs["direct"]])}
+    out["setup"] = {
+        "connections": a.ws_connections,
+        "in_flight_per_connection": a.ws_window,
+        "payload_bytes": a.ws_size,
+        "seconds": a.ws_seconds,
+        "server": "tests/ws_echo.py (websockets)",
+    }
+    return out
+
+
+def idle(b: Bench) -> dict:
+    """RSS growth of the proxy process over --idle-count idle keep-alive connections (one request each)."""
+    a = b.args
+    runs: dict[str, list[dict]] = {n: [] for n in NAMES}
+    for i in range(a.runs):
+        for name in order(i):
+            with proxy(name, b.be, a.workers if name == "edge" else None) as p:
+                host = p.host(b.be)
+                for s in clients.open_idle(p.port, host, 50, a.idle_seconds):  # warm-up, then closed
+                    s.close()
+                time.sleep(0.5)
+                before = tree_rss_kib(p.pid)
+                socks = clients.open_idle(p.port, host, a.idle_count, a.idle_seconds)
+                try:
+                    time.sleep(1.0)
+                    after = tree_rss_kib(p.pid)
+                    served = clients.still_served(socks, host)
+                finally:
+                    for s in socks:
+                        s.close()
+            sample = min(100, len(socks))
+            r = {
+                "bytes_per_connection": (after - before) * 1024 / max(1, len(socks)),
+                "connections": len(socks),
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "not_served": sample - served,
+            }
+            runs[name].append(r)
+            b.step(
+                f"idle run {i + 1}/{a.runs} {name:5}  {r['bytes_per_connection']:8,.0f} B/connection over "
+                f"{len(socks):,} connections (RSS {before:,} -> {after:,} KiB); "
+                f"second request served on {served}/{sample}"
+            )
+    out = compare(runs, ("bytes_per_connection", "rss_before_kib", "rss_after_kib"))
+    out["setup"] = {
+        "connections": a.idle_count,
+        "measure": "VmRSS after - before, divided by connections; nginx: its worker process",
+    }
+    return out
+
+
+def workers(b: Bench) -> dict | None:
+    """`edge serve --workers 1` on core 0 against `--workers 2` on both cores (shared with wrk)."""
+    a = b.args
+    if "--workers" not in edge_flags():
+        b.step("workers: skipped, this edge has no `serve --workers`")
+        return None
+    shapes = (("1 worker", 1, PROXY_CPU), ("2 workers", 2, "0,1"))
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in shapes}
+    for i in range(a.runs):
+        for label, n, cpus in shapes if i % 2 == 0 else shapes[::-1]:
+            with proxy("edge", b.be, n, cpus) as p:
+                _wrk(b, p, a.connections, 1)
+                r = _wrk(b, p, a.connections, a.seconds)
+            runs[label].append(r)
+            b.step(
+                f"workers run {i + 1}/{a.runs} {label:9}  {r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms"
+            )
+    out = compare(runs, ("rps", "p50", "p99"), names=("2 workers", "1 worker"))
+    out["setup"] = {
+        "connections": a.connections,
+        "seconds": a.seconds,
+        "cpus": {"1 worker": PROXY_CPU, "2 workers": "0,1 (wrk and the backend share core 1)"},
+    }
+    return out
+
+
+SCENARIOS = {
+    "small": small,
+    "sweep": sweep,
+    "bulk": bulk,
+    "websocket": websocket,
+    "idle": idle,
+    "workers": workers,
+}
