@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-deps lint bench clean
+.PHONY: install run test test-deps lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,27 @@ test-deps:
 
 test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark suite (bench/README.md): Debian packages for the peers and load generators, the
+# `bench` extra for plots, then bench/run.py (~10 minutes; BENCH_ARGS=--quick for a ~2-minute pass).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench-deps:
+	@missing=""; \
+	for t in nginx:nginx-light wrk:wrk dnsmasq:dnsmasq-base dnsperf:dnsperf taskset:util-linux curl:curl; do \
+	  command -v $${t%%:*} >/dev/null || test -x /usr/sbin/$${t%%:*} || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "bench: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: $(BENCH_STAMP) bench-deps
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check edge tests bench
