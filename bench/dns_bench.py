@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """DNS benchmark: edge against dnsmasq with dnsperf, then a fuzz run against edge.
 
-    .venv/bin/python bench/dns_bench.py [--runs 3] [--seconds 10] [--fuzz 100000]
+    .venv/bin/python bench/dns_bench.py [--runs 3] [--seconds 10] [--fuzz 100000] [--quick]
 
 1. Micro: the pure stages in memory (fast path, dnslib path, rate limiter), microseconds per query.
 2. Load: dnsperf sends the same file of distinct sandbox names (`3000-<random>.sandbox.localhost A`)
@@ -241,7 +241,7 @@ def correctness_checks(port: int) -> dict[str, bool]:
 # --- main ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="dnsperf run length")
@@ -250,7 +250,10 @@ def main() -> int:
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--fuzz", type=int, default=100_000, help="hostile packets (0: skip)")
     parser.add_argument("--fuzz-rate", type=float, default=8000.0, help="hostile packets per second")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="3 s runs and 20,000 names (the fuzz stays whole)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.names = min(args.seconds, 3.0), min(args.names, 20_000)
 
     missing = [tool for tool in ("dnsperf", "dnsmasq") if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
     if missing:
