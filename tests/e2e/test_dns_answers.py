@@ -11,6 +11,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
+import trio
 
 from tests.dns.support import ask, raw_udp_async, start_dns, tcp, udp, write_zone
 
@@ -99,12 +100,23 @@ async def test_unknown_opcode_is_notimp(server, transport):
     assert reply.rcode() == dns.rcode.NOTIMP
 
 
-async def test_header_not_matching_content_is_formerr(server):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_header_not_matching_content_is_formerr(server, transport):
     """QDCOUNT 2 with one question: FORMERR with the query's ID."""
     wire = bytearray(q().to_wire())
     wire[5] = 2
-    reply = await raw_udp_async(bytes(wire), server)
+    if transport == "udp":
+        reply = await raw_udp_async(bytes(wire), server)
+    else:
+        stream = await trio.open_tcp_stream(*server)
+        await stream.send_all(len(wire).to_bytes(2, "big") + wire)
+        with trio.fail_after(3):
+            reply = b""
+            while len(reply) < 2 or len(reply) < 2 + int.from_bytes(reply[:2], "big"):
+                reply += await stream.receive_some(65536)
+        reply = reply[2:]
     assert reply[:2] == wire[:2] and reply[3] & 0xF == dns.rcode.FORMERR
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
