@@ -238,6 +238,22 @@ def correctness_checks(port: int) -> dict[str, bool]:
     return checks
 
 
+def start_edge(port: int, config: Path, log, cpu: int | None, state: Path) -> subprocess.Popen:
+    cmd = pin(cpu) + [sys.executable, "-m", "edge", "dns", "--config", str(config), "--dns", f"127.0.0.1:{port}",
+                      "--log-format", "text"]  # fmt: skip
+    env = {**os.environ, "EDGE_STATE_DIR": str(state)}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def start_dnsmasq(binary: str, port: int, cpu: int | None) -> subprocess.Popen:
+    """dnsmasq in the foreground on a loopback port, answering every name under DOMAIN with 127.0.0.1."""
+    cmd = pin(cpu) + [binary, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}",
+                      "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+                      f"--address=/{DOMAIN}/127.0.0.1", "--user=" + (os.environ.get("USER") or "root"),
+                      "--log-facility=/dev/null", "--cache-size=0"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 # --- main ---------------------------------------------------------------------------------------------
 
 
@@ -281,19 +297,11 @@ def main(argv: list[str] | None = None) -> int:
 
     edge_port, dnsmasq_port = free_port(), free_port()
     edge_log = open(tmp / "edge.log", "w")  # noqa: SIM115
-    edge = subprocess.Popen(
-        pin(server_cpu) + [sys.executable, "-m", "edge", "dns", "--config", str(config), "--dns",
-                           f"127.0.0.1:{edge_port}", "--log-format", "text"],
-        cwd=REPO, stdout=edge_log, stderr=subprocess.STDOUT, env={**os.environ, "EDGE_STATE_DIR": str(tmp)},
-    )  # fmt: skip
-    dnsmasq = subprocess.Popen(
-        pin(server_cpu) + [dnsmasq_bin, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={dnsmasq_port}",
-                           "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-                           f"--address=/{DOMAIN}/127.0.0.1", "--user=" + (os.environ.get("USER") or "root"),
-                           "--log-facility=/dev/null", "--cache-size=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    procs: list[subprocess.Popen] = []
     try:
+        edge = start_edge(edge_port, config, edge_log, server_cpu, tmp)
+        procs.append(edge)
+        procs.append(start_dnsmasq(dnsmasq_bin, dnsmasq_port, server_cpu))
         wait_answering(edge_port)
         wait_answering(dnsmasq_port)
         targets = {"edge": edge_port, "dnsmasq": dnsmasq_port}
@@ -327,13 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             fuzz_result["tracebacks_logged"] = log_text.count("Traceback")
             print(f"  {fuzz_result}", flush=True)
     finally:
-        for proc in (edge, dnsmasq):
+        for proc in procs:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
         edge_log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
