@@ -84,7 +84,8 @@ def micro() -> dict:
     from edge.dns.answer import answer
     from edge.dns.fastpath import FastPath
     from edge.dns.rrl import RateLimiter
-    from edge.dns.zone import Zones, load_file
+    from edge.dns.zone import Zones
+    from edge.dns.zonefile import load_file
 
     zones = Zones([load_file(REPO / "zones" / f"{DOMAIN}.zone")])
     fast = FastPath.build(zones)
@@ -161,7 +162,8 @@ def expected_replies(packets: list[bytes]) -> int:
     """How many of `packets` edge should answer (the rest get no reply by design: no header, or QR=1)."""
     from edge.dns.answer import answer
     from edge.dns.fastpath import FastPath
-    from edge.dns.zone import Zones, load_file
+    from edge.dns.zone import Zones
+    from edge.dns.zonefile import load_file
 
     zones = Zones([load_file(REPO / "zones" / f"{DOMAIN}.zone")])
     fast = FastPath.build(zones)

@@ -35,7 +35,8 @@ from edge.config import Config, Listen
 from edge.dns.answer import answer, truncate
 from edge.dns.fastpath import FastPath
 from edge.dns.rrl import DROP, RateLimiter
-from edge.dns.zone import Zones, load_zones, zone_path
+from edge.dns.zone import Zones
+from edge.dns.zonefile import load_zones, zone_path
 from edge.errors import EdgeError
 
 logger = logging.getLogger("edge.dns")

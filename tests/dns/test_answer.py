@@ -14,7 +14,8 @@ import dns.rdatatype
 import pytest
 
 from edge.dns.answer import ERROR_KEY, answer, truncate
-from edge.dns.zone import Zones, parse_zone
+from edge.dns.zone import Zones
+from edge.dns.zonefile import parse_zone
 from tests.dns.support import ZONE
 
 ZONES = Zones([parse_zone(ZONE, origin="sandbox.localhost", filename="t.zone")])

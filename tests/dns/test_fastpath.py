@@ -8,7 +8,8 @@ import pytest
 
 from edge.dns.answer import answer
 from edge.dns.fastpath import FastPath
-from edge.dns.zone import Zones, parse_zone
+from edge.dns.zone import Zones
+from edge.dns.zonefile import parse_zone
 from tests.dns.support import ZONE
 
 ZONES = Zones([parse_zone(ZONE, origin="sandbox.localhost", filename="t.zone")])

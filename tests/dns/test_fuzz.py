@@ -7,7 +7,8 @@ import pytest
 
 from edge.dns.answer import FORMERR, answer
 from edge.dns.fastpath import FastPath
-from edge.dns.zone import Zones, parse_zone
+from edge.dns.zone import Zones
+from edge.dns.zonefile import parse_zone
 from tests.dns import fuzz
 from tests.dns.support import ZONE
 
