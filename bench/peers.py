@@ -201,7 +201,7 @@ def nginx(template: str, cpu: str, **values):
         proc = subprocess.Popen(
             ["taskset", "-c", cpu, "nginx", "-p", d, "-c", str(conf), "-e", f"{d}/startup.err"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         try:
             yield Path(d), proc
@@ -263,6 +263,24 @@ def backend():
         yield Backend(BACKEND_HOST, port, sink_port, ws_port)
 
 
+# --- what the proxies complained about -------------------------------------------------------------
+
+#: One entry per proxy process that logged a warning or worse: {"proxy", "lines", "last"}. bench/run.py
+#: files them under the scenario that was running.
+LOGS: list[dict] = []
+_BAD = re.compile(r'"level":"(warning|error|critical)"|Traceback|\[(warn|error|crit|alert|emerg)\]')
+
+
+def _collect(name: str, path: Path) -> None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    bad = [ln for ln in lines if _BAD.search(ln)]
+    if bad:
+        LOGS.append({"proxy": name, "lines": len(bad), "last": [ln[:300] for ln in bad[-5:]]})
+
+
 # --- the two proxies ----------------------------------------------------------------------------------
 
 
@@ -290,7 +308,10 @@ def edge_flags() -> frozenset[str]:
 
 @contextmanager
 def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
-    """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process)."""
+    """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process).
+
+    Its stderr goes to a file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
+    """
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
         env["EDGE_STATE_DIR"] = d
@@ -309,6 +330,7 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
             if "--workers" not in edge_flags():
                 raise RuntimeError("this edge has no `serve --workers` yet")
             extra += ["--workers", str(workers)]
+        err = open(Path(d) / "edge.err", "wb")  # noqa: SIM115 (closed when the process has stopped)
         proc = subprocess.Popen(
             [
                 "taskset",
@@ -327,7 +349,7 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=err,
             cwd=REPO,
         )
         try:
@@ -335,6 +357,8 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
             yield port, proc
         finally:
             _stop(proc)
+            err.close()
+            _collect("edge", Path(d) / "edge.err")
 
 
 @contextmanager
@@ -354,8 +378,11 @@ def proxy(name: str, be: Backend, workers: int | None = None, cpu: str = PROXY_C
             sink_port=be.sink_port,
             ws_port=be.ws_port,
         ) as (_, master):
-            wait_port("127.0.0.1", port)
-            yield Proxy("nginx", port, nginx_worker(master))
+            try:
+                wait_port("127.0.0.1", port)
+                yield Proxy("nginx", port, nginx_worker(master))
+            finally:
+                _collect("nginx", _ / "proxy.err")
 
 
 # --- wrk ----------------------------------------------------------------------------------------------
