@@ -1,0 +1,278 @@
+"""The admin API as an ASGI app: routes, bearer-token auth, and the one error mapping.
+
+Theory of operation. FastAPI (on Starlette) does the HTTP-facing work: routing, reading and
+validating JSON bodies against `schemas`, and writing /openapi.json from the same models. The routes
+are thin: each calls the catalog's shared write operations (`edge.catalog.ops`, the ones the CLI
+uses) so the two writers keep one set of rules. Store calls are blocking SQLite calls, so those
+routes are plain `def`: Starlette runs them in a worker thread (anyio, which runs on trio), and the
+event loop that also serves the HTTP edge never waits on the disk.
+
+Auth is a plain ASGI middleware in front of everything but /healthz, so an unauthenticated request
+is refused before its body is read. Every error, whatever raised it (pydantic, Starlette's router,
+the catalog), leaves through `_error()` as `{"code", "message"[, "field", "reason", "errors"]}`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from edge import metrics
+from edge.admin import auth, status
+from edge.admin.schemas import (
+    ErrorOut,
+    Health,
+    SandboxId,
+    SandboxIn,
+    SandboxOut,
+    SandboxPut,
+    SandboxToken,
+    StatusOut,
+)
+from edge.catalog import ops
+from edge.catalog.store import LiveCatalog, Store
+from edge.errors import CatalogError, EdgeError, SandboxNotFound, ValidationError
+
+OPEN_PATHS = frozenset({"/healthz"})
+REALM = 'Bearer realm="edge admin"'
+
+
+@dataclass
+class AdminContext:
+    """What the routes need, handed over once (app.state.edge) instead of through globals."""
+
+    store: Store
+    live: LiveCatalog
+    token: str
+    #: Called at each status request: [(kind, "addr:port"), ...]; the server fills it once bound.
+    listeners: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+    started: float = field(default_factory=time.monotonic)
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _error(status_code: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status_code=status_code, headers=headers)
+
+
+FieldErr = tuple[str, str]
+
+
+def _field_errors(errors: list[FieldErr]) -> dict:
+    first = errors[0]
+    return {"field": first[0], "reason": first[1], "errors": [{"field": f, "reason": r} for f, r in errors]}
+
+
+def _pydantic_errors(raw: Iterable[dict]) -> list[FieldErr]:
+    out = []
+    for err in raw:
+        loc = [str(part) for part in err.get("loc", ())]
+        # ("body", "address") -> "address"; ("path", "id") -> "id"; ("body",) -> "body"
+        name = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "body")
+        kind = err.get("type", "")
+        if kind == "extra_forbidden":
+            reason = "unknown field"
+        elif kind == "missing":
+            reason = "required"
+        else:
+            reason = err.get("msg", "invalid")
+        out.append((name, reason))
+    return out or [("body", "invalid")]
+
+
+async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    raw = list(exc.errors())
+    bad_json = next((e for e in raw if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        detail = (bad_json.get("ctx") or {}).get("error", "")
+        return _error(400, "malformed_json", f"the body is not valid JSON{': ' + str(detail) if detail else ''}")
+    errors = _pydantic_errors(raw)
+    message = "; ".join(f"{f}: {r}" for f, r in errors)
+    return _error(422, "invalid", message, **_field_errors(errors))
+
+
+async def _on_edge_error(request: Request, exc: EdgeError) -> JSONResponse:
+    if isinstance(exc, ValidationError):
+        return _error(422, exc.code, exc.message, **_field_errors([(exc.field, exc.reason)]))
+    if isinstance(exc, SandboxNotFound):
+        # The HTTP edge answers an unknown sandbox with E2B's 502; for the API it is a missing resource.
+        return _error(404, "not_found", f"no sandbox {exc.sandbox_id!r} in the catalog")
+    if isinstance(exc, CatalogError):
+        return _error(503, exc.code, exc.message)
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _CODES.get(exc.status_code, "error")
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        # Starlette names only the first matching route's methods; RFC 9110 section 10.2.1 wants
+        # all the methods the resource supports.
+        headers = {"Allow": ", ".join(_allowed_methods(request))}
+    return _error(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return sorted(methods)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return _error(500, "internal_error", "internal error; see the server log")
+
+
+# --- auth ---------------------------------------------------------------------------------------------
+
+
+class BearerAuth:
+    """ASGI middleware: `Authorization: Bearer <token>` on every path but OPEN_PATHS (RFC 6750)."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        presented = auth.bearer(header)
+        if presented is None:
+            response = _error(401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": REALM})
+        elif not auth.matches(presented, self.token):
+            response = _error(
+                401, "unauthorized", "invalid bearer token",
+                headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+            )
+        else:
+            return await self.app(scope, receive, send)
+        await response(scope, receive, send)
+
+
+# --- the app ------------------------------------------------------------------------------------------
+
+_E = {"model": ErrorOut}
+_AUTH = {401: {**_E, "description": "No bearer token, or a wrong one"}}
+_INVALID = {
+    400: {**_E, "description": "The body is not valid JSON"},
+    422: {**_E, "description": "A field is invalid: `field` and `reason` say which and why"},
+}
+_MISSING = {404: {**_E, "description": "No sandbox with this ID"}}
+_STORE = {503: {**_E, "description": "The catalog cannot be read or written"}}
+
+# Registers the security scheme in /openapi.json; BearerAuth does the checking.
+_bearer = HTTPBearer(auto_error=False, description="The admin token (config admin.token, EDGE_ADMIN_TOKEN or <state_dir>/admin-token)")
+
+
+def _ctx(request: Request) -> AdminContext:
+    return request.app.state.edge
+
+
+def create_app(ctx: AdminContext) -> FastAPI:
+    app = FastAPI(
+        title="edge admin API",
+        version="1",
+        description="Manage the sandbox catalog and watch the edge. Every path but /healthz needs the bearer token.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.edge = ctx
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(EdgeError, _on_edge_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(BearerAuth, token=ctx.token)
+    api = APIRouter(dependencies=[Security(_bearer)], responses=_AUTH)
+
+    @api.put(
+        "/v1/sandboxes/{id}",
+        response_model=SandboxPut,
+        responses={**_INVALID, **_STORE},
+        summary="Create or replace a sandbox",
+        description="A sandbox made private gets a `traffic_access_token`, shown in this response only."
+        " One that was private already keeps its token (rotate it with POST .../token).",
+    )
+    def put_sandbox(id: SandboxId, body: SandboxIn, request: Request) -> Response:
+        record, token = ops.put_sandbox(_ctx(request).store, id, **body.model_dump())
+        doc = record.to_json()
+        if token:
+            doc["traffic_access_token"] = token
+        return JSONResponse(doc)
+
+    @api.get("/v1/sandboxes", response_model=list[SandboxOut], responses=_STORE, summary="List sandboxes")
+    def list_sandboxes(request: Request) -> Response:
+        return JSONResponse([s.to_json() for s in _ctx(request).store.list()])
+
+    @api.get(
+        "/v1/sandboxes/{id}",
+        response_model=SandboxOut,
+        responses={**_MISSING, 422: _INVALID[422], **_STORE},
+        summary="Show one sandbox",
+    )
+    def get_sandbox(id: SandboxId, request: Request) -> Response:
+        found = _ctx(request).store.get(id)
+        if found is None:
+            raise SandboxNotFound(id)
+        return JSONResponse(found.to_json())
+
+    @api.delete(
+        "/v1/sandboxes/{id}",
+        status_code=204,
+        response_class=Response,
+        responses={**_MISSING, 422: _INVALID[422], **_STORE},
+        summary="Remove a sandbox",
+    )
+    def delete_sandbox(id: SandboxId, request: Request) -> Response:
+        if not _ctx(request).store.delete(id):
+            raise SandboxNotFound(id)
+        return Response(status_code=204)
+
+    @api.post(
+        "/v1/sandboxes/{id}/token",
+        response_model=SandboxToken,
+        responses={**_MISSING, 422: _INVALID[422], **_STORE},
+        summary="Rotate a sandbox's traffic access token",
+        description="Makes the sandbox private. The old token stops working on every edge within a catalog poll.",
+    )
+    def rotate_token(id: SandboxId, request: Request) -> Response:
+        record, token = ops.rotate_token(_ctx(request).store, id)
+        return JSONResponse({**record.to_json(), "traffic_access_token": token})
+
+    @api.get("/v1/status", response_model=StatusOut, summary="What `edge status` prints")
+    async def get_status(request: Request) -> Response:
+        ctx = _ctx(request)
+        doc = status.build(ctx.live.snapshot, metrics.STATS, ctx.listeners(), time.monotonic() - ctx.started)
+        return JSONResponse(doc)
+
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                         "description": "Prometheus text exposition"}},
+        summary="Prometheus metrics",
+    )
+    async def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(api)
+
+    @app.get("/healthz", response_model=Health, summary="Liveness; needs no token")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,82 @@
+"""Serve the admin API on trio with hypercorn, the way the other servers are served.
+
+`serve(config, store, live, *, task_status)` resolves the token (refusing a non-loopback address
+without a configured one), binds `admin.listen`, reports the bound addresses (so port 0 works) and
+serves until cancelled. hypercorn's own logging goes to the "edge.admin" logger, so its lines come
+out in edge's log format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from edge.admin.api import AdminContext, create_app
+from edge.admin.auth import server_token
+from edge.catalog.store import LiveCatalog, Store
+from edge.config import Config
+from edge.errors import ConfigError
+
+log = logging.getLogger("edge.admin")
+
+#: Seconds open admin requests get to finish when the server stops.
+SHUTDOWN_GRACE = 2.0
+
+
+async def serve(
+    config: Config,
+    store: Store,
+    live: LiveCatalog,
+    *,
+    listeners: Iterable[tuple[str, tuple]] = (),
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status."""
+    token = server_token(config)
+    shown = [(kind, _show(addr)) for kind, addr in listeners]
+    ctx = AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown)
+
+    hc = HypercornConfig()
+    hc.bind = [str(config.admin.listen)]
+    hc.errorlog = log
+    hc.accesslog = None
+    hc.graceful_timeout = SHUTDOWN_GRACE
+    hc.include_server_header = False
+    reported = _Reported(task_status, shown)
+    log.info("admin token from %s", token.source)
+    try:
+        await hypercorn_serve(create_app(ctx), hc, task_status=reported, mode="asgi")
+    except OSError as exc:
+        if reported.done:
+            raise
+        raise ConfigError(f"admin.listen: cannot listen on {config.admin.listen}: {exc.strerror}") from None
+
+
+class _Reported:
+    """Turns hypercorn's bound URLs ("http://127.0.0.1:8081") into the (host, port) tuples we report."""
+
+    def __init__(self, task_status, shown: list[tuple[str, str]]) -> None:
+        self.task_status = task_status
+        self.shown = shown
+        self.done = False
+
+    def started(self, binds: list[str]) -> None:
+        bound = [_parse(url) for url in binds]
+        self.shown.extend(("admin", _show(addr)) for addr in bound)
+        self.done = True
+        self.task_status.started(bound)
+
+
+def _parse(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _show(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,80 @@
+"""The `GET /v1/status` document and its text form for `edge status`. Pure: no I/O, no framework.
+
+The server builds the document from what it already holds (the live catalog snapshot, the process's
+counters, the addresses it bound); the CLI only formats what it received, so a newer server can add
+fields without breaking an older CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edge.catalog.model import Snapshot
+from edge.metrics import Stats
+
+#: How many of the busiest sandboxes the status document lists.
+BUSIEST = 10
+
+
+def build(
+    snapshot: Snapshot,
+    stats: Stats,
+    listeners: Iterable[tuple[str, str]],
+    uptime: float,
+    busiest: int = BUSIEST,
+) -> dict:
+    top = sorted(stats.sandbox_requests.items(), key=lambda kv: (-kv[1], kv[0]))[:busiest]
+    private = sum(1 for s in snapshot.by_id.values() if not s.public)
+    return {
+        "uptime_seconds": round(uptime, 3),
+        "listeners": [{"kind": kind, "address": address} for kind, address in listeners],
+        "sandboxes": {"total": len(snapshot), "private": private, "catalog_version": snapshot.version},
+        "active_connections": stats.http_active_connections,
+        "active_tunnels": stats.http_active_tunnels,
+        "requests": {("none" if i == 0 else f"{i}xx"): n for i, n in enumerate(stats.http_requests)},
+        "busiest": [{"id": sandbox_id, "requests": n} for sandbox_id, n in top],
+    }
+
+
+def format_text(doc: dict) -> str:
+    """A few readable lines for people; unknown fields are ignored, missing ones shown as '?'."""
+    lines = []
+    up = doc.get("uptime_seconds")
+    lines.append(f"edge is up{'' if up is None else f' for {_duration(up)}'}")
+    for listener in doc.get("listeners", []):
+        lines.append(f"  {listener.get('kind', '?'):6} {listener.get('address', '?')}")
+    sb = doc.get("sandboxes", {})
+    lines.append(
+        f"sandboxes:   {sb.get('total', '?')} ({sb.get('private', '?')} private), catalog version"
+        f" {sb.get('catalog_version', '?')}"
+    )
+    lines.append(f"connections: {doc.get('active_connections', '?')} open")
+    lines.append(f"tunnels:     {doc.get('active_tunnels', '?')} open")
+    req = doc.get("requests", {})
+    if req:
+        total = sum(v for v in req.values() if isinstance(v, int))
+        by_class = "  ".join(f"{k}={v}" for k, v in req.items() if v)
+        lines.append(f"requests:    {total}{'  (' + by_class + ')' if by_class else ''}")
+    busiest = doc.get("busiest", [])
+    if busiest:
+        lines.append("busiest sandboxes:")
+        width = max(len(str(b.get("id", "?"))) for b in busiest)
+        for b in busiest:
+            lines.append(f"  {str(b.get('id', '?')):{width}}  {b.get('requests', '?')} requests")
+    else:
+        lines.append("busiest sandboxes: none yet")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
