@@ -94,6 +94,9 @@ class HttpConfig:
     max_head_fields: int = 100
     #: Bytes asked of the socket per read.
     read_size: int = 65536
+    #: Bodies with a Content-Length of at least this many bytes still to come move by zero-copy
+    #: splice(2) between the sockets instead of through Python; 0 turns splicing off.
+    splice_threshold: int = 262144
     #: Seconds the handlers get to finish when the server stops.
     shutdown_grace: float = 5.0
 

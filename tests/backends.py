@@ -7,7 +7,7 @@
   /upload        reads the body, answers {"received": N, "max_chunk": M}
   /sse?n=N&gap=S N server-sent events, S seconds apart
   /slow?delay=S  answers after S seconds
-  /truncate      promises 1000 bytes, sends 10, closes
+  /truncate?n=N&send=M  promises N bytes (1000), sends M (10), closes
   /early         answers 413 at once, without reading the body
   /close         answers with Connection: close
 Every connection and request is counted, so tests can see pooling and per-request routing.
@@ -105,8 +105,9 @@ class Backend:
                     await trio.sleep(gap)
             await send(conn.send(h11.EndOfMessage()))
         elif path == "/truncate":
-            await send(conn.send(h11.Response(status_code=200, headers=[("content-length", "1000")])))
-            await send(conn.send(h11.Data(data=b"0123456789")))
+            promised, sent = int(q.get("n", "1000")), int(q.get("send", "10"))
+            await send(conn.send(h11.Response(status_code=200, headers=[("content-length", str(promised))])))
+            await send(conn.send(h11.Data(data=b"x" * sent)))
             return False
         else:
             if path == "/slow":

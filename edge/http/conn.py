@@ -45,7 +45,7 @@ from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrit
 from edge.http.pages import REASONS, render_error
 from edge.http.request import check_request
 from edge.http.route import Router, split_target
-from edge.http.splice import Tunnel
+from edge.http.splice import Pipe, SpliceError, Tunnel, splice
 from edge.http.upstream import Pool, Upstream
 from edge.metrics import STATS
 
@@ -110,7 +110,8 @@ def _translate(exc: h11.RemoteProtocolError) -> EdgeError:
 
 
 class ClientConnection:
-    __slots__ = ("ctx", "stream", "h", "client_ip", "_pump_error", "_served")
+    __slots__ = ("ctx", "stream", "h", "client_ip", "_pump_error", "_served", "_spliced_up", "_spliced_down",
+                 "_req_keepalive", "_resp_keepalive")
 
     def __init__(self, ctx: ServerContext, stream: trio.SocketStream) -> None:
         self.ctx = ctx
@@ -122,19 +123,21 @@ class ClientConnection:
             self.client_ip = b"-"
         self._pump_error: BaseException | None = None
         self._served = 0
+        # Per exchange: which bodies went by splice (h11 never saw them), and whether each side
+        # allows keep-alive; together they decide whether the connections live on (see _next_cycle).
+        self._spliced_up = self._spliced_down = False
+        self._req_keepalive = self._resp_keepalive = False
 
     # --- the connection loop --------------------------------------------------------------------
 
     async def run(self) -> None:
-        h = self.h
         STATS.http_active_connections += 1
         try:
             while True:
                 if not await self._exchange():
                     break
-                if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+                if not self._next_cycle():
                     break
-                h.start_next_cycle()
         except (_Tunnelled, _ClientMustClose, _ClientGone):
             pass
         except _GONE:
@@ -142,6 +145,32 @@ class ClientConnection:
         finally:
             STATS.http_active_connections -= 1
             await self._close()
+
+    def _next_cycle(self) -> bool:
+        """Ready the client connection for its next request; False when it must close instead."""
+        h = self.h
+        if not (self._spliced_up or self._spliced_down):
+            if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+                return False
+            h.start_next_cycle()
+            return True
+        # A spliced body went past h11, so its state machine is stuck mid-message. The cycle did end
+        # cleanly when every body not spliced finished in h11 and the request allowed keep-alive:
+        # then a fresh state machine takes over, with any pipelined bytes h11 had buffered.
+        if not (self._req_keepalive and (self._spliced_up or h.their_state is h11.DONE)
+                and (self._spliced_down or h.our_state is h11.DONE)):
+            return False
+        pipelined = h.trailing_data[0]
+        self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.ctx.http.max_head_bytes)
+        if pipelined:
+            self.h.receive_data(pipelined)
+        return True
+
+    def _upstream_reusable(self, up: Upstream) -> bool:
+        """After a spliced exchange: may this upstream connection carry another request?"""
+        conn = up.h11
+        return (self._resp_keepalive and (self._spliced_down or conn.their_state is h11.DONE)
+                and (self._spliced_up or conn.our_state is h11.DONE))
 
     async def _close(self) -> None:
         h = self.h
@@ -260,6 +289,8 @@ class ClientConnection:
 
         tokens = connection_tokens(headers_in)
         upgrade = is_upgrade(headers_in, tokens) if tokens else None
+        self._spliced_up = self._spliced_down = False
+        self._req_keepalive = request.http_version == b"1.1" and b"close" not in tokens
         upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
         headers = rewrite_request(
             headers_in,
@@ -319,7 +350,14 @@ class ClientConnection:
             except BaseException:
                 up.close()
                 raise
-            ctx.pool.release(up)
+            if self._spliced_up or self._spliced_down:
+                if self._upstream_reusable(up):
+                    up.h11 = h11.Connection(h11.CLIENT)
+                    ctx.pool.release(up)
+                else:
+                    up.close()
+            else:
+                ctx.pool.release(up)
             return
 
     async def _relay_with_body(self, up: Upstream, ex: Exchange, first) -> None:
@@ -347,8 +385,13 @@ class ClientConnection:
             if h.they_are_waiting_for_100_continue:
                 # The Expect header was not forwarded: we say 100 ourselves, as nginx does.
                 await self.stream.send_all(h.send(h11.InformationalResponse(status_code=100, headers=[])))
+            length = _content_length(ex.headers) if self.ctx.http.splice_threshold else None
             while True:
                 if event is h11.NEED_DATA:
+                    if length is not None and length - ex.bytes_in >= self.ctx.http.splice_threshold:
+                        await self._splice_body(self.stream, up.stream, length - ex.bytes_in, ex, True)
+                        self._spliced_up = True
+                        return
                     with trio.fail_after(idle):
                         h.receive_data(await self.stream.receive_some(self.ctx.http.read_size))
                     event = h.next_event()
@@ -365,6 +408,11 @@ class ClientConnection:
                 event = h.next_event()
         except h11.RemoteProtocolError as exc:
             self._pump_error = _translate(exc)
+        except SpliceError as exc:
+            self._pump_error = (
+                BadRequest("The client connection failed before the request body ended") if exc.source
+                else UpstreamError(ex.sandbox, ex.port, f"sending the request body: {exc}")
+            )
         except trio.TooSlowError:
             self._pump_error = RequestTimeout("The request body stalled")
         except _GONE as exc:
@@ -374,6 +422,24 @@ class ClientConnection:
         else:
             return
         scope.cancel()
+
+    async def _send_client(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except _GONE:
+            raise _ClientGone() from None
+
+    async def _splice_body(self, src: trio.SocketStream, dst: trio.SocketStream, n: int, ex: Exchange,
+                           upload: bool) -> None:
+        """Move the last `n` bytes of a Content-Length body by splice; a short count is a broken body."""
+        with Pipe() as pipe:
+            moved = await splice(src.socket, dst.socket, n, pipe)
+        if upload:
+            ex.bytes_in += moved
+        else:
+            ex.bytes_out += moved
+        if moved < n:
+            raise SpliceError(True, ConnectionError(f"peer closed after {moved} of {n} body bytes"))
 
     async def _upstream_event(self, up: Upstream):
         conn = up.h11
@@ -430,10 +496,24 @@ class ClientConnection:
         conn = up.h11
         receive = up.stream.receive_some
         read_size = self.ctx.http.read_size
+        self._resp_keepalive = event.http_version == b"1.1" and b"close" not in connection_tokens(event.headers)
+        threshold = self.ctx.http.splice_threshold
+        length = _content_length(event.headers) if threshold else None
         while True:
             try:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
+                    if length is not None and length - ex.bytes_out >= threshold:
+                        if pending:
+                            await self._send_client(b"".join(pending))
+                        try:
+                            await self._splice_body(up.stream, self.stream, length - ex.bytes_out, ex, False)
+                        except SpliceError as exc:
+                            if not exc.source:
+                                raise _ClientGone() from None
+                            raise
+                        self._spliced_down = True
+                        return
                     if pending:
                         out = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
@@ -443,7 +523,7 @@ class ClientConnection:
                             raise _ClientGone() from None
                     conn.receive_data(await receive(read_size))
                     continue
-            except (h11.RemoteProtocolError, *_GONE) as exc:
+            except (h11.RemoteProtocolError, SpliceError, *_GONE) as exc:
                 # The sandbox broke the body mid-way. The client already has our head: the honest
                 # signal left is to close without finishing the body, which it sees as truncation.
                 logger.info("sandbox %s port %s broke its response body: %s", ex.sandbox, ex.port, exc)
@@ -469,7 +549,7 @@ class ClientConnection:
         tunnel = Tunnel()
         STATS.http_active_tunnels += 1
         try:
-            await tunnel.run(self.stream, up.stream, client_pending, upstream_pending, self.ctx.http.read_size)
+            await tunnel.run(self.stream, up.stream, client_pending, upstream_pending)
         finally:
             STATS.http_active_tunnels -= 1
             up.close()
@@ -557,3 +637,11 @@ def _discard_buffered_body(h: h11.Connection) -> None:
                 return
     except h11.RemoteProtocolError:
         return
+
+
+def _content_length(headers) -> int | None:
+    """The Content-Length h11 already validated, or None (chunked, close-delimited, absent)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return None

@@ -114,12 +114,14 @@ class Pool:
     def release(self, up: Upstream) -> None:
         """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly."""
         conn = up.h11
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                up.close()
-                return
+        fresh = conn.our_state is h11.IDLE and conn.their_state is h11.IDLE  # replaced after a splice
+        if fresh or (conn.our_state is h11.DONE and conn.their_state is h11.DONE):
+            if not fresh:
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    up.close()
+                    return
             idle = self._idle.setdefault(up.key, deque())
             if len(idle) < self._config.upstream_pool_size:
                 up.idle_since = trio.current_time()
