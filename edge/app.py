@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 
 import trio
 
@@ -19,9 +20,14 @@ logger = logging.getLogger("edge")
 
 
 async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> None:
+    if admin:  # refuse a bad admin setup (no token for a public address) before anything binds
+        from edge.admin.auth import server_token
+
+        server_token(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            listening: list[tuple[str, tuple]] = []  # for the admin API's /v1/status
             if http:
                 store = open_store(config.catalog_url)
                 live = LiveCatalog()
@@ -31,12 +37,23 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
                 bound = await nursery.start(serve_http, config, live)
                 for addr in bound:
                     _announce("http", addr)
+                listening += [("http", addr) for addr in bound]
             if dns:
                 from edge.dns.server import serve as serve_dns
 
                 bound = await nursery.start(serve_dns, config)
                 for addr in bound:
                     _announce("dns", addr)
+                listening += [("dns", addr) for addr in bound]
+            if admin:
+                from edge.admin.server import serve as serve_admin
+
+                if not http:  # the admin API writes the catalog the HTTP block opened
+                    store, live = open_store(config.catalog_url), LiveCatalog()
+                    await nursery.start(watch, store, live, config.catalog_poll)
+                bound = await nursery.start(partial(serve_admin, listeners=listening), config, store, live)
+                for addr in bound:
+                    _announce("admin", addr)
             logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 

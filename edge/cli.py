@@ -8,6 +8,7 @@
     edge sandbox list [--json] | show ID [--json] | rm ID
     edge sandbox token ID --rotate [--json]           new traffic access token, shown once
     edge host ID PORT                                 the public host for a port (E2B's getHost)
+    edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("port")
     _common(host)
     host.add_argument("--http", metavar="ADDR:PORT", help="the HTTP listener, for its port")
+
+    status = sub.add_parser("status", help="summary of a running edge (listeners, sandboxes, connections)")
+    status.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
+    status.add_argument("--admin", metavar="ADDR:PORT", help="the admin API (default: admin.listen, 127.0.0.1:8081)")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
     return parser
 
 
@@ -187,6 +193,42 @@ def _host(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from edge.admin import auth, status
+
+    cfg = _load_config(args)
+    try:
+        token, no_token = auth.resolve_token(cfg).value, None  # config, env or the file the server wrote
+    except EdgeError as exc:
+        token, no_token = "", exc  # said only if the server answers: "not running" comes first
+    listen = cfg.admin.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # a wildcard: ask locally
+    where = f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://{where}/v1/status", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            doc = json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 and no_token is not None:
+            raise no_token from None
+        try:
+            message = json.load(exc).get("message", "")
+        except ValueError:
+            message = ""
+        raise EdgeError(f"admin API at {where} answered {exc.code}{': ' + message if message else ''}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise EdgeError(f"no edge answering at {where} ({reason}); is `edge serve` running?") from None
+    except ValueError:
+        raise EdgeError(f"admin API at {where} did not answer with JSON") from None
+    print(json.dumps(doc) if args.json else status.format_text(doc))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -206,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         if args.command == "host":
             return _host(args)
+        if args.command == "status":
+            return _status(args)
     except SandboxNotFound as exc:
         print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
         return 1

@@ -69,13 +69,13 @@ def resolve_token(config: Config, env: Mapping[str, str] | None = None, *, creat
 
 def server_token(config: Config, env: Mapping[str, str] | None = None) -> AdminToken:
     """The token the admin server uses; refuses a non-loopback address without a configured token."""
-    token = resolve_token(config, env, create=True)
-    if token.source == "file" and not is_loopback(config.admin.listen):
+    env = os.environ if env is None else env
+    if not (config.admin.token or env.get(ENV_VAR)) and not is_loopback(config.admin.listen):
         raise ConfigError(
             f"admin.listen: {config.admin.listen} is not a loopback address; set admin.token in the"
             f" config file or {ENV_VAR} before exposing the admin API"
         )
-    return token
+    return resolve_token(config, env, create=True)
 
 
 def matches(presented: str | bytes, expected: str) -> bool:
