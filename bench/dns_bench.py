@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuzz", type=int, default=100_000, help="hostile packets (0: skip)")
     parser.add_argument("--fuzz-rate", type=float, default=8000.0, help="hostile packets per second")
     parser.add_argument("--quick", action="store_true", help="3 s runs and 20,000 names (the fuzz stays whole)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for dns.json and dns.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.names = min(args.seconds, 3.0), min(args.names, 20_000)
@@ -366,10 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_edge_to_dnsmasq": ratio,
         "fuzz": fuzz_result,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dns.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "dns.md").write_text(markdown(report))
-    print(f"wrote {RESULTS / 'dns.json'} and {RESULTS / 'dns.md'}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "dns.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.results / "dns.md").write_text(markdown(report))
+    print(f"wrote {args.results / 'dns.json'} and {args.results / 'dns.md'}")
     ok = edge_sum["lost_total"] == 0 and ratio >= 0.5 and (fuzz_result is None or fuzz_result["all_correct"])
     return 0 if ok else 1
 
