@@ -30,10 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import h11  # noqa: E402
 
-from edge.http import headers as hdr  # noqa: E402
-from edge.http.request import check_request  # noqa: E402
-from edge.http.route import Router, split_target  # noqa: E402
-
 RAW = (
     b"GET /api/v1/items?page=2&sort=desc HTTP/1.1\r\n"
     b"Host: 3000-a1b2c3d4e5.sandbox.localhost:8080\r\n"
@@ -68,6 +64,11 @@ def parse():
 
 def stages() -> dict:
     """name -> zero-argument callable; each runs one stage on the output of the stages before it."""
+    # Imported here, so that bench/run.py --edge-src can put another checkout first on sys.path.
+    from edge.http import headers as hdr
+    from edge.http.request import check_request
+    from edge.http.route import Router, split_target
+
     request = parse()
     router = Router(("sandbox.localhost",))
     host = next(v for n, v in request.headers if n == b"host")

@@ -36,6 +36,15 @@ SANDBOX = "bench"
 DOMAIN = "sandbox.localhost"
 BIG_BYTES = 100 * 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent
+#: The checkout edge runs from. bench/run.py --edge-src points it at another one (say, a `git archive`
+#: of a commit) to measure that code with this harness while the working tree is being edited.
+EDGE_SRC = REPO
+
+
+def _edge_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    env["PYTHONPATH"] = str(EDGE_SRC)
+    return {**env, **(extra or {})}
 
 
 def need(*tools: str) -> None:
@@ -120,6 +129,51 @@ def tree_rss_kib(pid: int) -> int:
             continue
         todo.extend(children(p))
     return total
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of pid and its descendants, in clock ticks."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        todo.extend(children(p))
+    return total
+
+
+def _core_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:]]
+            total = sum(v[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+            return total - v[3] - v[4], total
+    return 0, 0
+
+
+class CoreWatch:
+    """How busy the proxy core was during a measurement: by the proxy, and by anything else.
+
+    This machine may be shared; a run where other processes took a share of the proxy core measured
+    less proxy than it claims, and the report says so instead of hiding it in a median.
+    """
+
+    def __init__(self, pid: int, cpu: int = int(PROXY_CPU)) -> None:
+        self.pid, self.cpu = pid, cpu
+        self.start = (_cpu_ticks(pid), *_core_ticks(cpu))
+
+    def stop(self) -> dict:
+        proc, busy, total = _cpu_ticks(self.pid), *_core_ticks(self.cpu)
+        d_proc, d_busy, d_total = (a - b for a, b in zip((proc, busy, total), self.start, strict=True))
+        if d_total <= 0:
+            return {}
+        # The proxy's ticks may include time on other cores (several workers); count only what fits.
+        mine = min(d_proc, d_busy)
+        return {"proxy_cpu_pct": 100 * d_proc / d_total, "others_cpu_pct": 100 * (d_busy - mine) / d_total}
 
 
 # --- nginx --------------------------------------------------------------------------------------------
@@ -301,7 +355,11 @@ class Proxy:
 def edge_flags() -> frozenset[str]:
     """The long flags `edge serve` accepts in this checkout (the harness adapts to new ones)."""
     out = subprocess.run(
-        [sys.executable, "-m", "edge", "serve", "--help"], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "edge", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=EDGE_SRC,
+        env=_edge_env(),
     ).stdout
     return frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", out))
 
@@ -313,14 +371,13 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
     Its stderr goes to a file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
     """
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-        env["EDGE_STATE_DIR"] = d
+        env = _edge_env({"EDGE_STATE_DIR": d})
         subprocess.run(
             [sys.executable, "-m", "edge", "sandbox", "add", SANDBOX, "--address", backend_host],
             env=env,
             check=True,
             capture_output=True,
-            cwd=REPO,
+            cwd=EDGE_SRC,
         )
         port = free_port()
         extra = []
@@ -350,7 +407,7 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
-            cwd=REPO,
+            cwd=EDGE_SRC,
         )
         try:
             wait_port("127.0.0.1", port)

@@ -44,6 +44,26 @@ def _errors(sc: dict, names=("edge", "nginx")) -> str:
     return "; ".join(parts)
 
 
+def _cpu_rows(sc: dict) -> list[str]:
+    parts = [("small requests", sc.get("small"))]
+    bulk = sc.get("bulk") or {}
+    parts += [("100 MiB download", bulk.get("download")), ("100 MiB upload", bulk.get("upload"))]
+    parts += [("WebSocket echo", sc.get("websocket"))]
+    for c, lv in ((sc.get("sweep") or {}).get("levels") or {}).items():
+        parts.append((f"sweep, {c} connections", lv))
+    rows = []
+    for label, s in parts:
+        if not s or "proxy_cpu_pct" not in s.get("edge", {}) or "proxy_cpu_pct" not in s.get("nginx", {}):
+            continue
+        e, n = s["edge"], s["nginx"]
+        rows.append(
+            f"| {label} | {e['proxy_cpu_pct']['median']:.0f} | {n['proxy_cpu_pct']['median']:.0f} | "
+            f"{e['others_cpu_pct']['median']:.0f} ({e['others_cpu_pct']['max']:.0f}) | "
+            f"{n['others_cpu_pct']['median']:.0f} ({n['others_cpu_pct']['max']:.0f}) |"
+        )
+    return rows
+
+
 def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
     m, sc = out["meta"], out["scenarios"]
     lines = (
@@ -112,6 +132,18 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
         )
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
+
+    cpu = _cpu_rows(sc)
+    if cpu:
+        lines += [
+            "",
+            "The proxy core during each measurement (medians over runs; `others` is CPU 0 time used by any other "
+            "process, the share of the core the proxy did not get; the max shows the worst run):",
+            "",
+            "| scenario | edge CPU % | nginx CPU % | others, edge runs % (max) | others, nginx runs % (max) |",
+            "|---|---:|---:|---:|---:|",
+            *cpu,
+        ]
 
     sw = sc.get("sweep")
     if sw and "levels" in sw:

@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--workers", type=int, help="pass `serve --workers N` to edge (needs an edge that has it)"
     )
+    ap.add_argument("--edge-src", type=Path, help="run edge from this checkout instead of this one")
+    ap.add_argument("--edge-label", help="what the report calls the edge measured (default: git describe)")
     ap.add_argument("--micro", type=int, default=20000, help="micro-benchmark calls per repeat (0: skip)")
     ap.add_argument("--no-dns", action="store_true", help="skip bench/dns_bench.py")
     ap.add_argument("--no-plots", action="store_true")
@@ -153,7 +155,7 @@ def meta(a: argparse.Namespace) -> dict:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
-    commit = version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    commit = a.edge_label or version(["git", "-C", str(peers.EDGE_SRC), "describe", "--always", "--dirty"])
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit,
@@ -171,6 +173,7 @@ def meta(a: argparse.Namespace) -> dict:
         "wrk": version(["wrk", "-v"]),
         "proxy_cpu": PROXY_CPU,
         "load_cpu": LOAD_CPU,
+        "edge_src": str(peers.EDGE_SRC),
         "load_average_before": os.getloadavg(),
         "args": {k: v for k, v in vars(a).items()},
     }
@@ -178,6 +181,9 @@ def meta(a: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.edge_src:
+        peers.EDGE_SRC = a.edge_src.resolve()
+        sys.path.insert(0, str(peers.EDGE_SRC))  # the micro-benchmarks time that checkout's stages too
     need("nginx", "wrk", "taskset")
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     raise_nofile()

@@ -15,10 +15,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from bench import clients
-from bench.peers import BIG_BYTES, PROXY_CPU, Backend, edge_flags, proxy, spread, tree_rss_kib, wrk
+from bench.peers import BIG_BYTES, PROXY_CPU, Backend, CoreWatch, edge_flags, proxy, spread, tree_rss_kib, wrk
 
 NAMES = ("edge", "nginx")
 COUNTS = ("non2xx", "socket_errors", "not_served")
+CPU = ("proxy_cpu_pct", "others_cpu_pct")  # spreads without a ratio: see bench.peers.CoreWatch
 
 
 @dataclass
@@ -36,7 +37,9 @@ def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[
     """Per proxy: each figure's spread over runs and summed error counts; then the ratio of medians."""
     out: dict = {}
     for name, rs in runs.items():
-        out[name] = {f: spread([r[f] for r in rs]) for f in figures if all(f in r for r in rs)}
+        out[name] = {
+            f: spread([r[f] for r in rs]) for f in (*figures, *CPU) if rs and all(f in r for r in rs)
+        }
         for c in COUNTS:
             if any(c in r for r in rs):
                 out[name][c] = sum(r.get(c, 0) for r in rs)
@@ -59,8 +62,15 @@ def both(b: Bench):
         }
 
 
+def watched(p, fn, *args) -> dict:
+    """fn(*args), plus how busy the proxy core was meanwhile (by the proxy, by anything else)."""
+    w = CoreWatch(p.pid)
+    r = fn(*args)
+    return {**r, **w.stop()}
+
+
 def _wrk(b: Bench, p, connections: int, seconds: float) -> dict:
-    return wrk(f"http://127.0.0.1:{p.port}/", p.host(b.be), connections, seconds)
+    return watched(p, wrk, f"http://127.0.0.1:{p.port}/", p.host(b.be), connections, seconds)
 
 
 def small(b: Bench) -> dict:
@@ -117,8 +127,13 @@ def bulk(b: Bench) -> dict:
     up: dict[str, list[dict]] = {n: [] for n in (*NAMES, "direct")}
 
     def one(name: str, port: int, host: str, sink_port: int, sink_host: str, ip: str = "127.0.0.1") -> None:
-        d = clients.download(port, host, "/big", a.bulk_repeat, ip)
-        u = clients.upload(sink_port, sink_host, "/upload", BIG_BYTES, a.bulk_repeat, ip)
+        p = px.get(name)
+        if p is None:  # direct: no proxy to watch
+            d = clients.download(port, host, "/big", a.bulk_repeat, ip)
+            u = clients.upload(sink_port, sink_host, "/upload", BIG_BYTES, a.bulk_repeat, ip)
+        else:
+            d = watched(p, clients.download, port, host, "/big", a.bulk_repeat, ip)
+            u = watched(p, clients.upload, sink_port, sink_host, "/upload", BIG_BYTES, a.bulk_repeat, ip)
         down[name].append(d)
         up[name].append(u)
         b.step(
@@ -160,12 +175,15 @@ def websocket(b: Bench) -> dict:
     def one(port: int, host: str, ip: str = "127.0.0.1") -> dict:
         return clients.ws_echo(port, host, "/ws", a.ws_seconds, a.ws_connections, a.ws_window, a.ws_size, ip)
 
+    def through(p) -> dict:
+        return watched(p, one, p.port, p.host(b.be, "ws"))
+
     with both(b) as px:
         for p in px.values():
             one(p.port, p.host(b.be, "ws"))
         for i in range(a.runs):
             for name in order(i):
-                r = one(px[name].port, px[name].host(b.be, "ws"))
+                r = through(px[name])
                 runs[name].append(r)
                 b.step(f"websocket run {i + 1}/{a.runs} {name:6} {r['mps']:9,.0f} messages/s")
             r = one(b.be.ws_port, "backend", b.be.host)
