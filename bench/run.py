@@ -148,14 +148,18 @@ def dns(a: argparse.Namespace) -> dict | None:
 
 
 def meta(a: argparse.Namespace) -> dict:
-    def version(cmd: list[str]) -> str:
+    def version(cmd: list[str], strict: bool = False) -> str:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            if strict and p.returncode != 0:
+                return "?"
             return (p.stdout + p.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
-    commit = a.edge_label or version(["git", "-C", str(peers.EDGE_SRC), "describe", "--always", "--dirty"])
+    commit = a.edge_label or version(
+        ["git", "-C", str(peers.EDGE_SRC), "describe", "--always", "--dirty"], strict=True
+    )
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit,
