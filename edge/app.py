@@ -15,11 +15,13 @@ import trio
 from edge import log as edge_log
 from edge.catalog.store import LiveCatalog, open_store, watch
 from edge.config import Config
+from edge.errors import EdgeError
 
 logger = logging.getLogger("edge")
 
 
-async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> None:
+async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True,
+               http_listening: list | None = None) -> None:
     if admin:  # refuse a bad admin setup (no token for a public address) before anything binds
         from edge.admin.auth import server_token
 
@@ -27,7 +29,7 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-            listening: list[tuple[str, tuple]] = []  # for the admin API's /v1/status
+            listening: list[tuple[str, tuple]] = list(http_listening or [])  # for the admin API's /v1/status
             if http:
                 store = open_store(config.catalog_url)
                 live = LiveCatalog()
@@ -48,7 +50,7 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
             if admin:
                 from edge.admin.server import serve as serve_admin
 
-                if not http:  # the admin API writes the catalog the HTTP block opened
+                if not http:  # the admin API writes the catalog; the HTTP block did not open it here
                     store, live = open_store(config.catalog_url), LiveCatalog()
                     await nursery.start(watch, store, live, config.catalog_poll)
                 bound = await nursery.start(partial(serve_admin, listeners=listening), config, store, live)
@@ -73,5 +75,28 @@ async def _stop_on_signal(signals, scope: trio.CancelScope) -> None:
 
 def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> int:
     edge_log.setup(config.log_format, access=config.access_log)
-    trio.run(lambda: main(config, http=http, dns=dns, admin=admin))
+    if http and config.workers > 1:
+        from edge.workers import supervise
+
+        return supervise(config, dns=dns, admin=admin)
+    try:
+        trio.run(lambda: main(config, http=http, dns=dns, admin=admin))
+    except BaseExceptionGroup as group:
+        # A server that cannot start (bad zone file, port in use) raises an EdgeError inside the
+        # nursery: hand it to the CLI as itself, so the user sees one line and not a traceback.
+        first = first_edge_error(group)
+        if first is None:
+            raise
+        raise first from None
     return 0
+
+
+def first_edge_error(exc: BaseException) -> EdgeError | None:
+    if isinstance(exc, EdgeError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = first_edge_error(sub)
+            if found is not None:
+                return found
+    return None

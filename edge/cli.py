@@ -45,7 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", action="append", metavar="D", help="domain served; repeat for several")
 
 
-def _server_flags(p: argparse.ArgumentParser) -> None:
+def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> None:
     _common(p)
     p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener (default 127.0.0.1:8080)")
     p.add_argument("--dns", metavar="ADDR:PORT", help="DNS listener, UDP and TCP (default 127.0.0.1:5353)")
@@ -53,6 +53,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
     p.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    if with_workers:
+        p.add_argument("--workers", type=_whole, metavar="N", help="HTTP worker processes sharing the port (default 1)")
 
 
 def _whole(text: str) -> int:
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edge", description="A self-hosted edge for sandbox platforms.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    _server_flags(sub.add_parser("serve", help="serve HTTP, DNS and admin"))
+    _server_flags(sub.add_parser("serve", help="serve HTTP, DNS and admin"), with_workers=True)
     _server_flags(sub.add_parser("dns", help="serve DNS alone"))
 
     zone = sub.add_parser("zone", help="zone files").add_subparsers(dest="zone_command", required=True, parser_class=_Parser)
@@ -127,6 +129,8 @@ def _load_config(args: argparse.Namespace):
         overrides["log_format"] = args.log_format
     if getattr(args, "no_access_log", False):
         overrides["access_log"] = False
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
     return config_mod.load(args.config, overrides=overrides)
 
 

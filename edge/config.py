@@ -147,6 +147,8 @@ class Config:
     log_format: str = "json"
     #: One line per request on stdout.
     access_log: bool = True
+    #: HTTP worker processes sharing the HTTP port (SO_REUSEPORT) and the catalog; 1: all in one process.
+    workers: int = 1
     http: HttpConfig = HttpConfig()
     dns: DnsConfig = DnsConfig()
     admin: AdminConfig = AdminConfig()
@@ -255,5 +257,7 @@ def _check(config: Config) -> None:
         raise ConfigError(f"log_format: {config.log_format!r} is not 'json' or 'text'")
     if config.http.scheme not in ("http", "https"):
         raise ConfigError(f"http.scheme: {config.http.scheme!r} is not 'http' or 'https'")
+    if not 1 <= config.workers <= 256:
+        raise ConfigError(f"workers: {config.workers} is not a number from 1 to 256")
     if config.http.max_head_fields < 1 or config.http.max_head_bytes < 1024:
         raise ConfigError("http.max_head_fields must be >= 1 and http.max_head_bytes >= 1024")

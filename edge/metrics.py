@@ -64,7 +64,54 @@ class Stats:
         self.dns_queries[rcode] = self.dns_queries.get(rcode, 0) + 1
 
 
+    def snapshot(self) -> dict:
+        """The counters as plain data, for a worker to hand to its supervisor."""
+        return {
+            "http_requests": self.http_requests,
+            "http_active_connections": self.http_active_connections,
+            "http_active_tunnels": self.http_active_tunnels,
+            "http_bytes_in": self.http_bytes_in,
+            "http_bytes_out": self.http_bytes_out,
+            "upstream_connect_failures": self.upstream_connect_failures,
+            "http_duration": [self.http_duration.counts, self.http_duration.sum],
+            "upstream_connect": [self.upstream_connect.counts, self.upstream_connect.sum],
+            "sandbox_requests": self.sandbox_requests,
+        }
+
+    def add(self, snap: dict) -> None:
+        """Add a worker's snapshot into these counters (the supervisor's view of all workers)."""
+        self.http_requests = [a + b for a, b in zip(self.http_requests, snap["http_requests"], strict=True)]
+        self.http_active_connections += snap["http_active_connections"]
+        self.http_active_tunnels += snap["http_active_tunnels"]
+        self.http_bytes_in += snap["http_bytes_in"]
+        self.http_bytes_out += snap["http_bytes_out"]
+        for reason, n in snap["upstream_connect_failures"].items():
+            self.upstream_connect_failures[reason] = self.upstream_connect_failures.get(reason, 0) + n
+        for hist, (counts, total) in ((self.http_duration, snap["http_duration"]),
+                                      (self.upstream_connect, snap["upstream_connect"])):
+            hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
+            hist.sum += total
+        for sandbox_id, n in snap["sandbox_requests"].items():
+            self.sandbox_requests[sandbox_id] = self.sandbox_requests.get(sandbox_id, 0) + n
+
+
 STATS = Stats()
+
+#: Where a supervisor finds its workers' latest snapshots (edge.workers sets it); empty otherwise.
+WORKER_SNAPSHOTS: list = []
+
+
+def combined() -> Stats:
+    """This process's counters plus every worker's latest snapshot."""
+    if not WORKER_SNAPSHOTS:
+        return STATS
+    total = Stats()
+    total.add(STATS.snapshot())
+    total.dns_queries = dict(STATS.dns_queries)
+    for read in WORKER_SNAPSHOTS:
+        for snap in read():
+            total.add(snap)
+    return total
 
 
 class _Collector:
@@ -72,7 +119,7 @@ class _Collector:
         self.stats = stats
 
     def collect(self):
-        s = self.stats
+        s = combined() if self.stats is STATS else self.stats
         req = CounterMetricFamily("edge_http_requests", "HTTP requests answered, by status class", labels=["class"])
         for i, n in enumerate(s.http_requests):
             req.add_metric([f"{i}xx" if i else "none"], n)

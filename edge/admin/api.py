@@ -60,7 +60,8 @@ class AdminContext:
 
 # --- errors -------------------------------------------------------------------------------------------
 
-_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+# FastAPI raises a bare 400 only when it cannot decode the body (e.g. not UTF-8).
+_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _error(status_code: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -117,6 +118,8 @@ async def _on_edge_error(request: Request, exc: EdgeError) -> JSONResponse:
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _CODES.get(exc.status_code, "error")
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 400:
+        return _error(400, code, f"the body is not valid JSON: {exc.detail}")
     if exc.status_code == 405:
         # Starlette names only the first matching route's methods; RFC 9110 section 10.2.1 wants
         # all the methods the resource supports.
@@ -256,7 +259,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
     @api.get("/v1/status", response_model=StatusOut, summary="What `edge status` prints")
     async def get_status(request: Request) -> Response:
         ctx = _ctx(request)
-        doc = status.build(ctx.live.snapshot, metrics.STATS, ctx.listeners(), time.monotonic() - ctx.started)
+        doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started)
         return JSONResponse(doc)
 
     @api.get(

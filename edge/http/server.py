@@ -25,10 +25,31 @@ async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
         logger.exception("connection handler failed")
 
 
-async def serve(config: Config, live: LiveCatalog, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def _reuse_port_listener(listen) -> trio.SocketListener:
+    """A listener that shares its port with the other workers' (SO_REUSEPORT): the kernel spreads
+    new connections across them. Only `edge serve --workers N` asks for it: on by accident, two
+    unrelated edges could split one port's traffic without a word."""
+    family = trio.socket.AF_INET6 if ":" in listen.host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind((listen.host, listen.port))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
     listen = config.http.listen
     try:
-        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host, backlog=4096)
+        if reuse_port:
+            listeners = [await _reuse_port_listener(listen)]
+        else:
+            listeners = await trio.open_tcp_listeners(listen.port, host=listen.host, backlog=4096)
     except OSError as exc:
         from edge.errors import ConfigError
 

@@ -1,0 +1,169 @@
+"""`edge serve --workers N`: N processes serving HTTP on one port, one supervisor for the rest.
+
+A trio process runs on one core. To use N cores, the supervisor starts N worker processes; each
+runs the HTTP edge with its own SO_REUSEPORT listener on the same address, so the kernel spreads
+new connections across them, and its own catalog watcher on the shared catalog. The supervisor keeps
+DNS and the admin API (one of each is enough, and the admin API must see one consistent picture),
+restarts a worker that dies, and stops them all on SIGINT/SIGTERM.
+
+Metrics: every second each worker writes its counters to a file in a run folder under the state
+folder; the supervisor's /metrics and /v1/status add them to its own.
+
+Port 0 works: the supervisor first binds a SO_REUSEPORT socket to learn a free port (it never
+listens, so it receives nothing) and hands the concrete port to the workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from edge import log as edge_log
+from edge import metrics
+from edge.config import Config, Listen
+
+logger = logging.getLogger("edge.workers")
+
+_PR_SET_PDEATHSIG = 1
+SNAPSHOT_EVERY = 1.0
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when its supervisor dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(config: Config, index: int, run_dir: str, ready) -> None:
+    _die_with_parent()
+    edge_log.setup(config.log_format, access=config.access_log)
+    try:
+        trio.run(_worker_main, config, index, Path(run_dir), ready)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _worker_main(config: Config, index: int, run_dir: Path, ready) -> None:
+    from edge.catalog.store import LiveCatalog, open_store, watch
+    from edge.http.server import serve as serve_http
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            live = LiveCatalog()
+            await nursery.start(watch, open_store(config.catalog_url), live, config.catalog_poll)
+            await nursery.start(lambda task_status: serve_http(config, live, reuse_port=True, task_status=task_status))
+            nursery.start_soon(_write_snapshots, run_dir / f"worker-{index}.json")
+            ready.put(index)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _write_snapshots(path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    while True:
+        tmp.write_text(json.dumps(metrics.STATS.snapshot()))
+        os.replace(tmp, path)  # atomic: the supervisor never reads half a file
+        await trio.sleep(SNAPSHOT_EVERY)
+
+
+def _read_snapshots(run_dir: Path):
+    def read() -> list[dict]:
+        out = []
+        for f in run_dir.glob("worker-*.json"):
+            try:
+                out.append(json.loads(f.read_text()))
+            except (OSError, ValueError):
+                pass  # a worker restarting: its next snapshot comes within a second
+        return out
+
+    return read
+
+
+def _reserve_port(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((listen.host, listen.port))
+    return sock
+
+
+def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
+    """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
+    from edge.app import _announce, first_edge_error, main
+    from edge.errors import ConfigError
+
+    try:
+        reserved = _reserve_port(config.http.listen)
+    except OSError as exc:
+        raise ConfigError(f"http: cannot listen on {config.http.listen}: {exc.strerror}") from None
+    listen = Listen(config.http.listen.host, reserved.getsockname()[1])
+    config = replace(config, http=replace(config.http, listen=listen))
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=config.state_dir) as run_dir:
+        metrics.WORKER_SNAPSHOTS.append(_read_snapshots(Path(run_dir)))
+        procs: list = [None] * config.workers
+
+        def start(i: int) -> None:
+            procs[i] = ctx.Process(target=_worker, args=(config, i, run_dir, ready), name=f"edge-worker-{i}", daemon=True)
+            procs[i].start()
+
+        try:
+            for i in range(config.workers):
+                start(i)
+            for _ in range(config.workers):
+                try:
+                    ready.get(timeout=60)
+                except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
+                    raise ConfigError("http workers did not start; see their errors above") from None
+            _announce("http", (listen.host, listen.port))
+            logger.info("%d http workers up", config.workers)
+
+            async def supervised() -> None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_restart_dead, procs, start)
+                    await main(config, http=False, dns=dns, admin=admin, http_listening=[("http", (listen.host, listen.port))])
+                    nursery.cancel_scope.cancel()
+
+            try:
+                trio.run(supervised)
+            except BaseExceptionGroup as group:
+                first = first_edge_error(group)
+                if first is None:
+                    raise
+                raise first from None
+        finally:
+            reserved.close()
+            for p in procs:
+                if p is not None and p.is_alive():
+                    p.terminate()
+            for p in procs:
+                if p is not None:
+                    p.join(timeout=10)
+            metrics.WORKER_SNAPSHOTS.clear()
+    return 0
+
+
+async def _restart_dead(procs: list, start) -> None:
+    """A worker that exits on its own is started again (a crash must not shrink the edge for good)."""
+    while True:
+        await trio.sleep(1.0)
+        for i, p in enumerate(procs):
+            if p is not None and not p.is_alive():
+                logger.error("http worker %d (pid %s) exited with %s; starting it again", i, p.pid, p.exitcode)
+                start(i)

@@ -1,0 +1,105 @@
+"""`edge serve --workers N`: several processes on one HTTP port, one catalog, one /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.backends import Backend
+from tests.conftest import curl
+from tests.proc import EdgeProcess, edge_cli, edge_env
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _workers(pid: int) -> list[int]:
+    """Worker processes of the supervisor (spawned python processes whose parent is `pid`)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and "multiprocessing" in _cmdline(int(entry)) and "resource_tracker" not in _cmdline(int(entry)):
+            kids.append(int(entry))
+    return kids
+
+
+@pytest.fixture
+async def workers(tmp_path, nursery):
+    env = edge_env(tmp_path, EDGE_ADMIN_TOKEN="admin-test-token")
+    backend = await Backend("w").start(nursery, "127.0.0.2")
+    edge_cli(["sandbox", "add", "multi", "--address", "127.0.0.2"], env)
+    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
+        ["serve", "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--no-access-log"], env, timeout=60))
+    yield proc, backend
+    proc.stop()
+
+
+async def test_two_workers_share_the_port_and_both_serve(workers):
+    """Connections spread over both workers: each opens its own pooled upstream connection."""
+    proc, backend = workers
+    assert len(_workers(proc.pid)) == 2
+    url = f"http://{backend.port}-multi.sandbox.localhost:{proc.port()}/echo"
+    for _ in range(24):
+        res = await curl("-o", "/dev/null", "-w", "%{http_code}", url)
+        assert res.stdout == b"200"
+    # One upstream connection per worker that served (each worker pools its own): both did.
+    assert backend.connections == 2
+
+
+async def test_metrics_add_up_across_workers(workers):
+    """The supervisor's /metrics counts the requests every worker served."""
+    proc, backend = workers
+    url = f"http://{backend.port}-multi.sandbox.localhost:{proc.port()}/echo"
+    for _ in range(10):
+        await curl(url)
+    await trio.sleep(1.5)  # workers hand their counters over every second
+    res = await curl("-H", "Authorization: Bearer admin-test-token", f"http://127.0.0.1:{proc.port('admin')}/metrics")
+    total = 0
+    for fam in text_string_to_metric_families(res.stdout.decode()):
+        for s in fam.samples:
+            if s.name == "edge_sandbox_requests_total" and s.labels.get("sandbox") == "multi":
+                total += s.value
+    assert total == 10
+
+
+async def test_a_worker_that_dies_is_started_again(workers):
+    """Killing a worker: within a few seconds there are two again, and the port keeps answering."""
+    proc, backend = workers
+    victim = _workers(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    with trio.fail_after(10):
+        while True:
+            now = _workers(proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            await trio.sleep(0.2)
+    res = await curl(f"http://{backend.port}-multi.sandbox.localhost:{proc.port()}/echo")
+    assert b'"backend": "w"' in res.stdout
+
+
+async def test_sigterm_stops_the_supervisor_and_every_worker(workers):
+    """No worker outlives its supervisor."""
+    proc, _ = workers
+    kids = _workers(proc.pid)
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await trio.to_thread.run_sync(lambda: proc.proc.wait(timeout=15)) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids):
+        await trio.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids)
