@@ -38,6 +38,7 @@ from edge.dns.rrl import DROP, RateLimiter
 from edge.dns.zone import Zones
 from edge.dns.zonefile import load_zones, zone_path
 from edge.errors import EdgeError
+from edge.metrics import STATS
 
 logger = logging.getLogger("edge.dns")
 
@@ -158,6 +159,8 @@ async def _udp_loop(sock: socket.socket, state: _State) -> None:
     wait_readable = trio.lowlevel.wait_readable
     monotonic = time.monotonic
     edns_size = state.edns_size
+    stats = STATS
+    answers = stats.dns_answers
     while True:
         await wait_readable(sock)
         fast, zones = state.snapshot
@@ -185,9 +188,11 @@ async def _udp_loop(sock: socket.socket, state: _State) -> None:
             if limiter is not None:
                 verdict = limiter.check(addr[0], result[1], now)
                 if verdict:
+                    stats.dns_rate_limited += 1
                     if verdict == DROP:
                         continue
                     reply = truncate(reply)  # SLIP: TC=1 and no records, so a real client retries on TCP
+            answers[reply[3] & 15] += 1
             try:
                 sendto(reply, addr)
             except BlockingIOError:
@@ -236,6 +241,7 @@ async def _tcp_connection(stream: trio.SocketStream, state: _State) -> None:
                 if result[0] is None:  # nothing we can answer: the stream may be out of step, close it
                     close = True
                     break
+                STATS.dns_answers[result[0][3] & 15] += 1
                 replies.append(len(result[0]).to_bytes(2, "big") + result[0])
             if replies:
                 with trio.move_on_after(dns.tcp_idle_timeout) as scope:

@@ -106,3 +106,27 @@ async def test_rotation_retires_the_old_token_in_every_process_within_a_second(t
     finally:
         for p in procs:
             p.stop()
+
+
+async def test_dns_answers_are_counted_by_rcode(nursery):
+    """NOERROR and REFUSED answers from the real DNS server move their counters."""
+    import dns.message
+    import dns.query
+
+    from edge import config as config_mod
+    from edge.dns.server import serve as serve_dns
+
+    cfg = config_mod.load(env={}, overrides={"dns": {"listen": "127.0.0.1:0"}})
+    [(host, port)] = await nursery.start(serve_dns, cfg)
+    key_ok = ("edge_dns_queries_total", (("rcode", "NOERROR"),))
+    key_refused = ("edge_dns_queries_total", (("rcode", "REFUSED"),))
+    before = _metrics()
+
+    def ask(name):
+        return dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=3)
+
+    await trio.to_thread.run_sync(ask, "3000-x.sandbox.localhost")
+    await trio.to_thread.run_sync(ask, "elsewhere.example")
+    after = _metrics()
+    assert after[key_ok] - before.get(key_ok, 0) == 1
+    assert after[key_refused] - before.get(key_refused, 0) == 1

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from tests.conftest import REPO
 
 

@@ -40,7 +40,7 @@ async def test_catalog_changes_by_another_process_are_seen_within_a_second(serve
     """add, change and rm through the CLI take effect in the running edge within 1 s, no restart."""
     proc, env = served
     b2 = await Backend("b2").start(nursery, "127.0.0.2")
-    b3 = await Backend("b3").start(nursery, "127.0.0.3", b2.port)  # same port, other address
+    await Backend("b3").start(nursery, "127.0.0.3", b2.port)  # same port, other address
     url = f"http://{b2.port}-live.sandbox.localhost:{proc.port()}/echo"
     assert await _status(url) == 502
     edge_cli(["sandbox", "add", "live", "--address", "127.0.0.2"], env)
