@@ -59,6 +59,7 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False,
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ctx.pool.run_reaper)
+            nursery.start_soon(ctx.reap_idle)
             await nursery.start(partial(trio.serve_listeners, partial(_handle, ctx), listeners))
             task_status.started(bound)
     finally:
