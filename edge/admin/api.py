@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -200,9 +200,14 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(BearerAuth, token=ctx.token)
-    api = APIRouter(dependencies=[Security(_bearer)], responses=_AUTH)
+    # Routes live on the app itself (not an included router) so the 405 handler can list their methods.
+    def api(method: str, path: str, *, responses: dict | None = None, **kw):
+        return app.api_route(
+            path, methods=[method], dependencies=[Security(_bearer)], responses={**_AUTH, **(responses or {})}, **kw
+        )
 
-    @api.put(
+    @api(
+        "PUT",
         "/v1/sandboxes/{id}",
         response_model=SandboxPut,
         responses={**_INVALID, **_STORE},
@@ -217,11 +222,12 @@ def create_app(ctx: AdminContext) -> FastAPI:
             doc["traffic_access_token"] = token
         return JSONResponse(doc)
 
-    @api.get("/v1/sandboxes", response_model=list[SandboxOut], responses=_STORE, summary="List sandboxes")
+    @api("GET", "/v1/sandboxes", response_model=list[SandboxOut], responses=_STORE, summary="List sandboxes")
     def list_sandboxes(request: Request) -> Response:
         return JSONResponse([s.to_json() for s in _ctx(request).store.list()])
 
-    @api.get(
+    @api(
+        "GET",
         "/v1/sandboxes/{id}",
         response_model=SandboxOut,
         responses={**_MISSING, 422: _INVALID[422], **_STORE},
@@ -233,7 +239,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
             raise SandboxNotFound(id)
         return JSONResponse(found.to_json())
 
-    @api.delete(
+    @api(
+        "DELETE",
         "/v1/sandboxes/{id}",
         status_code=204,
         response_class=Response,
@@ -245,7 +252,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
             raise SandboxNotFound(id)
         return Response(status_code=204)
 
-    @api.post(
+    @api(
+        "POST",
         "/v1/sandboxes/{id}/token",
         response_model=SandboxToken,
         responses={**_MISSING, 422: _INVALID[422], **_STORE},
@@ -256,13 +264,14 @@ def create_app(ctx: AdminContext) -> FastAPI:
         record, token = ops.rotate_token(_ctx(request).store, id)
         return JSONResponse({**record.to_json(), "traffic_access_token": token})
 
-    @api.get("/v1/status", response_model=StatusOut, summary="What `edge status` prints")
+    @api("GET", "/v1/status", response_model=StatusOut, summary="What `edge status` prints")
     async def get_status(request: Request) -> Response:
         ctx = _ctx(request)
         doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started)
         return JSONResponse(doc)
 
-    @api.get(
+    @api(
+        "GET",
         "/metrics",
         response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -271,8 +280,6 @@ def create_app(ctx: AdminContext) -> FastAPI:
     )
     async def get_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    app.include_router(api)
 
     @app.get("/healthz", response_model=Health, summary="Liveness; needs no token")
     async def healthz() -> Response:

@@ -1,0 +1,444 @@
+"""The admin API on a real socket: CRUD, tokens, auth, validation, metrics, status, and a fuzzer.
+
+Most tests start the admin server in-process on port 0 (`serve(config, store, live)` in the test's
+nursery) and talk to it with httpx; the ones about the command line run `edge serve` and `edge` as
+processes, the way people do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+import sys
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge import config as config_mod
+from edge.admin.server import serve
+from edge.catalog.store import LiveCatalog, Store, open_store, watch
+from edge.errors import ConfigError
+from tests.proc import EdgeProcess, edge_cli, edge_env
+
+TOKEN = "test-admin-token-0123456789"
+
+
+@dataclass
+class Admin:
+    url: str
+    store: Store
+    config: config_mod.Config
+
+    def client(self, token: str | None = TOKEN) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _no_env_token(monkeypatch):
+    monkeypatch.delenv("EDGE_ADMIN_TOKEN", raising=False)
+
+
+@pytest.fixture
+def make_admin(nursery, tmp_path):
+    """Start an admin server in-process: `await make_admin(token=..., listen=...)`."""
+
+    async def start(token: str = TOKEN, listen: str = "127.0.0.1:0") -> Admin:
+        cfg = config_mod.load(
+            env={},
+            overrides={
+                "state_dir": str(tmp_path / "state"),
+                "catalog": f"sqlite:///{tmp_path}/catalog.db",
+                "admin": {"listen": listen, "token": token},
+            },
+        )
+        store = open_store(cfg.catalog_url)
+        live = LiveCatalog()
+        await nursery.start(watch, store, live, 0.05)
+        bound = await nursery.start(serve, cfg, store, live)
+        return Admin(f"http://127.0.0.1:{bound[0][1]}", store, cfg)
+
+    return start
+
+
+@pytest.fixture
+async def admin(make_admin):
+    return await make_admin()
+
+
+# --- the catalog through the API ---------------------------------------------------------------------
+
+
+async def test_crud_round_trip(admin):
+    """PUT creates, GET and list show it, PUT again updates in place, DELETE removes it (then 404)."""
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2", "mask_request_host": "localhost:${PORT}"})
+        assert r.status_code == 200, r.text
+        created = r.json()
+        assert {k: created[k] for k in ("id", "address", "public", "mask_request_host", "max_connections")} == {
+            "id": "demo", "address": "127.0.0.2", "public": True, "mask_request_host": "localhost:${PORT}",
+            "max_connections": None,
+        }
+        assert "traffic_access_token" not in created  # public: no token
+        assert (await c.get("/v1/sandboxes/demo")).json() == created
+        assert [s["id"] for s in (await c.get("/v1/sandboxes")).json()] == ["demo"]
+
+        r = await c.put("/v1/sandboxes/demo", json={"address": "::1", "max_connections": 8})
+        updated = r.json()
+        assert (updated["address"], updated["max_connections"], updated["mask_request_host"]) == ("::1", 8, None)
+        assert updated["created_at"] == created["created_at"] and updated["updated_at"] >= created["updated_at"]
+
+        r = await c.delete("/v1/sandboxes/demo")
+        assert r.status_code == 204 and r.content == b""
+        for r in (await c.get("/v1/sandboxes/demo"), await c.delete("/v1/sandboxes/demo")):
+            assert r.status_code == 404
+            assert r.json() == {"code": "not_found", "message": "no sandbox 'demo' in the catalog"}
+        assert (await c.get("/v1/sandboxes")).json() == []
+
+
+async def test_private_sandbox_token_is_shown_once_and_never_listed(admin):
+    """Creating a private sandbox returns its token once; GET and list never show it or its hash."""
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/secret", json={"address": "127.0.0.2", "public": False})
+        token = r.json()["traffic_access_token"]
+        assert len(token) >= 22  # at least 128 bits in url-safe base64
+        stored = admin.store.get("secret").token_hash
+        assert stored == hashlib.sha256(token.encode()).hexdigest()
+        # Updating a sandbox that is private already keeps its token and does not show it again.
+        again = (await c.put("/v1/sandboxes/secret", json={"address": "127.0.0.3", "public": False})).json()
+        assert "traffic_access_token" not in again and admin.store.get("secret").token_hash == stored
+        for body in ((await c.get("/v1/sandboxes/secret")).text, (await c.get("/v1/sandboxes")).text):
+            assert token not in body and stored not in body and "token" not in body
+
+
+async def test_rotation_returns_a_new_token_and_changes_the_stored_hash(admin):
+    """POST .../token answers with a new token; the stored hash becomes the new token's."""
+    async with admin.client() as c:
+        first = (await c.put("/v1/sandboxes/rot", json={"address": "127.0.0.2", "public": False})).json()
+        r = await c.post("/v1/sandboxes/rot/token")
+        assert r.status_code == 200
+        new = r.json()["traffic_access_token"]
+        assert new != first["traffic_access_token"]
+        assert admin.store.get("rot").token_hash == hashlib.sha256(new.encode()).hexdigest()
+        # Rotating a public sandbox makes it private.
+        await c.put("/v1/sandboxes/pub", json={"address": "127.0.0.2"})
+        assert (await c.post("/v1/sandboxes/pub/token")).json()["public"] is False
+        r = await c.post("/v1/sandboxes/nobody/token")
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+# --- auth -----------------------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    ("GET", "/v1/sandboxes"),
+    ("GET", "/v1/sandboxes/demo"),
+    ("PUT", "/v1/sandboxes/demo"),
+    ("DELETE", "/v1/sandboxes/demo"),
+    ("POST", "/v1/sandboxes/demo/token"),
+    ("GET", "/v1/status"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+]
+
+
+@pytest.mark.parametrize("label, token, message", [
+    ("no token", None, "missing bearer token"),
+    ("wrong token", "not-the-token", "invalid bearer token"),
+    ("a prefix of the token", TOKEN[:-1], "invalid bearer token"),
+])
+async def test_every_endpoint_but_healthz_needs_the_token(admin, label, token, message):
+    """Without the right bearer token every endpoint answers 401 JSON with WWW-Authenticate: Bearer."""
+    async with admin.client(token) as c:
+        for method, path in ENDPOINTS:
+            r = await c.request(method, path, json={"address": "127.0.0.2"} if method == "PUT" else None)
+            assert r.status_code == 401, (label, method, path)
+            assert r.json() == {"code": "unauthorized", "message": message}, (label, path)
+            assert r.headers["www-authenticate"].startswith("Bearer"), (label, path)
+    assert admin.store.list() == []  # the refused PUT wrote nothing
+
+
+async def test_other_auth_schemes_are_refused(admin):
+    """Basic auth, or the token without the Bearer scheme, is not accepted."""
+    async with httpx.AsyncClient(base_url=admin.url) as c:
+        for value in (f"Basic {TOKEN}", TOKEN, f"Token {TOKEN}"):
+            assert (await c.get("/v1/sandboxes", headers={"Authorization": value})).status_code == 401, value
+
+
+async def test_healthz_needs_no_token(admin):
+    """/healthz answers 200 to anyone."""
+    async with admin.client(None) as c:
+        r = await c.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+VALIDATION = [
+    # label, path id, body, field
+    ("id with upper case", "Demo", {"address": "127.0.0.2"}, "id"),
+    ("id with a dot", "a.b", {"address": "127.0.0.2"}, "id"),
+    ("id ending in a dash", "demo-", {"address": "127.0.0.2"}, "id"),
+    ("id too long", "a" * 64, {"address": "127.0.0.2"}, "id"),
+    ("address missing", "demo", {}, "address"),
+    ("address a host name", "demo", {"address": "localhost"}, "address"),
+    ("address with a port", "demo", {"address": "127.0.0.2:80"}, "address"),
+    ("address a number", "demo", {"address": 2130706433}, "address"),
+    ("public a string", "demo", {"address": "127.0.0.2", "public": "false"}, "public"),
+    ("public null", "demo", {"address": "127.0.0.2", "public": None}, "public"),
+    ("mask with a path", "demo", {"address": "127.0.0.2", "mask_request_host": "a/b"}, "mask_request_host"),
+    ("mask with control chars", "demo", {"address": "127.0.0.2", "mask_request_host": "a\r\nX: y"}, "mask_request_host"),
+    ("mask a number", "demo", {"address": "127.0.0.2", "mask_request_host": 80}, "mask_request_host"),
+    ("max_connections zero", "demo", {"address": "127.0.0.2", "max_connections": 0}, "max_connections"),
+    ("max_connections negative", "demo", {"address": "127.0.0.2", "max_connections": -1}, "max_connections"),
+    ("max_connections over a million", "demo", {"address": "127.0.0.2", "max_connections": 10**6 + 1}, "max_connections"),
+    ("max_connections a string", "demo", {"address": "127.0.0.2", "max_connections": "10"}, "max_connections"),
+    ("max_connections a fraction", "demo", {"address": "127.0.0.2", "max_connections": 1.5}, "max_connections"),
+    ("unknown field", "demo", {"address": "127.0.0.2", "traffic_access_token": "mine"}, "traffic_access_token"),
+    ("a typo of a field", "demo", {"address": "127.0.0.2", "mask_request_hots": "x"}, "mask_request_hots"),
+    ("body an array", "demo", [{"address": "127.0.0.2"}], "body"),
+    ("body a string", "demo", "127.0.0.2", "body"),
+]
+
+
+@pytest.mark.parametrize("label, sandbox_id, body, field", VALIDATION, ids=[v[0] for v in VALIDATION])
+async def test_validation_errors_name_the_field_and_the_reason(admin, label, sandbox_id, body, field):
+    """Each invalid request is a 422 whose JSON names the field and why; nothing is written."""
+    async with admin.client() as c:
+        r = await c.put(f"/v1/sandboxes/{sandbox_id}", json=body)
+    assert r.status_code == 422, (label, r.text)
+    doc = r.json()
+    assert doc["code"] == "invalid" and doc["field"] == field, (label, doc)
+    assert doc["reason"] and doc["reason"] in doc["message"], (label, doc)
+    assert {"field": field, "reason": doc["reason"]} in doc["errors"], (label, doc)
+    assert admin.store.list() == []
+
+
+async def test_validation_reasons_are_the_catalogs_own(admin):
+    """The API gives the same reasons as the CLI: the catalog's validators."""
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/demo", json={"address": "localhost", "extra": 1})
+    doc = r.json()
+    assert doc["errors"] == [
+        {"field": "address", "reason": "'localhost' is not an IP address"},
+        {"field": "extra", "reason": "unknown field"},
+    ]
+
+
+@pytest.mark.parametrize("label, content", [
+    ("cut short", b'{"address": "127.0.0.2"'),
+    ("single quotes", b"{'address': '127.0.0.2'}"),
+    ("trailing comma", b'{"address": "127.0.0.2",}'),
+    ("not utf-8", b'{"address": "\xff"}'),
+])
+async def test_malformed_json_is_a_400(admin, label, content):
+    """A body that is not JSON at all is 400 malformed_json, not a validation error."""
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/demo", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 400, (label, r.text)
+    assert r.json()["code"] == "malformed_json", label
+
+
+async def test_unknown_paths_and_methods_answer_json(admin):
+    """404 and 405 are JSON too; 405 lists every method the resource allows."""
+    async with admin.client() as c:
+        r = await c.get("/v2/nothing")
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+        r = await c.patch("/v1/sandboxes/demo")
+        assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+        assert {"GET", "PUT", "DELETE"} <= set(r.headers["allow"].split(", "))
+
+
+async def test_an_unreadable_catalog_is_a_503(admin):
+    """A catalog error (here: a closed store) is answered 503 catalog_unavailable, not 500."""
+    admin.store.close()
+    async with admin.client() as c:
+        for r in (await c.get("/v1/sandboxes"), await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2"})):
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "catalog_unavailable"
+
+
+# --- the token file and the listen address ---------------------------------------------------------------
+
+
+async def test_token_file_is_generated_with_mode_0600_and_reused_on_restart(make_admin, tmp_path):
+    """With no configured token, the first start writes <state_dir>/admin-token (0600); a restart uses it."""
+    path = tmp_path / "state" / "admin-token"
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            del nursery
+            admin = await make_admin(token="")
+            token = path.read_text().strip()
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            async with admin.client(token) as c:
+                assert (await c.get("/v1/sandboxes")).status_code == 200
+            scope.cancel()
+    second = await make_admin(token="")
+    assert path.read_text().strip() == token
+    async with second.client(token) as c:
+        assert (await c.get("/v1/sandboxes")).status_code == 200
+
+
+async def test_refuses_a_non_loopback_address_without_a_configured_token(make_admin, tmp_path, monkeypatch):
+    """On 0.0.0.0 the server does not start with only a generated token; with EDGE_ADMIN_TOKEN it does."""
+    with pytest.raises(ConfigError, match="0.0.0.0:0 is not a loopback address"):
+        await make_admin(token="", listen="0.0.0.0:0")
+    assert not (tmp_path / "state" / "admin-token").exists()
+    monkeypatch.setenv("EDGE_ADMIN_TOKEN", "from-the-env")
+    admin = await make_admin(token="", listen="0.0.0.0:0")
+    async with admin.client("from-the-env") as c:
+        assert (await c.get("/v1/sandboxes")).status_code == 200
+
+
+def test_edge_serve_refuses_a_public_admin_address_in_one_line(tmp_path):
+    """`edge serve --admin 0.0.0.0:PORT` without a token exits 1 with one line, before binding anything."""
+    env = edge_env(tmp_path)
+    res = edge_cli(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "0.0.0.0:0"], env)
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "edge: error: admin.listen: 0.0.0.0:0 is not a loopback address; set admin.token in the config"
+        " file or EDGE_ADMIN_TOKEN before exposing the admin API"
+    ]
+
+
+# --- CLI and API share one catalog ---------------------------------------------------------------------
+
+
+async def test_cli_and_api_write_the_same_catalog(make_admin, tmp_path):
+    """What the CLI writes the API reads, and the other way round, with the same rules."""
+    admin = await make_admin()
+    env = edge_env(tmp_path, EDGE_CATALOG=admin.config.catalog_url)
+    res = await trio.to_thread.run_sync(
+        edge_cli, ["sandbox", "add", "from-cli", "--address", "127.0.0.2", "--private", "--json"], env
+    )
+    cli_token = json.loads(res.stdout)["traffic_access_token"]
+    async with admin.client() as c:
+        doc = (await c.get("/v1/sandboxes/from-cli")).json()
+        assert (doc["address"], doc["public"]) == ("127.0.0.2", False) and "traffic_access_token" not in doc
+        await c.put("/v1/sandboxes/from-api", json={"address": "::1", "mask_request_host": "localhost:${PORT}"})
+    shown = json.loads((await trio.to_thread.run_sync(edge_cli, ["sandbox", "show", "from-api", "--json"], env)).stdout)
+    assert (shown["address"], shown["mask_request_host"]) == ("::1", "localhost:${PORT}")
+    # A rotation through the API retires the token the CLI printed.
+    async with admin.client() as c:
+        await c.post("/v1/sandboxes/from-cli/token")
+    assert admin.store.get("from-cli").token_hash != hashlib.sha256(cli_token.encode()).hexdigest()
+    await trio.to_thread.run_sync(edge_cli, ["sandbox", "rm", "from-cli"], env)
+    async with admin.client() as c:
+        assert (await c.get("/v1/sandboxes/from-cli")).status_code == 404
+
+
+# --- metrics, status, OpenAPI --------------------------------------------------------------------------
+
+
+async def test_metrics_are_prometheus_text_that_parses_back(admin):
+    """/metrics has Prometheus's content type and parses with prometheus-client's own parser."""
+    async with admin.client() as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    for name in ("edge_http_requests", "edge_http_active_connections", "edge_http_active_tunnels",
+                 "edge_http_body_bytes", "edge_upstream_connect_failures", "edge_http_request_duration_seconds",
+                 "edge_dns_queries"):
+        assert name in families, name
+    classes = {s.labels["class"] for s in families["edge_http_requests"].samples if s.name.endswith("_total")}
+    assert {"2xx", "4xx", "5xx"} <= classes
+
+
+async def test_status_reports_listeners_sandboxes_and_counters(admin):
+    """/v1/status has the admin listener, the catalog's counts, and the connection counters."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/one", json={"address": "127.0.0.2"})
+        await c.put("/v1/sandboxes/two", json={"address": "127.0.0.2", "public": False})
+        with trio.fail_after(5):  # the live snapshot follows the store within a poll
+            while (doc := (await c.get("/v1/status")).json())["sandboxes"]["total"] != 2:
+                await trio.sleep(0.05)
+    assert doc["sandboxes"]["private"] == 1
+    assert doc["listeners"] == [{"kind": "admin", "address": admin.url.removeprefix("http://")}]
+    assert isinstance(doc["active_connections"], int) and isinstance(doc["active_tunnels"], int)
+    assert isinstance(doc["busiest"], list)
+
+
+async def test_openapi_document_describes_every_endpoint(admin):
+    """/openapi.json lists each endpoint with its method, the bearer scheme, and the error body."""
+    async with admin.client() as c:
+        doc = (await c.get("/openapi.json")).json()
+    ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    assert ops == {
+        ("PUT", "/v1/sandboxes/{id}"), ("GET", "/v1/sandboxes/{id}"), ("DELETE", "/v1/sandboxes/{id}"),
+        ("GET", "/v1/sandboxes"), ("POST", "/v1/sandboxes/{id}/token"), ("GET", "/v1/status"),
+        ("GET", "/metrics"), ("GET", "/healthz"),
+    }
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    put = doc["paths"]["/v1/sandboxes/{id}"]["put"]
+    assert {"200", "400", "401", "422", "503"} <= set(put["responses"])
+    assert doc["components"]["schemas"]["SandboxIn"]["additionalProperties"] is False
+    assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(admin, tmp_path):
+    """schemathesis fuzzes every operation from /openapi.json: no 5xx, every answer as documented."""
+    cli = shutil.which("schemathesis", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert cli, "schemathesis is in the test extra"
+    checks = ",".join([
+        "not_a_server_error", "status_code_conformance", "content_type_conformance",
+        "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
+        "unsupported_method", "allow_header_conformance", "ignored_auth", "use_after_free",
+        "ensure_resource_availability",
+    ])
+    res = await trio.run_process(
+        [cli, "run", f"{admin.url}/openapi.json", "--header", f"Authorization: Bearer {TOKEN}",
+         "--checks", checks, "--max-examples", "25", "--max-time", "45", "--seed", "4",
+         "--request-timeout", "10", "--suppress-health-check", "too_slow"],
+        cwd=tmp_path, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    out = res.stdout.decode() + res.stderr.decode()
+    assert res.returncode == 0, out[-6000:]
+    assert "No issues found" in out, out[-3000:]
+
+
+# --- edge status against a running edge ----------------------------------------------------------------
+
+
+async def test_edge_status_prints_a_summary_from_a_running_edge(tmp_path):
+    """`edge status` finds the token by itself and prints listeners, sandboxes, connections and tunnels."""
+    env = edge_env(tmp_path)
+    await trio.to_thread.run_sync(edge_cli, ["sandbox", "add", "alpha", "--address", "127.0.0.2"], env)
+    await trio.to_thread.run_sync(edge_cli, ["sandbox", "add", "beta", "--address", "127.0.0.3", "--private"], env)
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0"], env)
+    )
+    try:
+        admin = proc.listening["admin"]
+        res = await trio.to_thread.run_sync(edge_cli, ["status", "--admin", admin], env)
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[0].startswith("edge is up for ")
+        for kind in ("http", "dns", "admin"):
+            assert f"  {kind:6} {proc.listening[kind]}" in lines, (kind, res.stdout)
+        assert "sandboxes:   2 (1 private), catalog version 2" in lines
+        assert "connections: 0 open" in lines and "tunnels:     0 open" in lines
+        assert any(line.startswith("busiest sandboxes:") for line in lines)
+        doc = json.loads((await trio.to_thread.run_sync(edge_cli, ["status", "--admin", admin, "--json"], env)).stdout)
+        assert doc["sandboxes"]["total"] == 2
+        # The token the server generated is what the CLI used; a wrong one from the env is refused.
+        wrong = await trio.to_thread.run_sync(edge_cli, ["status", "--admin", admin], dict(env, EDGE_ADMIN_TOKEN="x"))
+        assert wrong.returncode == 1
+        assert wrong.stderr.strip() == f"edge: error: admin API at {admin} answered 401: invalid bearer token"
+    finally:
+        proc.stop()
+
+
+def test_edge_status_without_a_running_edge_is_one_line_and_exit_1(tmp_path):
+    """With nothing listening, `edge status` says so in one line and exits 1."""
+    env = edge_env(tmp_path)
+    res = edge_cli(["status", "--admin", "127.0.0.1:9"], env)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge: error: no edge answering at 127.0.0.1:9")
+    assert "is `edge serve` running?" in lines[0]
