@@ -268,8 +268,9 @@ class ClientConnection:
             ex.start = trio.current_time()
             self._served += 1
             ex.method = request.method
-            ex.headers = request.headers
-            check_request(request, ctx.http.max_head_bytes, ctx.http.max_head_fields)
+            # h11's Headers is a Sequence whose iteration costs a Python call per field: walk it once.
+            ex.headers = list(request.headers)
+            check_request(request, ex.headers, ctx.http.max_head_bytes, ctx.http.max_head_fields)
             await self._forward(request, ex)
         except EdgeError as exc:
             await self._send_error(exc, ex)
@@ -285,7 +286,7 @@ class ClientConnection:
     async def _forward(self, request: h11.Request, ex: Exchange) -> None:
         ctx = self.ctx
         host = b""
-        for name, value in request.headers:
+        for name, value in ex.headers:
             if name == b"host":
                 host = value
                 break
@@ -305,7 +306,7 @@ class ClientConnection:
         sandbox = ctx.live.snapshot.get(sandbox_id)
         if sandbox is None:
             raise SandboxNotFound(sandbox_id, port)
-        headers_in = request.headers
+        headers_in = ex.headers
         if not sandbox.public:
             grant = authorize(sandbox, request.method, headers_in, target, port, ctx.secure)
             if grant.redirect is not None:
@@ -328,7 +329,9 @@ class ClientConnection:
             scheme=ctx.scheme,
             upgrade=upgrade,
         )
-        outgoing = h11.Request(method=request.method, target=target, headers=headers)
+        # _parsed=True: every field either came out of h11's parser or was checked when it was made
+        # (catalog masks, our own constants), so h11's per-field regexes would only repeat work.
+        outgoing = h11.Request(method=request.method, target=target, headers=headers, _parsed=True)
 
         # A body-less request is complete already: its EndOfMessage is in h11's buffer.
         first = self.h.next_event()
@@ -500,8 +503,8 @@ class ClientConnection:
                     return event
                 await self.stream.send_all(self.h.send(h11.InformationalResponse(
                     status_code=event.status_code,
-                    headers=rewrite_response(event.headers, event.status_code),
-                    reason=event.reason)))
+                    headers=rewrite_response(list(event.headers), event.status_code),
+                    reason=event.reason, _parsed=True)))
         assert scope.cancelled_caught
         raise UpstreamTimeout(ex.sandbox, ex.port, "response")
 
@@ -519,14 +522,15 @@ class ClientConnection:
         if status == 101:
             await self._tunnel(up, ex, event)
         ex.status = status
-        pending = [h.send(h11.Response(
-            status_code=status, headers=rewrite_response(event.headers, status), reason=event.reason))]
+        response_headers = list(event.headers)  # walked once (see _exchange)
+        pending = [h.send(h11.Response(status_code=status, headers=rewrite_response(response_headers, status),
+                                       reason=event.reason, _parsed=True))]
         conn = up.h11
         receive = up.stream.receive_some
         read_size = self.ctx.http.read_size
-        self._resp_keepalive = event.http_version == b"1.1" and b"close" not in connection_tokens(event.headers)
+        self._resp_keepalive = event.http_version == b"1.1" and b"close" not in connection_tokens(response_headers)
         threshold = self.ctx.http.splice_threshold
-        length = _content_length(event.headers) if threshold else None
+        length = _content_length(response_headers) if threshold else None
         while True:
             try:
                 event = conn.next_event()
@@ -570,7 +574,7 @@ class ClientConnection:
             raise UpstreamError(ex.sandbox, ex.port, "101 Switching Protocols to a request that did not ask")
         ex.status = 101
         await self.stream.send_all(h.send(h11.InformationalResponse(
-            status_code=101, headers=rewrite_response(event.headers, 101), reason=event.reason)))
+            status_code=101, headers=rewrite_response(list(event.headers), 101), reason=event.reason, _parsed=True)))
         # Bytes read past either head belong to the new protocol: they go first.
         client_pending = h.trailing_data[0]
         upstream_pending = up.h11.trailing_data[0]

@@ -14,11 +14,13 @@ from edge.errors import BadRequest, HeadTooLarge, VersionNotSupported
 _OK_VERSIONS = frozenset((b"1.0", b"1.1"))
 
 
-def check_request(request: h11.Request, max_head_bytes: int, max_head_fields: int) -> None:
-    """Raise the EdgeError this request head deserves, or return None when it may be forwarded."""
+def check_request(request: h11.Request, headers: list, max_head_bytes: int, max_head_fields: int) -> None:
+    """Raise the EdgeError this request head deserves, or return None when it may be forwarded.
+
+    `headers` is `list(request.headers)`: h11's (lower-cased name, value) pairs, walked once.
+    """
     if request.http_version not in _OK_VERSIONS:
         raise VersionNotSupported("Only HTTP/1.0 and HTTP/1.1 are supported")
-    headers = request.headers  # h11: (lowercased name, value) pairs
     if len(headers) > max_head_fields:
         raise HeadTooLarge(f"The request has more than {max_head_fields} header fields")
     # h11 enforces its size limit only while a head is incomplete, so a large head that arrives in one

@@ -27,12 +27,11 @@ def _req(headers, version=b"1.1", method=b"GET", target=b"/"):
 def test_unsafe_request_is_refused_with_its_status(label, request_, error):
     """Each unsafe head raises the error that carries its status."""
     with pytest.raises(error):
-        check_request(request_, 65536, 100)
+        check_request(request_, list(request_.headers), 65536, 100)
 
 
 def test_ordinary_requests_pass():
     """1.0 and 1.1, 100 fields, a 60 KiB head: accepted."""
-    check_request(_req([]), 65536, 100)
-    check_request(_req([], version=b"1.0"), 65536, 100)
-    check_request(_req([(b"x-f%d" % i, b"v") for i in range(99)]), 65536, 100)
-    check_request(_req([(b"x-big", b"a" * 60000)]), 65536, 100)
+    for r in (_req([]), _req([], version=b"1.0"), _req([(b"x-f%d" % i, b"v") for i in range(99)]),
+              _req([(b"x-big", b"a" * 60000)])):
+        check_request(r, list(r.headers), 65536, 100)
