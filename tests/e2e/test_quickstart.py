@@ -40,15 +40,19 @@ def test_readme_quick_start_works_as_written(tmp_path):
     (tmp_path / "www" / "hello-from-the-sandbox.txt").write_text("hi")
     procs = []
     try:
+        log = open(tmp_path / "make-run.log", "w")
         procs.append(subprocess.Popen(["make", "run"], cwd=REPO, env=env, start_new_session=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port("127.0.0.1", 8080, 60)
+                                      stdout=log, stderr=subprocess.STDOUT))
+        try:
+            _wait_port("127.0.0.1", 8080, 60)
+        except AssertionError:
+            raise AssertionError("make run did not listen on 8080:\n" + (tmp_path / "make-run.log").read_text()) from None
         subprocess.run(register, shell=True, cwd=REPO, env=env, check=True, capture_output=True)
         procs.append(subprocess.Popen(server, shell=True, cwd=tmp_path / "www", env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_port("127.0.0.2", 3000, 10)
         out = subprocess.run(fetch, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, out.stderr + (tmp_path / "make-run.log").read_text()
         assert "hello-from-the-sandbox.txt" in out.stdout
     finally:
         for p in procs:
