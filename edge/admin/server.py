@@ -8,14 +8,12 @@ out in edge's log format.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from edge.admin.api import AdminContext, create_app
 from edge.admin.auth import server_token
 from edge.catalog.store import LiveCatalog, Store
 from edge.config import Config
@@ -38,9 +36,15 @@ async def serve(
     """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status."""
     token = server_token(config)
     shown = [(kind, _show(addr)) for kind, addr in listeners]
-    ctx = AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown)
+    # FastAPI, pydantic and hypercorn take about half a second to import: do it in a worker thread so
+    # the HTTP edge, already serving in this event loop, does not stall meanwhile.
+    api, hypercorn_config, hypercorn_trio = await trio.to_thread.run_sync(
+        lambda: [importlib.import_module(m) for m in ("edge.admin.api", "hypercorn.config", "hypercorn.trio")]
+    )
+    ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown)
+    app = await trio.to_thread.run_sync(api.create_app, ctx)
 
-    hc = HypercornConfig()
+    hc = hypercorn_config.Config()
     hc.bind = [str(config.admin.listen)]
     hc.errorlog = log
     hc.accesslog = None
@@ -49,7 +53,7 @@ async def serve(
     reported = _Reported(task_status, shown)
     log.info("admin token from %s", token.source)
     try:
-        await hypercorn_serve(create_app(ctx), hc, task_status=reported, mode="asgi")
+        await hypercorn_trio.serve(app, hc, task_status=reported, mode="asgi")
     except OSError as exc:
         if reported.done:
             raise
