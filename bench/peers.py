@@ -145,21 +145,23 @@ def _cpu_ticks(pid: int) -> int:
     return total
 
 
-def _core_ticks(cpu: int) -> tuple[int, int]:
-    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+def _core_ticks(cpu: int) -> tuple[int, int, int, int]:
+    """(busy, interrupts, steal, total) clock ticks of one CPU since boot, from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{cpu} "):
-            v = [int(x) for x in line.split()[1:]]
-            total = sum(v[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
-            return total - v[3] - v[4], total
-    return 0, 0
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in line.split()[1:9])
+            total = user + nice + system + idle + iowait + irq + softirq + steal  # guest is inside user
+            return total - idle - iowait, irq + softirq, steal, total
+    return 0, 0, 0, 0
 
 
 class CoreWatch:
-    """How busy the proxy core was during a measurement: by the proxy, and by anything else.
+    """Where the proxy core's time went during a measurement, in % of the core.
 
-    This machine may be shared; a run where other processes took a share of the proxy core measured
-    less proxy than it claims, and the report says so instead of hiding it in a median.
+    proxy: the proxy process(es); irq: interrupts and softirqs, mostly loopback packet processing
+    (partly this benchmark's own traffic, not charged to any process); steal: the hypervisor ran
+    someone else; others: every other process. This machine may be shared: a run where others or
+    steal took a share measured less proxy than it claims, and the report says so.
     """
 
     def __init__(self, pid: int, cpu: int = int(PROXY_CPU)) -> None:
@@ -167,13 +169,21 @@ class CoreWatch:
         self.start = (_cpu_ticks(pid), *_core_ticks(cpu))
 
     def stop(self) -> dict:
-        proc, busy, total = _cpu_ticks(self.pid), *_core_ticks(self.cpu)
-        d_proc, d_busy, d_total = (a - b for a, b in zip((proc, busy, total), self.start, strict=True))
-        if d_total <= 0:
+        now = (_cpu_ticks(self.pid), *_core_ticks(self.cpu))
+        proc, busy, irq, steal, total = (a - b for a, b in zip(now, self.start, strict=True))
+        if total <= 0:
             return {}
-        # The proxy's ticks may include time on other cores (several workers); count only what fits.
-        mine = min(d_proc, d_busy)
-        return {"proxy_cpu_pct": 100 * d_proc / d_total, "others_cpu_pct": 100 * (d_busy - mine) / d_total}
+        others = max(0, busy - min(proc, busy) - irq - steal)  # the proxy may also run elsewhere (workers)
+
+        def pct(x: int) -> float:
+            return 100 * x / total
+
+        return {
+            "proxy_cpu_pct": pct(proc),
+            "irq_cpu_pct": pct(irq),
+            "steal_cpu_pct": pct(steal),
+            "others_cpu_pct": pct(others),
+        }
 
 
 # --- nginx --------------------------------------------------------------------------------------------

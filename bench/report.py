@@ -14,11 +14,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (scenario key, path inside it, figure label, unit, True when higher is better)
 ROWS = (
     ("small", (), "rps", "small requests", "req/s", True),
+    ("small", (), "rps_per_cpu", "small requests per proxy CPU-second", "req/CPU-s", True),
     ("small", (), "p50", "small requests, latency p50", "ms", False),
     ("small", (), "p99", "small requests, latency p99", "ms", False),
     ("bulk", ("download",), "mbps", "100 MiB download", "MB/s", True),
+    ("bulk", ("download",), "mbps_per_cpu", "100 MiB download per proxy CPU-second", "MB/CPU-s", True),
     ("bulk", ("upload",), "mbps", "100 MiB upload", "MB/s", True),
+    ("bulk", ("upload",), "mbps_per_cpu", "100 MiB upload per proxy CPU-second", "MB/CPU-s", True),
     ("websocket", (), "mps", "WebSocket echo", "messages/s", True),
+    ("websocket", (), "mps_per_cpu", "WebSocket echo per proxy CPU-second", "messages/CPU-s", True),
     ("idle", (), "bytes_per_connection", "memory per idle keep-alive connection", "bytes", False),
 )
 
@@ -44,6 +48,13 @@ def _errors(sc: dict, names=("edge", "nginx")) -> str:
     return "; ".join(parts)
 
 
+def _pct(side: dict, key: str, worst: bool = False) -> str:
+    if key not in side:
+        return "?"
+    text = f"{side[key]['median']:.0f}"
+    return f"{text} (max {side[key]['max']:.0f})" if worst else text
+
+
 def _cpu_rows(sc: dict) -> list[str]:
     parts = [("small requests", sc.get("small"))]
     bulk = sc.get("bulk") or {}
@@ -58,8 +69,9 @@ def _cpu_rows(sc: dict) -> list[str]:
         e, n = s["edge"], s["nginx"]
         rows.append(
             f"| {label} | {e['proxy_cpu_pct']['median']:.0f} | {n['proxy_cpu_pct']['median']:.0f} | "
-            f"{e['others_cpu_pct']['median']:.0f} ({e['others_cpu_pct']['max']:.0f}) | "
-            f"{n['others_cpu_pct']['median']:.0f} ({n['others_cpu_pct']['max']:.0f}) |"
+            f"{_pct(e, 'irq_cpu_pct')} / {_pct(n, 'irq_cpu_pct')} | "
+            f"{_pct(e, 'steal_cpu_pct')} / {_pct(n, 'steal_cpu_pct')} | "
+            f"{_pct(e, 'others_cpu_pct', True)} / {_pct(n, 'others_cpu_pct', True)} |"
         )
     return rows
 
@@ -137,11 +149,13 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
     if cpu:
         lines += [
             "",
-            "The proxy core during each measurement (medians over runs; `others` is CPU 0 time used by any other "
-            "process, the share of the core the proxy did not get; the max shows the worst run):",
+            "Where CPU 0 (the proxy core) went during each measurement, % of the core, medians over runs "
+            "(pairs are edge runs / nginx runs). irq: interrupts and softirqs, mostly loopback packet work; "
+            "steal: the hypervisor; others: any other process on this shared machine (max: the worst run). "
+            "What is left is idle: the proxy was waiting on the load core.",
             "",
-            "| scenario | edge CPU % | nginx CPU % | others, edge runs % (max) | others, nginx runs % (max) |",
-            "|---|---:|---:|---:|---:|",
+            "| scenario | edge CPU % | nginx CPU % | irq % | steal % | others % |",
+            "|---|---:|---:|---:|---:|---:|",
             *cpu,
         ]
 
@@ -151,9 +165,9 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
             "",
             f"Throughput and latency against concurrency (wrk -t1, {sw['setup']['seconds']:g} s per point):",
             "",
-            "| connections | edge req/s | nginx req/s | edge / nginx | edge p50 ms | nginx p50 ms "
+            "| connections | edge req/s | nginx req/s | edge / nginx | per CPU-s, edge / nginx | edge p50 ms | nginx p50 ms "
             "| edge p99 ms | nginx p99 ms | errors (edge / nginx) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for c, lv in sw["levels"].items():
             errs = " / ".join(
@@ -161,7 +175,8 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
             )
             lines.append(
                 f"| {c} | {fmt(lv['edge']['rps']['median'])} | {fmt(lv['nginx']['rps']['median'])} | "
-                f"{lv['ratio']['rps']:.3f} | {fmt(lv['edge']['p50']['median'])} | "
+                f"{lv['ratio']['rps']:.3f} | {lv['ratio'].get('rps_per_cpu', 0):.3f} | "
+                f"{fmt(lv['edge']['p50']['median'])} | "
                 f"{fmt(lv['nginx']['p50']['median'])} | {fmt(lv['edge']['p99']['median'])} | "
                 f"{fmt(lv['nginx']['p99']['median'])} | {errs} |"
             )
