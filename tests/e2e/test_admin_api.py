@@ -23,6 +23,8 @@ from edge import config as config_mod
 from edge.admin.server import serve
 from edge.catalog.store import LiveCatalog, Store, open_store, watch
 from edge.errors import ConfigError
+from tests.backends import Backend
+from tests.conftest import curl
 from tests.proc import EdgeProcess, edge_cli, edge_env
 
 TOKEN = "test-admin-token-0123456789"
@@ -405,9 +407,10 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(admin, 
 # --- edge status against a running edge ----------------------------------------------------------------
 
 
-async def test_edge_status_prints_a_summary_from_a_running_edge(tmp_path):
-    """`edge status` finds the token by itself and prints listeners, sandboxes, connections and tunnels."""
+async def test_edge_status_prints_a_summary_from_a_running_edge(tmp_path, nursery):
+    """`edge status` finds the token by itself and prints listeners, sandboxes, connections, tunnels, busiest."""
     env = edge_env(tmp_path)
+    backend = await Backend("b").start(nursery, "127.0.0.2")
     await trio.to_thread.run_sync(edge_cli, ["sandbox", "add", "alpha", "--address", "127.0.0.2"], env)
     await trio.to_thread.run_sync(edge_cli, ["sandbox", "add", "beta", "--address", "127.0.0.3", "--private"], env)
     proc = await trio.to_thread.run_sync(
@@ -415,6 +418,8 @@ async def test_edge_status_prints_a_summary_from_a_running_edge(tmp_path):
     )
     try:
         admin = proc.listening["admin"]
+        for _ in range(3):
+            await curl(f"http://{backend.port}-alpha.sandbox.localhost:{proc.port()}/echo")
         res = await trio.to_thread.run_sync(edge_cli, ["status", "--admin", admin], env)
         assert res.returncode == 0, res.stderr
         lines = res.stdout.splitlines()
@@ -423,7 +428,8 @@ async def test_edge_status_prints_a_summary_from_a_running_edge(tmp_path):
             assert f"  {kind:6} {proc.listening[kind]}" in lines, (kind, res.stdout)
         assert "sandboxes:   2 (1 private), catalog version 2" in lines
         assert "connections: 0 open" in lines and "tunnels:     0 open" in lines
-        assert any(line.startswith("busiest sandboxes:") for line in lines)
+        assert lines[-2:] == ["busiest sandboxes:", "  alpha  3 requests"], res.stdout
+        assert any(line.startswith("requests:    3  (2xx=3") for line in lines), res.stdout
         doc = json.loads((await trio.to_thread.run_sync(edge_cli, ["status", "--admin", admin, "--json"], env)).stdout)
         assert doc["sandboxes"]["total"] == 2
         # The token the server generated is what the CLI used; a wrong one from the env is refused.
