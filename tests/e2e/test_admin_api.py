@@ -50,7 +50,7 @@ def _no_env_token(monkeypatch):
 def make_admin(nursery, tmp_path):
     """Start an admin server in-process: `await make_admin(token=..., listen=...)`."""
 
-    async def start(token: str = TOKEN, listen: str = "127.0.0.1:0") -> Admin:
+    async def start(token: str = TOKEN, listen: str = "127.0.0.1:0", within: trio.Nursery | None = None) -> Admin:
         cfg = config_mod.load(
             env={},
             overrides={
@@ -61,8 +61,9 @@ def make_admin(nursery, tmp_path):
         )
         store = open_store(cfg.catalog_url)
         live = LiveCatalog()
-        await nursery.start(watch, store, live, 0.05)
-        bound = await nursery.start(serve, cfg, store, live)
+        where = within or nursery
+        await where.start(watch, store, live, 0.05)
+        bound = await where.start(serve, cfg, store, live)
         return Admin(f"http://127.0.0.1:{bound[0][1]}", store, cfg)
 
     return start
@@ -270,15 +271,16 @@ async def test_an_unreadable_catalog_is_a_503(admin):
 async def test_token_file_is_generated_with_mode_0600_and_reused_on_restart(make_admin, tmp_path):
     """With no configured token, the first start writes <state_dir>/admin-token (0600); a restart uses it."""
     path = tmp_path / "state" / "admin-token"
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            del nursery
-            admin = await make_admin(token="")
-            token = path.read_text().strip()
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600
-            async with admin.client(token) as c:
-                assert (await c.get("/v1/sandboxes")).status_code == 200
-            scope.cancel()
+    async with trio.open_nursery() as first_run:
+        admin = await make_admin(token="", within=first_run)
+        token = path.read_text().strip()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        async with admin.client(token) as c:
+            assert (await c.get("/v1/sandboxes")).status_code == 200
+        first_run.cancel_scope.cancel()  # stop the first server
+    with pytest.raises(httpx.ConnectError):
+        async with admin.client(token) as c:
+            await c.get("/healthz")
     second = await make_admin(token="")
     assert path.read_text().strip() == token
     async with second.client(token) as c:
