@@ -10,6 +10,7 @@
   /truncate?n=N&send=M  promises N bytes (1000), sends M (10), closes
   /early         answers 413 at once, without reading the body
   /close         answers with Connection: close
+  /then-close    answers as keep-alive, then closes the connection anyway
 Every connection and request is counted, so tests can see pooling and per-request routing.
 """
 
@@ -117,6 +118,11 @@ class Backend:
             headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
             if path == "/close":
                 headers.append(("connection", "close"))
+            if path == "/then-close":
+                # keep-alive by its headers, then the sandbox drops the connection anyway
+                await send(conn.send(h11.Response(status_code=200, headers=headers)))
+                await send(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+                return False
             if path == "/hop":
                 # hop-by-hop headers a sandbox might send; the client must not see them
                 headers += [("connection", "x-secret"), ("x-secret", "1"), ("keep-alive", "timeout=5"),

@@ -21,6 +21,7 @@ cleanly; anything else closes the connection. Errors are EdgeErrors; one functio
 from __future__ import annotations
 
 import logging
+import socket as stdlib_socket
 
 import h11
 import trio
@@ -40,6 +41,7 @@ from edge.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from edge.http import sockio
 from edge.http.access import authorize
 from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrite_request, rewrite_response
 from edge.http.pages import REASONS, render_error
@@ -124,12 +126,13 @@ def _translate(exc: h11.RemoteProtocolError) -> EdgeError:
 
 
 class ClientConnection:
-    __slots__ = ("ctx", "stream", "h", "client_ip", "_pump_error", "_served", "_spliced_up", "_spliced_down",
+    __slots__ = ("ctx", "stream", "fd", "h", "client_ip", "_pump_error", "_served", "_spliced_up", "_spliced_down",
                  "_req_keepalive", "_resp_keepalive")
 
     def __init__(self, ctx: ServerContext, stream: trio.SocketStream) -> None:
         self.ctx = ctx
         self.stream = stream
+        self.fd = stream.socket.fileno()
         self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.http.max_head_bytes)
         try:
             self.client_ip = stream.socket.getpeername()[0].encode()
@@ -154,7 +157,11 @@ class ClientConnection:
                     break
                 if not self._next_cycle():
                     break
-                if not self.h.trailing_data[0]:
+                if self.h.trailing_data[0]:
+                    # Pipelined: the next request is already here. sockio does not checkpoint when a
+                    # socket is ready, so yield once per exchange to keep the other connections fair.
+                    await trio.lowlevel.checkpoint()
+                else:
                     # Between requests with nothing buffered. Wait right here, in the shallowest frame
                     # and without a cancel scope of our own: an idle keep-alive connection should
                     # cost little memory. The server's reaper closes those idle past keepalive_timeout
@@ -208,11 +215,11 @@ class ClientConnection:
             if h.their_state is h11.SEND_BODY and h.our_state in (h11.DONE, h11.MUST_CLOSE):
                 # We answered before the request body ended. Closing now would reset the connection
                 # and could destroy the answer in flight: half-close, then drain a little (lingering close).
-                await self.stream.send_eof()
+                self.stream.socket.shutdown(stdlib_socket.SHUT_WR)
                 with trio.move_on_after(1.0):
                     drained = 0
                     while drained < 1 << 20:
-                        data = await self.stream.receive_some(self.ctx.http.read_size)
+                        data = await sockio.read(self.fd, self.ctx.http.read_size)
                         if not data:
                             break
                         drained += len(data)
@@ -226,7 +233,7 @@ class ClientConnection:
         while True:
             event = h.next_event()
             if event is h11.NEED_DATA:
-                h.receive_data(await self.stream.receive_some(self.ctx.http.read_size))
+                h.receive_data(await sockio.read(self.fd, self.ctx.http.read_size))
                 continue
             return event
 
@@ -238,7 +245,7 @@ class ClientConnection:
         if event is h11.NEED_DATA:
             if self._served:
                 # Between requests, run() waited for the socket to be readable: take what is there.
-                data = await self.stream.receive_some(http.read_size)
+                data = await sockio.read(self.fd, http.read_size)
                 if not data:  # closed by the client
                     return None
                 h.receive_data(data)
@@ -367,7 +374,7 @@ class ClientConnection:
                 data = up.h11.send(outgoing)
                 if body_done:
                     data += up.h11.send(h11.EndOfMessage(headers=first.headers))
-                await up.stream.send_all(data)
+                await sockio.write_all(up.fd, data)
                 if body_done:
                     await self._relay(up, ex)
                 else:
@@ -415,7 +422,7 @@ class ClientConnection:
         try:
             if h.they_are_waiting_for_100_continue:
                 # The Expect header was not forwarded: we say 100 ourselves, as nginx does.
-                await self.stream.send_all(h.send(h11.InformationalResponse(status_code=100, headers=[])))
+                await sockio.write_all(self.fd, h.send(h11.InformationalResponse(status_code=100, headers=[])))
             length = _content_length(ex.headers) if self.ctx.http.splice_threshold else None
             while True:
                 if event is h11.NEED_DATA:
@@ -424,15 +431,15 @@ class ClientConnection:
                         self._spliced_up = True
                         return
                     with trio.fail_after(idle):
-                        h.receive_data(await self.stream.receive_some(self.ctx.http.read_size))
+                        h.receive_data(await sockio.read(self.fd, self.ctx.http.read_size))
                     event = h.next_event()
                     continue
                 t = type(event)
                 if t is h11.Data:
                     ex.bytes_in += len(event.data)
-                    await up.stream.send_all(up.h11.send(event))
+                    await sockio.write_all(up.fd, up.h11.send(event))
                 elif t is h11.EndOfMessage:
-                    await up.stream.send_all(up.h11.send(event))
+                    await sockio.write_all(up.fd, up.h11.send(event))
                     return
                 else:  # ConnectionClosed mid-body
                     raise BadRequest("The client closed the connection before the request body ended")
@@ -456,7 +463,7 @@ class ClientConnection:
 
     async def _send_client(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            await sockio.write_all(self.fd, data)
         except _GONE:
             raise _ClientGone() from None
 
@@ -477,7 +484,7 @@ class ClientConnection:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await up.stream.receive_some(self.ctx.http.read_size))
+                conn.receive_data(await sockio.read(up.fd, self.ctx.http.read_size))
                 continue
             return event
 
@@ -501,7 +508,7 @@ class ClientConnection:
                     raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
                 if event.status_code == 101:
                     return event
-                await self.stream.send_all(self.h.send(h11.InformationalResponse(
+                await sockio.write_all(self.fd, self.h.send(h11.InformationalResponse(
                     status_code=event.status_code,
                     headers=rewrite_response(list(event.headers), event.status_code),
                     reason=event.reason, _parsed=True)))
@@ -516,7 +523,8 @@ class ClientConnection:
         and a stream still leaves each chunk the moment nothing more is at hand.
         """
         h = self.h
-        send = self.stream.send_all
+        fd = self.fd
+        write_all = sockio.write_all
         event = await self._response_head(up, ex)
         status = event.status_code
         if status == 101:
@@ -526,7 +534,8 @@ class ClientConnection:
         pending = [h.send(h11.Response(status_code=status, headers=rewrite_response(response_headers, status),
                                        reason=event.reason, _parsed=True))]
         conn = up.h11
-        receive = up.stream.receive_some
+        up_fd = up.fd
+        read = sockio.read
         read_size = self.ctx.http.read_size
         self._resp_keepalive = event.http_version == b"1.1" and b"close" not in connection_tokens(response_headers)
         threshold = self.ctx.http.splice_threshold
@@ -550,10 +559,10 @@ class ClientConnection:
                         out = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
                         try:
-                            await send(out)
+                            await write_all(fd, out)
                         except _GONE:
                             raise _ClientGone() from None
-                    conn.receive_data(await receive(read_size))
+                    conn.receive_data(await read(up_fd, read_size))
                     continue
             except (h11.RemoteProtocolError, SpliceError, *_GONE) as exc:
                 # The sandbox broke the body mid-way. The client already has our head: the honest
@@ -565,7 +574,7 @@ class ClientConnection:
                 pending.append(h.send(event))
             else:  # EndOfMessage (h11 yields ConnectionClosed only after it)
                 pending.append(h.send(event))
-                await send(b"".join(pending))
+                await write_all(fd, b"".join(pending))
                 return
 
     async def _tunnel(self, up: Upstream, ex: Exchange, event: h11.InformationalResponse) -> None:
@@ -573,7 +582,7 @@ class ClientConnection:
         if h.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
             raise UpstreamError(ex.sandbox, ex.port, "101 Switching Protocols to a request that did not ask")
         ex.status = 101
-        await self.stream.send_all(h.send(h11.InformationalResponse(
+        await sockio.write_all(self.fd, h.send(h11.InformationalResponse(
             status_code=101, headers=rewrite_response(list(event.headers), 101), reason=event.reason, _parsed=True)))
         # Bytes read past either head belong to the new protocol: they go first.
         client_pending = h.trailing_data[0]
@@ -616,7 +625,7 @@ class ClientConnection:
         except h11.LocalProtocolError:
             return
         ex.bytes_out = len(body)
-        await self.stream.send_all(data)
+        await sockio.write_all(self.fd, data)
 
     def _finish(self, ex: Exchange) -> None:
         """Count the exchange and write its access line."""

@@ -223,3 +223,20 @@ async def test_http10_client_gets_a_close_delimited_answer(edge, backend):
     host = edge.host(backend.port, "alpha")
     data = await raw_exchange(edge.port, f"GET /echo HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
     assert data.startswith(b"HTTP/1.1 200") and b'"backend": "b2"' in data
+
+
+async def test_pooled_connection_dropped_by_the_sandbox_is_retried_for_a_get(edge, backend):
+    """A sandbox that drops a keep-alive connection right after answering: the next GET, sent at once
+    on the dead pooled connection, is retried on a fresh one and succeeds."""
+    first = await curl(edge.url(backend.port, "alpha", "/then-close"))
+    second = await curl(edge.url(backend.port, "alpha", "/echo"))
+    assert json.loads(first.stdout)["backend"] == "b2" and json.loads(second.stdout)["backend"] == "b2"
+    assert backend.connections == 2
+
+
+async def test_pooled_connection_dropped_while_idle_is_not_used_for_a_post(edge, backend):
+    """After a pause, a POST (never retried) does not go out on a connection the sandbox closed."""
+    await curl(edge.url(backend.port, "alpha", "/then-close"))
+    await trio.sleep(0.3)
+    res = await curl("--data", "x", edge.url(backend.port, "alpha", "/echo"))
+    assert json.loads(res.stdout)["body_len"] == 1
