@@ -9,6 +9,7 @@
   /slow?delay=S  answers after S seconds
   /truncate?n=N&send=M  promises N bytes (1000), sends M (10), closes
   /early         answers 413 at once, without reading the body
+  /drop          reads the head and closes without a word
   /close         answers with Connection: close
   /then-close    answers as keep-alive, then closes the connection anyway
 Every connection and request is counted, so tests can see pooling and per-request routing.
@@ -69,6 +70,8 @@ class Backend:
         self.requests.append(record)
         path = url.path
         send = stream.send_all
+        if path == "/drop":
+            return False  # read the head, answer nothing, close
         if path == "/early":
             await send(conn.send(h11.Response(status_code=413, headers=[("content-length", "2"), ("connection", "close")])))
             await send(conn.send(h11.Data(data=b"no")) + conn.send(h11.EndOfMessage()))

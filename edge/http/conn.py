@@ -374,7 +374,12 @@ class ClientConnection:
                 data = up.h11.send(outgoing)
                 if body_done:
                     data += up.h11.send(h11.EndOfMessage(headers=first.headers))
-                await sockio.write_all(up.fd, data)
+                try:
+                    await sockio.write_all(up.fd, data)
+                except OSError as exc:
+                    if up.reused:  # the pooled connection died while idle: nothing was sent
+                        raise _Stale() from None
+                    raise UpstreamError(sandbox.id, port, f"sending the request: {exc.strerror}") from None
                 if body_done:
                     await self._relay(up, ex)
                 else:
@@ -437,9 +442,9 @@ class ClientConnection:
                 t = type(event)
                 if t is h11.Data:
                     ex.bytes_in += len(event.data)
-                    await sockio.write_all(up.fd, up.h11.send(event))
+                    await self._to_upstream(up, up.h11.send(event), ex)
                 elif t is h11.EndOfMessage:
-                    await sockio.write_all(up.fd, up.h11.send(event))
+                    await self._to_upstream(up, up.h11.send(event), ex)
                     return
                 else:  # ConnectionClosed mid-body
                     raise BadRequest("The client closed the connection before the request body ended")
@@ -460,6 +465,13 @@ class ClientConnection:
         else:
             return
         scope.cancel()
+
+    async def _to_upstream(self, up: Upstream, data: bytes, ex: Exchange) -> None:
+        """A write to the sandbox; its failure is the sandbox's (502), never the client's."""
+        try:
+            await sockio.write_all(up.fd, data)
+        except OSError as exc:
+            raise UpstreamError(ex.sandbox, ex.port, f"sending the request body: {exc.strerror}") from None
 
     async def _send_client(self, data: bytes) -> None:
         try:
@@ -490,13 +502,14 @@ class ClientConnection:
 
     async def _response_head(self, up: Upstream, ex: Exchange):
         """The sandbox's Response (or its 101), forwarding other 1xx answers as they come."""
+        answered = False  # any 1xx seen: then a failure is no longer a stale pooled connection
         with trio.CancelScope(deadline=trio.current_time() + self.ctx.http.response_head_timeout) as scope:
             while True:
                 try:
                     event = await self._upstream_event(up)
                 except (h11.RemoteProtocolError, *_GONE) as exc:
                     # A pooled connection the sandbox closed while idle: nothing was answered.
-                    if up.reused and up.h11.their_state is h11.SEND_RESPONSE:
+                    if up.reused and not answered:
                         raise _Stale() from None
                     raise UpstreamError(ex.sandbox, ex.port, str(exc) or type(exc).__name__) from None
                 t = type(event)
@@ -508,6 +521,7 @@ class ClientConnection:
                     raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
                 if event.status_code == 101:
                     return event
+                answered = True
                 await sockio.write_all(self.fd, self.h.send(h11.InformationalResponse(
                     status_code=event.status_code,
                     headers=rewrite_response(list(event.headers), event.status_code),

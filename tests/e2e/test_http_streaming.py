@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from edge.catalog.model import Sandbox
@@ -194,3 +195,23 @@ async def test_splicing_off_moves_the_same_bytes(make_edge, backend):
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"splice_threshold": 0})
     res = await curl("-o", "/dev/null", "-w", "%{size_download}", edge.url(backend.port, "alpha", f"/bytes?n={5 * MIB}"))
     assert int(res.stdout) == 5 * MIB
+
+
+@pytest.mark.parametrize("size", [100_000, 4 * MIB], ids=["through h11", "spliced"])
+async def test_sandbox_dropping_an_upload_gets_502(edge, backend, size):
+    """The sandbox closes while the body is on its way: the client gets 502, not a silent close."""
+    host = edge.host(backend.port, "alpha")
+    stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
+    await stream.send_all(f"POST /drop HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n\r\n".encode())
+    got = b""
+    with trio.fail_after(10):
+        try:
+            await stream.send_all(b"d" * size)
+        except trio.BrokenResourceError:
+            pass
+        while b"\r\n\r\n" not in got:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 502"), got[:100]
