@@ -26,9 +26,13 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
         from edge.admin.auth import server_token
 
         server_token(config)
+    stopping = trio.Event()  # set on SIGINT/SIGTERM: the HTTP server drains, then everything stops
+    http_done = trio.Event()
+    if not http:
+        http_done.set()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, signals, stopping, http_done, nursery.cancel_scope)
             listening: list[tuple[str, tuple]] = list(http_listening or [])  # for the admin API's /v1/status
             if http:
                 store = open_store(config.catalog_url)
@@ -36,7 +40,13 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
                 await nursery.start(watch, store, live, config.catalog_poll)
                 from edge.http.server import serve as serve_http
 
-                bound = await nursery.start(serve_http, config, live)
+                async def serve_and_report(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    try:
+                        await serve_http(config, live, stop=stopping, task_status=task_status)
+                    finally:
+                        http_done.set()
+
+                bound = await nursery.start(serve_and_report)
                 for addr in bound:
                     _announce("http", addr)
                 listening += [("http", addr) for addr in bound]
@@ -66,11 +76,23 @@ def _announce(kind: str, addr: tuple) -> None:
     print(f"edge: {kind} listening on {shown}", flush=True)
 
 
-async def _stop_on_signal(signals, scope: trio.CancelScope) -> None:
+async def _stop_on_signal(signals, stopping: trio.Event, http_done: trio.Event, scope: trio.CancelScope) -> None:
+    """First signal: drain the HTTP server (it bounds that by http.shutdown_grace), then stop.
+    A second signal stops at once."""
     async for signum in signals:
         logger.info("stopping on %s", signal.Signals(signum).name)
-        scope.cancel()
-        return
+        stopping.set()
+        break
+    async with trio.open_nursery() as waiting:
+        async def second_signal() -> None:
+            async for _ in signals:
+                waiting.cancel_scope.cancel()
+                return
+
+        waiting.start_soon(second_signal)
+        await http_done.wait()
+        waiting.cancel_scope.cancel()
+    scope.cancel()
 
 
 def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> int:

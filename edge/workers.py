@@ -63,12 +63,23 @@ async def _worker_main(config: Config, index: int, run_dir: Path, ready) -> None
         async with trio.open_nursery() as nursery:
             live = LiveCatalog()
             await nursery.start(watch, open_store(config.catalog_url), live, config.catalog_poll)
-            await nursery.start(lambda task_status: serve_http(config, live, reuse_port=True, task_status=task_status))
+            stop = trio.Event()
+            done = trio.Event()
+
+            async def serve_then_done(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await serve_http(config, live, reuse_port=True, stop=stop, task_status=task_status)
+                finally:
+                    done.set()
+
+            await nursery.start(serve_then_done)
             nursery.start_soon(_write_snapshots, run_dir / f"worker-{index}.json")
             ready.put(index)
             async for _ in signals:
-                nursery.cancel_scope.cancel()
+                stop.set()  # drain like a single-process edge, bounded by http.shutdown_grace
                 break
+            await done.wait()
+            nursery.cancel_scope.cancel()
 
 
 async def _write_snapshots(path: Path) -> None:

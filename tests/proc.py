@@ -14,6 +14,8 @@ _LISTEN = re.compile(r"^edge: (\w+) listening on (\S+)$")
 
 class EdgeProcess:
     def __init__(self, args: list[str], env: dict[str, str], timeout: float = 15.0) -> None:
+        if args and args[0] == "serve" and "--admin" not in args:
+            args = [*args, "--admin", "127.0.0.1:0"]  # never the default port: tests run side by side
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1,

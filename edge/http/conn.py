@@ -65,7 +65,8 @@ _RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 class ServerContext:
     """What every connection of one HTTP server shares. Built once; nothing here changes per request."""
 
-    __slots__ = ("config", "http", "router", "live", "pool", "scheme", "secure", "access_log", "active", "idle")
+    __slots__ = ("config", "http", "router", "live", "pool", "scheme", "secure", "access_log", "active", "idle",
+                 "draining")
 
     def __init__(self, config: Config, live: LiveCatalog) -> None:
         self.config = config
@@ -80,6 +81,16 @@ class ServerContext:
         self.active: dict[str, int] = {}
         #: Keep-alive connections waiting for their next request -> when they stop waiting.
         self.idle: dict[ClientConnection, float] = {}
+        #: Set when the server stops: connections end after their current exchange.
+        self.draining = False
+
+    def drain(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their current exchange."""
+        self.draining = True
+        for conn in list(self.idle):
+            sock = conn.stream.socket
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     async def reap_idle(self) -> None:
         """Close keep-alive connections idle past keepalive_timeout (one task for all of them)."""
@@ -159,7 +170,7 @@ class ClientConnection:
             while True:
                 if not await self._exchange():
                     break
-                if not self._next_cycle():
+                if self.ctx.draining or not self._next_cycle():
                     break
                 if self.h.trailing_data[0]:
                     # Pipelined: the next request is already here. sockio does not checkpoint when a

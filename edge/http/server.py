@@ -14,6 +14,7 @@ import trio
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
 from edge.http.conn import ClientConnection, ServerContext
+from edge.metrics import STATS
 
 logger = logging.getLogger("edge.http")
 
@@ -42,8 +43,9 @@ async def _reuse_port_listener(listen) -> trio.SocketListener:
     return trio.SocketListener(sock)
 
 
-async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False,
+async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, stop: trio.Event | None = None,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled, or until `stop` is set: then drain gracefully and return."""
     listen = config.http.listen
     try:
         if reuse_port:
@@ -60,7 +62,34 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False,
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ctx.pool.run_reaper)
             nursery.start_soon(ctx.reap_idle)
-            await nursery.start(partial(trio.serve_listeners, partial(_handle, ctx), listeners))
-            task_status.started(bound)
+            async with trio.open_nursery() as handlers:
+                accepting = trio.CancelScope()
+
+                async def accept(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    with accepting:
+                        await trio.serve_listeners(partial(_handle, ctx), listeners, handler_nursery=handlers,
+                                                   task_status=task_status)
+
+                await handlers.start(accept)
+                task_status.started(bound)
+                if stop is None:
+                    await trio.sleep_forever()
+                await stop.wait()
+                # Graceful stop: no new connections; idle keep-alive connections close now; requests in
+                # flight get shutdown_grace seconds to finish (each connection closes after its
+                # current exchange), then whatever is left is cancelled.
+                accepting.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                ctx.drain()
+                logger.info("http: draining %d connections for up to %.1f s",
+                            STATS.http_active_connections, config.http.shutdown_grace)
+                handlers.start_soon(_cancel_after, config.http.shutdown_grace, handlers.cancel_scope)
+            nursery.cancel_scope.cancel()
     finally:
         ctx.pool.close_all()
+
+
+async def _cancel_after(seconds: float, scope: trio.CancelScope) -> None:
+    await trio.sleep(seconds)
+    scope.cancel()

@@ -43,11 +43,13 @@ def test_readme_quick_start_works_as_written(tmp_path):
         log = open(tmp_path / "make-run.log", "w")
         procs.append(subprocess.Popen(["make", "run"], cwd=REPO, env=env, start_new_session=True,
                                       stdout=log, stderr=subprocess.STDOUT))
-        try:
-            _wait_port("127.0.0.1", 8080, 60)
-        except AssertionError:
-            raise AssertionError("make run did not listen on 8080:\n" + (tmp_path / "make-run.log").read_text()) from None
+        deadline = time.monotonic() + 90
+        while "edge is up" not in (tmp_path / "make-run.log").read_text():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise AssertionError("make run did not come up:\n" + (tmp_path / "make-run.log").read_text())
+            time.sleep(0.1)
         subprocess.run(register, shell=True, cwd=REPO, env=env, check=True, capture_output=True)
+        time.sleep(0.5)  # a person switches terminals; the edge sees the new sandbox within a catalog poll
         procs.append(subprocess.Popen(server, shell=True, cwd=tmp_path / "www", env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_port("127.0.0.2", 3000, 10)

@@ -74,3 +74,25 @@ async def test_serve_logs_one_line_per_request(served, nursery):
     out = await trio.to_thread.run_sync(proc.stop)
     lines = [ln for ln in out.splitlines() if f"{b.port}-logme" in ln]
     assert lines and all('"GET ' in ln and "/echo" in ln and "secret" not in ln for ln in lines)
+
+
+async def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones(served, nursery):
+    """Graceful stop: a request in flight completes, new connections are refused, exit 0."""
+    proc, env = served
+    b = await Backend("b").start(nursery, "127.0.0.2")
+    edge_cli(["sandbox", "add", "drain", "--address", "127.0.0.2"], env)
+    url = f"http://{b.port}-drain.sandbox.localhost:{proc.port()}"
+    await _within(1.0, url + "/echo", 200)
+    result = {}
+
+    async def slow():
+        result["slow"] = await curl("-o", "/dev/null", "-w", "%{http_code}", url + "/slow?delay=1.5", check=False)
+
+    nursery.start_soon(slow)
+    await trio.sleep(0.5)
+    proc.proc.send_signal(signal.SIGTERM)
+    await trio.sleep(0.3)
+    refused = await curl(url + "/echo", check=False)
+    assert refused.returncode == 7  # CURLE_COULDNT_CONNECT: the listener is closed
+    assert await trio.to_thread.run_sync(lambda: proc.proc.wait(timeout=15)) == 0
+    assert result["slow"].stdout == b"200"
