@@ -54,10 +54,23 @@ async def serve(
     log.info("admin token from %s", token.source)
     try:
         await hypercorn_trio.serve(app, hc, task_status=reported, mode="asgi")
-    except OSError as exc:
-        if reported.done:
+    except (OSError, BaseExceptionGroup) as exc:
+        # hypercorn binds inside its own nurseries: a bind error arrives wrapped in exception groups.
+        bind_error = _first_os_error(exc)
+        if reported.done or bind_error is None:
             raise
-        raise ConfigError(f"admin.listen: cannot listen on {config.admin.listen}: {exc.strerror}") from None
+        raise ConfigError(f"admin.listen: cannot listen on {config.admin.listen}: {bind_error.strerror}") from None
+
+
+def _first_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _first_os_error(sub)
+            if found is not None:
+                return found
+    return None
 
 
 class _Reported:

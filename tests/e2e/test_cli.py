@@ -95,3 +95,19 @@ def test_unknown_config_key_is_an_error(env, tmp_path):
     res = edge_cli(["serve", "--config", str(cfg)], env)
     assert res.returncode == 1
     assert "unknown config key http.keepalive_timout" in res.stderr
+
+
+def test_port_in_use_is_one_line(env):
+    """A listener that cannot bind (admin port taken) is one line and exit 1, not a traceback."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        res = edge_cli(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", f"127.0.0.1:{port}"], env)
+    finally:
+        taken.close()
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr.strip().splitlines()[-1]
