@@ -15,7 +15,7 @@ import trio
 from edge import log as edge_log
 from edge.catalog.store import LiveCatalog, open_store, watch
 from edge.config import Config
-from edge.errors import EdgeError
+from edge.errors import EdgeError, first_in_group
 
 logger = logging.getLogger("edge")
 
@@ -106,19 +106,8 @@ def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = Tr
     except BaseExceptionGroup as group:
         # A server that cannot start (bad zone file, port in use) raises an EdgeError inside the
         # nursery: hand it to the CLI as itself, so the user sees one line and not a traceback.
-        first = first_edge_error(group)
+        first = first_in_group(group, EdgeError)
         if first is None:
             raise
         raise first from None
     return 0
-
-
-def first_edge_error(exc: BaseException) -> EdgeError | None:
-    if isinstance(exc, EdgeError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = first_edge_error(sub)
-            if found is not None:
-                return found
-    return None

@@ -153,6 +153,21 @@ class UpstreamError(EdgeError):
         self.port = port
 
 
+def first_in_group(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in `exc` or, depth first, in the exception groups around it.
+
+    trio's nurseries wrap what a child raised in groups; a server that cannot start raises from inside
+    one, and the CLI wants that one error, not the groups around it."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = first_in_group(sub, kind)
+            if found is not None:
+                return found
+    return None
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status for any exception: an EdgeError's own, else 500."""
     return exc.status if isinstance(exc, EdgeError) else 500

@@ -114,8 +114,8 @@ def _reserve_port(listen: Listen) -> socket.socket:
 
 def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
-    from edge.app import _announce, first_edge_error, main
-    from edge.errors import ConfigError
+    from edge.app import _announce, main
+    from edge.errors import ConfigError, EdgeError, first_in_group
 
     try:
         reserved = _reserve_port(config.http.listen)
@@ -154,7 +154,7 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
             try:
                 trio.run(supervised)
             except BaseExceptionGroup as group:
-                first = first_edge_error(group)
+                first = first_in_group(group, EdgeError)
                 if first is None:
                     raise
                 raise first from None

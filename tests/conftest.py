@@ -71,24 +71,29 @@ async def edge(make_edge, backend, backend3):
     return await make_edge([Sandbox("alpha", "127.0.0.2"), Sandbox("beta", "127.0.0.3")])
 
 
+async def read_to_eof(stream: trio.SocketStream, timeout: float = 5.0, into: bytes = b"") -> bytes:
+    """Everything the server sends until it closes (a reset counts as a close), or until `timeout`."""
+    out = bytearray(into)
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                chunk = await stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
+
+
 async def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0, half_close: bool = False) -> bytes:
     """Send raw bytes to 127.0.0.1:port and read until the server closes (or `timeout`)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    out = bytearray()
     async with stream:
         await stream.send_all(data)
         if half_close:
             await stream.send_eof()
-        with trio.move_on_after(timeout):
-            while True:
-                try:
-                    chunk = await stream.receive_some(1 << 16)
-                except trio.BrokenResourceError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-    return bytes(out)
+        return await read_to_eof(stream, timeout)
 
 
 def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:

@@ -17,7 +17,7 @@ import trio
 from edge.admin.auth import server_token
 from edge.catalog.store import LiveCatalog, Store
 from edge.config import Config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, first_in_group
 
 log = logging.getLogger("edge.admin")
 
@@ -56,21 +56,10 @@ async def serve(
         await hypercorn_trio.serve(app, hc, task_status=reported, mode="asgi")
     except (OSError, BaseExceptionGroup) as exc:
         # hypercorn binds inside its own nurseries: a bind error arrives wrapped in exception groups.
-        bind_error = _first_os_error(exc)
+        bind_error = first_in_group(exc, OSError)
         if reported.done or bind_error is None:
             raise
         raise ConfigError(f"admin.listen: cannot listen on {config.admin.listen}: {bind_error.strerror}") from None
-
-
-def _first_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _first_os_error(sub)
-            if found is not None:
-                return found
-    return None
 
 
 class _Reported:

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from edge.catalog.model import Sandbox
-from tests.conftest import curl, parse_responses, raw_exchange
+from tests.conftest import curl, parse_responses, raw_exchange, read_to_eof
 
 BROWSER = ["-H", "Accept: text/html,application/xhtml+xml", "-H", "Sec-Fetch-Mode: navigate"]
 
@@ -223,13 +223,7 @@ async def test_slow_request_head_gets_408(make_edge, backend):
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"head_timeout": 0.3})
     stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
     await stream.send_all(b"GET /echo HTTP/1.1\r\nHost: x")
-    got = b""
-    with trio.fail_after(3):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            got += chunk
+    got = await read_to_eof(stream, 3)
     assert got.startswith(b"HTTP/1.1 408")
 
 
@@ -238,13 +232,7 @@ async def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(make_
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"keepalive_timeout": 0.3})
     stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
     await stream.send_all(f"GET /echo HTTP/1.1\r\nHost: {edge.host(backend.port, 'alpha')}\r\n\r\n".encode())
-    got = b""
-    with trio.fail_after(3):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            got += chunk
+    got = await read_to_eof(stream, 3)
     assert got.startswith(b"HTTP/1.1 200") and got.count(b"HTTP/1.1") == 1
 
 

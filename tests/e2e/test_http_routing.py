@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from edge.catalog.model import Sandbox
-from tests.conftest import curl, echo_headers, parse_responses, raw_exchange
+from tests.conftest import curl, echo_headers, parse_responses, raw_exchange, read_to_eof
 
 
 async def test_request_reaches_the_sandbox_named_in_the_host(edge, backend, backend3):
@@ -41,11 +41,7 @@ async def test_keep_alive_requests_are_each_routed_on_their_own_host(edge, backe
     while b"b2" not in got:
         got += await stream.receive_some(65536)
     await stream.send_all(second)
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = await read_to_eof(stream, into=got)
     responses = parse_responses(got)
     assert [json.loads(r[2])["backend"] for r in responses] == ["b2", "b3"]
 
@@ -202,11 +198,7 @@ async def test_catalog_snapshot_change_reroutes_the_next_request(edge, backend, 
     edge.add("alpha", "127.0.0.3")
     host3 = edge.host(backend3.port, "alpha")
     await stream.send_all(f"GET /echo HTTP/1.1\r\nHost: {host3}\r\nConnection: close\r\n\r\n".encode())
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = await read_to_eof(stream, into=got)
     assert [json.loads(r[2])["backend"] for r in parse_responses(got)] == ["b2", "b3"]
 
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from edge.catalog.model import Sandbox
-from tests.conftest import curl, parse_responses, raw_exchange
+from tests.conftest import curl, parse_responses, raw_exchange, read_to_eof
 
 
 async def test_server_sent_events_reach_the_client_as_each_is_sent(edge, backend):
@@ -50,13 +50,7 @@ async def test_body_split_across_many_small_reads_arrives_whole(edge, backend):
     for _ in range(30):
         await stream.send_all(b"z" * 10)
         await trio.sleep(0.005)
-    got = b""
-    with trio.fail_after(5):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            got += chunk
+    got = await read_to_eof(stream, 5)
     [(status, _, body)] = parse_responses(got)
     assert status == 200 and json.loads(body)["body_len"] == 300
 
@@ -154,13 +148,7 @@ async def test_spliced_upload_split_across_slow_writes(edge, backend):
     for _ in range(6):
         await stream.send_all(b"p" * (size // 6))
         await trio.sleep(0.05)
-    got = b""
-    with trio.fail_after(10):
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            got += chunk
+    got = await read_to_eof(stream, 10)
     [(status, _, body)] = parse_responses(got)
     assert status == 200 and json.loads(body)["body_len"] == size
 
