@@ -5,14 +5,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.test-installed
 
 .PHONY: install run test test-deps lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The package and its runtime dependencies: all `make run` needs.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Plus the test tools (pytest, dnspython, websockets, schemathesis...).
+$(TEST_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -26,14 +33,14 @@ test-deps:
 	@command -v curl >/dev/null && command -v dig >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl dnsutils >/dev/null; }
 
-test: install test-deps
+test: $(TEST_STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark suite (bench/README.md): Debian packages for the peers and load generators, the
 # `bench` extra for plots, then bench/run.py (~10 minutes; BENCH_ARGS=--quick for a ~2-minute pass).
 BENCH_STAMP := $(VENV)/.bench-installed
 
-$(BENCH_STAMP): pyproject.toml | $(STAMP)
+$(BENCH_STAMP): pyproject.toml | $(TEST_STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
@@ -50,7 +57,7 @@ bench-deps:
 bench: $(BENCH_STAMP) bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check edge tests bench
 
 clean:
