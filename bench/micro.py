@@ -1,6 +1,6 @@
 """Micro-benchmarks of the pure stages a request crosses, in memory, no sockets.
 
-    python bench/micro.py [--number 20000] [--repeat 7] [--json FILE]
+    python bench/micro.py [--number 20000] [--repeat 7] [--json FILE] [--edge-src DIR]
 
 One captured browser-like request (9 header fields) goes through the stages edge/http/conn.py runs:
 
@@ -10,7 +10,8 @@ One captured browser-like request (9 header fields) goes through the stages edge
   check      edge.http.request.check_request (smuggling checks on the parsed head)
   route      edge.http.route.split_target + Router.route (Host -> port, sandbox)
   rewrite    connection_tokens + is_upgrade + rewrite_request (the upstream header list)
-  serialize  h11 client side: send(Request) + send(EndOfMessage), the upstream head's bytes
+  serialize  h11 client side: send(Request) + send(EndOfMessage), the upstream head's bytes (a new
+             client Connection each time; the Request built with _parsed=True, as conn.py does)
   response   edge.http.headers.rewrite_response on a typical backend answer
 
 Each stage is timed with timeit: `--number` calls per repeat, `--repeat` repeats, median of the
@@ -21,9 +22,11 @@ rather than stopping the run.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import timeit
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,9 +65,20 @@ def parse():
     return request
 
 
+def _bind(fn, values: dict):
+    """fn with its arguments taken by parameter name from `values`, so a signature that gains or
+    reorders parameters (edge's hot path is being tuned) still gets what it asks for."""
+    params = inspect.signature(fn).parameters
+    missing = [n for n, p in params.items() if n not in values and p.default is inspect.Parameter.empty]
+    if missing:
+        raise TypeError(f"{fn.__name__}: no value for {', '.join(missing)}")
+    return partial(fn, **{n: values[n] for n in params if n in values})
+
+
 def stages() -> dict:
     """name -> zero-argument callable; each runs one stage on the output of the stages before it."""
     # Imported here, so that bench/run.py --edge-src can put another checkout first on sys.path.
+    from edge.config import HttpConfig
     from edge.http import headers as hdr
     from edge.http.request import check_request
     from edge.http.route import Router, split_target
@@ -72,35 +86,41 @@ def stages() -> dict:
     request = parse()
     router = Router(("sandbox.localhost",))
     host = next(v for n, v in request.headers if n == b"host")
-
-    def check():
-        check_request(request, 16384, 100)
+    http = HttpConfig()
+    values = {
+        "request": request,
+        "headers": list(request.headers),
+        "max_head_bytes": http.max_head_bytes,
+        "max_head_fields": http.max_head_fields,
+        "host": host,
+        "upstream_host": host,
+        "client_ip": b"127.0.0.1",
+        "scheme": b"http",
+        "upgrade": None,
+    }
+    check = _bind(check_request, values)
 
     def route():
         _, target = split_target(request.target)
         return router.route(host), target
 
     (port, _sandbox), target = route()
+    rewrite_request = _bind(hdr.rewrite_request, values)
 
     def rewrite():
-        tokens = hdr.connection_tokens(request.headers)
-        upgrade = hdr.is_upgrade(request.headers, tokens) if tokens else None
-        return hdr.rewrite_request(
-            request.headers,
-            host=host,
-            upstream_host=host,
-            client_ip=b"127.0.0.1",
-            scheme=b"http",
-            upgrade=upgrade,
-        )
+        tokens = hdr.connection_tokens(values["headers"])
+        if tokens:
+            hdr.is_upgrade(values["headers"], tokens)
+        return rewrite_request()
 
     out_headers = rewrite()
 
     def serialize():
+        # _parsed=True, as edge/http/conn.py does: the fields came out of h11's parser, so h11 need
+        # not validate them again.
         up = h11.Connection(h11.CLIENT)
-        return up.send(h11.Request(method=request.method, target=target, headers=out_headers)) + up.send(
-            h11.EndOfMessage()
-        )
+        head = h11.Request(method=request.method, target=target, headers=out_headers, _parsed=True)
+        return up.send(head) + up.send(h11.EndOfMessage())
 
     def response():
         return hdr.rewrite_response(RESPONSE_HEADERS, 200)
@@ -151,7 +171,10 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=20000, help="calls per repeat")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--edge-src", type=Path, help="time the stages of another checkout")
     args = ap.parse_args()
+    if args.edge_src:
+        sys.path.insert(0, str(args.edge_src.resolve()))
     result = measure(args.number, args.repeat)
     for name, ns in result["ns"].items():
         print(f"{name:10} {ns:9,.0f} ns/request")

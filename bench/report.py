@@ -71,7 +71,8 @@ def _cpu_rows(sc: dict) -> list[str]:
             f"| {label} | {e['proxy_cpu_pct']['median']:.0f} | {n['proxy_cpu_pct']['median']:.0f} | "
             f"{_pct(e, 'irq_cpu_pct')} / {_pct(n, 'irq_cpu_pct')} | "
             f"{_pct(e, 'steal_cpu_pct')} / {_pct(n, 'steal_cpu_pct')} | "
-            f"{_pct(e, 'others_cpu_pct', True)} / {_pct(n, 'others_cpu_pct', True)} |"
+            f"{_pct(e, 'others_cpu_pct', True)} / {_pct(n, 'others_cpu_pct', True)} | "
+            f"{_pct(e, 'load_core_busy_pct')} / {_pct(n, 'load_core_busy_pct')} |"
         )
     return rows
 
@@ -152,10 +153,11 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
             "Where CPU 0 (the proxy core) went during each measurement, % of the core, medians over runs "
             "(pairs are edge runs / nginx runs). irq: interrupts and softirqs, mostly loopback packet work; "
             "steal: the hypervisor; others: any other process on this shared machine (max: the worst run). "
-            "What is left is idle: the proxy was waiting on the load core.",
+            "What is left is idle: the proxy was waiting on the load core. Last column: CPU 1 (wrk, clients, "
+            "backend), near 100 when the figure is the load generator's limit.",
             "",
-            "| scenario | edge CPU % | nginx CPU % | irq % | steal % | others % |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| scenario | edge CPU % | nginx CPU % | irq % | steal % | others % | load core busy % |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             *cpu,
         ]
 

@@ -25,6 +25,7 @@ CPU = (
     "irq_cpu_pct",
     "steal_cpu_pct",
     "others_cpu_pct",
+    "load_core_busy_pct",
 )  # spreads without a ratio: see bench.peers.CoreWatch
 
 
