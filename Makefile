@@ -37,7 +37,7 @@ test: $(TEST_STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark suite (bench/README.md): Debian packages for the peers and load generators, the
-# `bench` extra for plots, then bench/run.py (~10 minutes; BENCH_ARGS=--quick for a ~2-minute pass).
+# `bench` extra for plots, then bench/run.py (~8 minutes; BENCH_ARGS=--quick for a ~1.5-minute pass).
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml | $(TEST_STAMP)
