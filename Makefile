@@ -46,7 +46,7 @@ $(BENCH_STAMP): pyproject.toml | $(TEST_STAMP)
 
 bench-deps:
 	@missing=""; \
-	for t in nginx:nginx-light wrk:wrk dnsmasq:dnsmasq-base dnsperf:dnsperf taskset:util-linux curl:curl; do \
+	for t in nginx:nginx-light wrk:wrk dnsmasq:dnsmasq-base dnsperf:dnsperf taskset:util-linux; do \
 	  command -v $${t%%:*} >/dev/null || test -x /usr/sbin/$${t%%:*} || missing="$$missing $${t#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
