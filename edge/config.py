@@ -88,7 +88,7 @@ class HttpConfig:
     #: Seconds an idle pooled upstream connection is kept.
     upstream_idle_timeout: float = 15.0
     #: Idle upstream connections kept per (sandbox, address, port).
-    upstream_pool_size: int = 128
+    upstream_pool_size: int = 1024
     #: Limits on a request head: 431 past either.
     max_head_bytes: int = 65536
     max_head_fields: int = 100
