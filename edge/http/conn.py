@@ -215,6 +215,8 @@ class ClientConnection(Forwarder):
         """Serve one request. False when the connection must end."""
         ctx = self.ctx
         ex = Exchange(clock())
+        # Per-exchange state read by _next_cycle: reset before anything can end this exchange early.
+        self._spliced_up = self._spliced_down = self._req_keepalive = False
         try:
             try:
                 request = await self._read_request()

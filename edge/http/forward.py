@@ -104,8 +104,6 @@ class ClientMustClose(Exception):
     """Internal: the response broke after its head was sent; the client connection must be dropped."""
 
 
-
-
 class Forwarder:
     """The exchange-with-a-sandbox half of ClientConnection (see the module docstring)."""
 
@@ -146,7 +144,6 @@ class Forwarder:
 
         tokens = connection_tokens(headers_in)
         upgrade = is_upgrade(headers_in, tokens) if tokens else None
-        self._spliced_up = self._spliced_down = False
         self._req_keepalive = request.http_version == b"1.1" and b"close" not in tokens
         upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
         headers = rewrite_request(

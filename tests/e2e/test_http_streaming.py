@@ -203,3 +203,15 @@ async def test_sandbox_dropping_an_upload_gets_502(edge, backend, size):
                 break
             got += chunk
     assert got.startswith(b"HTTP/1.1 502"), got[:100]
+
+
+async def test_smuggling_after_a_spliced_exchange_still_closes_the_connection(edge, backend):
+    """A spliced exchange's bookkeeping does not carry over: after an upload and a download both
+    spliced, a CL+TE request gets 400 and the connection ends; the request behind it is never served."""
+    host = edge.host(backend.port, "alpha")
+    req = (f"POST /bytes?n={2 * MIB} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {2 * MIB}\r\n\r\n{'b' * (2 * MIB)}"
+           f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+           f"GET /echo?smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n")
+    responses = parse_responses(await raw_exchange(edge.port, req.encode(), timeout=5))
+    assert [r[0] for r in responses] == [200, 400]
+    assert not any("smuggled" in r["target"] for r in backend.requests)
