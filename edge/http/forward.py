@@ -299,9 +299,23 @@ class Forwarder:
 
     async def _splice_body(self, src: trio.SocketStream, dst: trio.SocketStream, n: int, ex: Exchange,
                            upload: bool) -> None:
-        """Move the last `n` bytes of a Content-Length body by splice; a short count is a broken body."""
+        """Move the last `n` bytes of a Content-Length body by splice; a short count is a broken body.
+
+        An upload keeps the h11 path's rule: body_idle_timeout seconds without progress is a 408."""
+        moved = 0
         with Pipe() as pipe:
-            moved = await splice(src.socket, dst.socket, n, pipe)
+            if upload:
+                idle = self.ctx.http.body_idle_timeout
+                with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
+
+                    def progress(_: int) -> None:
+                        scope.deadline = trio.current_time() + idle
+
+                    moved = await splice(src.socket, dst.socket, n, pipe, progress)
+                if scope.cancelled_caught:
+                    raise RequestTimeout("The request body stalled")
+            else:
+                moved = await splice(src.socket, dst.socket, n, pipe)
         if upload:
             ex.bytes_in += moved
         else:
@@ -420,8 +434,6 @@ class Forwarder:
             ex.bytes_in += tunnel.bytes_up
             ex.bytes_out += tunnel.bytes_down
         raise Tunnelled()
-
-    # --- answers of our own ---------------------------------------------------------------------------
 
     def _upstream_reusable(self, up: Upstream) -> bool:
         """After a spliced exchange: may this upstream connection carry another request?"""

@@ -215,3 +215,16 @@ async def test_smuggling_after_a_spliced_exchange_still_closes_the_connection(ed
     responses = parse_responses(await raw_exchange(edge.port, req.encode(), timeout=5))
     assert [r[0] for r in responses] == [200, 400]
     assert not any("smuggled" in r["target"] for r in backend.requests)
+
+
+@pytest.mark.parametrize("size", [100_000, 4 * MIB], ids=["through h11", "spliced"])
+async def test_stalled_upload_gets_408(make_edge, backend, size):
+    """An upload that stops moving for body_idle_timeout gets 408, on either body path."""
+    from edge.catalog.model import Sandbox
+
+    edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"body_idle_timeout": 0.5})
+    host = edge.host(backend.port, "alpha")
+    stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
+    await stream.send_all(f"POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n\r\n".encode() + b"s" * 1000)
+    got = await read_to_eof(stream, 5)
+    assert got.startswith(b"HTTP/1.1 408"), got[:80]
