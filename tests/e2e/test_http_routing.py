@@ -232,3 +232,22 @@ async def test_pooled_connection_dropped_while_idle_is_not_used_for_a_post(edge,
     await trio.sleep(0.3)
     res = await curl("--data", "x", edge.url(backend.port, "alpha", "/echo"))
     assert json.loads(res.stdout)["body_len"] == 1
+
+
+async def test_sandbox_on_an_ipv6_address_is_reached(make_edge, nursery):
+    """A sandbox whose address is ::1 is reached over IPv6."""
+    from tests.backends import Backend
+
+    b6 = await Backend("v6").start(nursery, "::1")
+    edge = await make_edge([Sandbox("six", "::1")])
+    res = await curl(edge.url(b6.port, "six", "/echo"))
+    assert json.loads(res.stdout)["backend"] == "v6"
+
+
+async def test_edge_listening_on_ipv6_serves(make_edge, backend):
+    """`http.listen = "[::1]:0"`: clients reach the edge over IPv6."""
+    edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"listen": "[::1]:0"})
+    res = await curl("--resolve", f"{backend.port}-alpha.sandbox.localhost:{edge.port}:::1",
+                     edge.url(backend.port, "alpha", "/echo"))
+    doc = json.loads(res.stdout)
+    assert doc["backend"] == "b2" and dict(doc["headers"])["x-forwarded-for"] == "::1"
