@@ -9,8 +9,10 @@ TEST_STAMP := $(VENV)/.test-installed
 
 .PHONY: install run test test-deps lint bench bench-deps clean
 
+# Debian's own python3 needs the python3-venv package for `-m venv`: install it when venv fails.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 
 # The package and its runtime dependencies: all `make run` needs.
 $(STAMP): pyproject.toml | $(BIN)/python
