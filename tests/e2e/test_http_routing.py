@@ -175,17 +175,6 @@ async def test_upstream_connection_that_said_close_is_not_reused(edge, backend):
     assert backend.connections == 3
 
 
-async def test_upstream_connection_closed_while_idle_is_replaced(make_edge, nursery):
-    """The sandbox closing a pooled connection between requests costs the client nothing."""
-    from tests.backends import Backend
-
-    b = await Backend("b").start(nursery, "127.0.0.2")
-    edge = await make_edge([Sandbox("alpha", "127.0.0.2")])
-    r1 = await curl(edge.url(b.port, "alpha", "/close"))  # sandbox closes after this one
-    r2 = await curl(edge.url(b.port, "alpha", "/echo"))
-    assert json.loads(r1.stdout)["backend"] == "b" and json.loads(r2.stdout)["backend"] == "b"
-
-
 async def test_catalog_snapshot_change_reroutes_the_next_request(edge, backend, backend3):
     """Moving a sandbox to another address takes effect on the next request of the same connection."""
     host = edge.host(backend.port, "alpha")
