@@ -73,9 +73,7 @@ class ServerContext:
         """Stop keep-alive: idle connections close now, busy ones after their current exchange."""
         self.draining = True
         for conn in list(self.idle):
-            sock = conn.stream.socket
-            trio.lowlevel.notify_closing(sock)
-            sock.close()
+            conn.close_idle()
 
     async def reap_idle(self) -> None:
         """Close keep-alive connections idle past keepalive_timeout (one task for all of them)."""
@@ -85,9 +83,7 @@ class ServerContext:
             await trio.sleep(every)
             now = trio.current_time()
             for conn in [c for c, deadline in idle.items() if deadline <= now]:
-                sock = conn.stream.socket
-                trio.lowlevel.notify_closing(sock)  # the waiting task gets ClosedResourceError
-                sock.close()
+                conn.close_idle()
 
 
 class ClientConnection(Forwarder):
@@ -98,7 +94,7 @@ class ClientConnection(Forwarder):
         self.ctx = ctx
         self.stream = stream
         self.fd = stream.socket.fileno()
-        self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.http.max_head_bytes)
+        self.h = self._new_h11()
         try:
             self.client_ip = stream.socket.getpeername()[0].encode()
         except OSError:
@@ -109,6 +105,15 @@ class ClientConnection(Forwarder):
         # allows keep-alive; together they decide whether the connections live on (see _next_cycle).
         self._spliced_up = self._spliced_down = False
         self._req_keepalive = self._resp_keepalive = False
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.ctx.http.max_head_bytes)
+
+    def close_idle(self) -> None:
+        """Close a connection waiting between requests; its task gets ClosedResourceError and ends."""
+        sock = self.stream.socket
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
 
     # --- the connection loop --------------------------------------------------------------------
 
@@ -139,7 +144,7 @@ class ClientConnection(Forwarder):
                         await wait_readable(self.stream.socket)
                     finally:
                         del idle[self]
-                        self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.ctx.http.max_head_bytes)
+                        self.h = self._new_h11()
         except (Tunnelled, ClientMustClose, ClientGone):
             pass
         except GONE:
@@ -163,7 +168,7 @@ class ClientConnection(Forwarder):
                 and (self._spliced_down or h.our_state is h11.DONE)):
             return False
         pipelined = h.trailing_data[0]
-        self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.ctx.http.max_head_bytes)
+        self.h = self._new_h11()
         if pipelined:
             self.h.receive_data(pipelined)
         return True
@@ -240,7 +245,7 @@ class ClientConnection(Forwarder):
                 self._finish(ex)
         return True
 
-    # --- route and forward --------------------------------------------------------------------------
+    # --- answers of our own (routing and forwarding live in forward.py) ---------------------------------
 
     async def _send_error(self, exc: EdgeError, ex: Exchange) -> None:
         status, headers, body = render_error(exc, ex.headers)

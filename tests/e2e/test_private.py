@@ -190,7 +190,7 @@ async def test_token_never_appears_in_the_access_log(make_edge, backend, caplog)
         assert TOKEN not in text and "Bearer" not in text and "edge_token" not in text
 
 
-async def test_raw_request_with_two_token_headers_uses_the_e2b_one_last_seen(private_edge, backend):
+async def test_a_wrong_token_header_next_to_a_right_one_is_refused(private_edge, backend):
     """A wrong token next to a right one is not a way in: the one used must itself be valid."""
     host = private_edge.host(backend.port, "priv")
     req = (f"GET /echo HTTP/1.1\r\nHost: {host}\r\nX-Edge-Access-Token: {TOKEN}\r\n"
