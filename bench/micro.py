@@ -105,6 +105,7 @@ def stages() -> dict:
         return router.route(host), target
 
     (port, _sandbox), target = route()
+    values["tokens"] = hdr.connection_tokens(values["headers"])
     rewrite_request = _bind(hdr.rewrite_request, values)
 
     def rewrite():

@@ -148,6 +148,7 @@ class Forwarder:
         upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
         headers = rewrite_request(
             headers_in,
+            tokens=tokens,
             host=host,
             upstream_host=upstream_host,
             client_ip=self.client_ip,
@@ -368,13 +369,15 @@ class Forwarder:
             await self._tunnel(up, ex, event)
         ex.status = status
         response_headers = list(event.headers)  # walked once (see _exchange)
-        pending = [h.send(h11.Response(status_code=status, headers=rewrite_response(response_headers, status),
+        response_tokens = connection_tokens(response_headers)
+        pending = [h.send(h11.Response(status_code=status,
+                                       headers=rewrite_response(response_headers, status, response_tokens),
                                        reason=event.reason, _parsed=True))]
         conn = up.h11
         up_fd = up.fd
         read = sockio.read
         read_size = self.ctx.http.read_size
-        self._resp_keepalive = event.http_version == b"1.1" and b"close" not in connection_tokens(response_headers)
+        self._resp_keepalive = event.http_version == b"1.1" and b"close" not in response_tokens
         threshold = self.ctx.http.splice_threshold
         length = _content_length(response_headers) if threshold else None
         while True:

@@ -59,14 +59,15 @@ def is_upgrade(headers: Headers, tokens: frozenset[bytes]) -> bytes | None:
 def rewrite_request(
     headers: Headers,
     *,
+    tokens: frozenset[bytes],
     host: bytes,
     upstream_host: bytes,
     client_ip: bytes,
     scheme: bytes,
     upgrade: bytes | None,
 ) -> list[tuple[bytes, bytes]]:
-    """The header list to send to the sandbox. `host` is the client's Host; `upstream_host` what to send."""
-    tokens = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else frozenset()
+    """The header list to send to the sandbox. `host` is the client's Host; `upstream_host` what to send;
+    `tokens` the request's `connection_tokens` (the caller has them already)."""
     out = [(b"host", upstream_host)]
     for name, value in headers:
         if name in _DROP_REQUEST or name.startswith(b"proxy-") or name in tokens:
@@ -81,9 +82,10 @@ def rewrite_request(
     return out
 
 
-def rewrite_response(headers: Headers, status: int) -> list[tuple[bytes, bytes]]:
-    """The sandbox's response headers as the client gets them."""
-    tokens = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else frozenset()
+def rewrite_response(headers: Headers, status: int, tokens: frozenset[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    """The sandbox's response headers as the client gets them (`tokens`: its connection_tokens, if known)."""
+    if tokens is None:
+        tokens = connection_tokens(headers)
     if status == 101:
         keep = _UPGRADE_HEADERS
         return [(n, v) for n, v in headers if n in keep or not (n in _HOP or n in tokens)]
