@@ -168,11 +168,6 @@ def first_in_group(exc: BaseException, kind: type[BaseException]) -> BaseExcepti
     return None
 
 
-def status_of(exc: BaseException) -> int:
-    """The HTTP status for any exception: an EdgeError's own, else 500."""
-    return exc.status if isinstance(exc, EdgeError) else 500
-
-
 # --- the DNS server ---------------------------------------------------------------------------------
 
 

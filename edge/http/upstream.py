@@ -135,9 +135,6 @@ class Pool:
                 return
         up.close()
 
-    def idle_count(self) -> int:
-        return sum(len(q) for q in self._idle.values())
-
     def reap(self) -> None:
         """Close the connections idle for longer than the limit."""
         limit = trio.current_time() - self._config.upstream_idle_timeout
