@@ -79,6 +79,21 @@ class Exchange:
         self.headers = None
 
 
+class Plan:
+    """Where a request goes and what it carries there: the outcome of route, access and rewrite."""
+
+    __slots__ = ("sandbox", "port", "target", "headers", "tokens", "upgrade", "redirect")
+
+    def __init__(self, sandbox, port: int) -> None:
+        self.sandbox = sandbox
+        self.port = port
+        self.target = b""
+        self.headers: list = []
+        self.tokens: frozenset[bytes] = frozenset()
+        self.upgrade: bytes | None = None
+        self.redirect: tuple[bytes, bytes] | None = None  # (Location, Set-Cookie): answer 303 instead
+
+
 class Tunnelled(Exception):
     """Internal: the exchange became a tunnel; the connection ends after it."""
 
@@ -109,14 +124,13 @@ class Forwarder:
 
     __slots__ = ()
 
-    async def _forward(self, request: h11.Request, ex: Exchange) -> None:
+    def _plan(self, ex: Exchange, method: bytes, raw_target: bytes, headers: list, host: bytes) -> Plan:
+        """Route, access and rewrite for one request head (both lanes): what to send, and to whom.
+
+        Raises the EdgeError the request deserves (400 bad host, 404, 403). No I/O.
+        """
         ctx = self.ctx
-        host = b""
-        for name, value in ex.headers:
-            if name == b"host":
-                host = value
-                break
-        authority, target = split_target(request.target)
+        authority, target = split_target(raw_target)
         if authority is not None:
             # RFC 9112 3.2.2: with an absolute-form target the server uses its authority; a Host
             # that says something else is a confused (or smuggling) client.
@@ -132,51 +146,76 @@ class Forwarder:
         sandbox = ctx.live.snapshot.get(sandbox_id)
         if sandbox is None:
             raise SandboxNotFound(sandbox_id, port)
-        headers_in = ex.headers
+        plan = Plan(sandbox, port)
         if not sandbox.public:
-            grant = authorize(sandbox, request.method, headers_in, target, port, ctx.secure)
+            grant = authorize(sandbox, method, headers, target, port, ctx.secure)
             if grant.redirect is not None:
-                location, cookie = grant.redirect
-                await self._answer(ex, 303, [(b"location", location), (b"set-cookie", cookie),
-                                             (b"cache-control", b"no-store"), (b"content-length", b"0")], b"", False)
-                return
-            headers_in, target = grant.headers, grant.target
-
-        tokens = connection_tokens(headers_in)
-        upgrade = is_upgrade(headers_in, tokens) if tokens else None
-        self._req_keepalive = request.http_version == b"1.1" and b"close" not in tokens
-        upstream_host = masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host
-        headers = rewrite_request(
-            headers_in,
+                plan.redirect = grant.redirect
+                return plan
+            headers, target = grant.headers, grant.target
+        tokens = connection_tokens(headers)
+        upgrade = is_upgrade(headers, tokens) if tokens else None
+        plan.target = target
+        plan.tokens = tokens
+        plan.upgrade = upgrade
+        plan.headers = rewrite_request(
+            headers,
             tokens=tokens,
             host=host,
-            upstream_host=upstream_host,
+            upstream_host=masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host,
             client_ip=self.client_ip,
             scheme=ctx.scheme,
             upgrade=upgrade,
         )
+        return plan
+
+    async def _redirect(self, ex: Exchange, plan: Plan) -> None:
+        """The 303 that trades ?edge_token= for a cookie (access.py)."""
+        location, cookie = plan.redirect
+        await self._answer(ex, 303, [(b"location", location), (b"set-cookie", cookie),
+                                     (b"cache-control", b"no-store"), (b"content-length", b"0")], b"", False)
+
+    async def _forward(self, request: h11.Request, ex: Exchange) -> None:
+        host = b""
+        for name, value in ex.headers:
+            if name == b"host":
+                host = value
+                break
+        plan = self._plan(ex, request.method, request.target, ex.headers, host)
+        if plan.redirect is not None:
+            await self._redirect(ex, plan)
+            return
+        self._req_keepalive = request.http_version == b"1.1" and b"close" not in plan.tokens
         # _parsed=True: every field either came out of h11's parser or was checked when it was made
         # (catalog masks, our own constants), so h11's per-field regexes would only repeat work.
-        outgoing = h11.Request(method=request.method, target=target, headers=headers, _parsed=True)
+        outgoing = h11.Request(method=request.method, target=plan.target, headers=plan.headers, _parsed=True)
 
         # A body-less request is complete already: its EndOfMessage is in h11's buffer.
         first = self.h.next_event()
         body_done = type(first) is h11.EndOfMessage
+        sandbox, port = plan.sandbox, plan.port
+        self._enter(sandbox, port)
+        try:
+            await self._send_upstream(sandbox, port, request.method, outgoing, first, body_done, ex)
+        finally:
+            self._leave(sandbox)
 
+    def _enter(self, sandbox, port: int) -> None:
+        """Count an exchange against the sandbox's max_connections, or refuse it (429)."""
         limit = sandbox.max_connections
         if limit is not None:
-            active = ctx.active
-            if active.get(sandbox.id, 0) >= limit:
+            active = self.ctx.active
+            n = active.get(sandbox.id, 0)
+            if n >= limit:
                 raise TooManyConnections(sandbox.id, port, limit)
-            active[sandbox.id] = active.get(sandbox.id, 0) + 1
-            try:
-                await self._send_upstream(sandbox, port, request.method, outgoing, first, body_done, ex)
-            finally:
-                active[sandbox.id] -= 1
-                if not active[sandbox.id]:
-                    del active[sandbox.id]
-        else:
-            await self._send_upstream(sandbox, port, request.method, outgoing, first, body_done, ex)
+            active[sandbox.id] = n + 1
+
+    def _leave(self, sandbox) -> None:
+        if sandbox.max_connections is not None:
+            active = self.ctx.active
+            active[sandbox.id] -= 1
+            if not active[sandbox.id]:
+                del active[sandbox.id]
 
     async def _send_upstream(self, sandbox, port: int, method: bytes, outgoing, first, body_done: bool,
                              ex: Exchange) -> None:
