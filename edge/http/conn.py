@@ -29,6 +29,7 @@ from edge.catalog.store import LiveCatalog
 from edge.config import Config
 from edge.errors import EdgeError, RequestTimeout
 from edge.http import sockio
+from edge.http.fastlane import FastLane
 from edge.http.forward import (
     GONE,
     ClientGone,
@@ -40,6 +41,7 @@ from edge.http.forward import (
     next_event,
     translate,
 )
+from edge.http.h1 import parse_request
 from edge.http.pages import REASONS, render_error
 from edge.http.request import check_request
 from edge.http.route import Router
@@ -77,7 +79,7 @@ class ServerContext:
 
     async def reap_idle(self) -> None:
         """Close keep-alive connections idle past keepalive_timeout (one task for all of them)."""
-        every = min(1.0, max(self.http.keepalive_timeout / 4, 0.01))
+        every = min(1.0, max(min(self.http.keepalive_timeout, self.http.head_timeout) / 4, 0.01))
         idle = self.idle
         while True:
             await trio.sleep(every)
@@ -86,21 +88,21 @@ class ServerContext:
                 conn.close_idle()
 
 
-class ClientConnection(Forwarder):
-    __slots__ = ("ctx", "stream", "fd", "h", "client_ip", "_pump_error", "_served", "_spliced_up", "_spliced_down",
+class ClientConnection(FastLane, Forwarder):
+    __slots__ = ("ctx", "stream", "fd", "h", "client_ip", "_pump_error", "_spliced_up", "_spliced_down",
                  "_req_keepalive", "_resp_keepalive")
 
     def __init__(self, ctx: ServerContext, stream: trio.SocketStream) -> None:
         self.ctx = ctx
         self.stream = stream
         self.fd = stream.socket.fileno()
-        self.h = self._new_h11()
+        #: The h11 state machine while h11 holds this connection's state; None in the fast lane and between requests.
+        self.h: h11.Connection | None = None
         try:
             self.client_ip = stream.socket.getpeername()[0].encode()
         except OSError:
             self.client_ip = b"-"
         self._pump_error: BaseException | None = None
-        self._served = 0
         # Per exchange: which bodies went by splice (h11 never saw them), and whether each side
         # allows keep-alive; together they decide whether the connections live on (see _next_cycle).
         self._spliced_up = self._spliced_down = False
@@ -119,32 +121,63 @@ class ClientConnection(Forwarder):
 
     async def run(self) -> None:
         STATS.http_active_connections += 1
-        idle = self.ctx.idle
+        ctx = self.ctx
+        http = ctx.http
+        idle = ctx.idle
+        fd = self.fd
+        read_size = http.read_size
+        max_bytes, max_fields = http.max_head_bytes, http.max_head_fields
         wait_readable = trio.lowlevel.wait_readable
+        checkpoint = trio.lowlevel.checkpoint
+        read = sockio.read
+        # A new connection gets head_timeout to start its first request; later waits keepalive_timeout.
+        wait_for = http.head_timeout
+        buf = b""
         try:
             while True:
-                if not await self._exchange():
-                    break
-                if self.ctx.draining or not self._next_cycle():
-                    break
-                if self.h.trailing_data[0]:
-                    # Pipelined: the next request is already here. sockio does not checkpoint when a
-                    # socket is ready, so yield once per exchange to keep the other connections fair.
-                    await trio.lowlevel.checkpoint()
-                else:
-                    # Between requests with nothing buffered. Wait right here, in the shallowest frame
-                    # and without a cancel scope of our own: an idle keep-alive connection should
-                    # cost little memory. The server's reaper closes those idle past keepalive_timeout
+                if not buf:
+                    # Between requests with nothing buffered. Wait right here, in the shallowest frame,
+                    # with no cancel scope and no h11 state: an idle keep-alive connection should cost
+                    # little memory. The server's reaper closes those waiting past their time
                     # (wait_readable then raises ClosedResourceError).
-                    # The h11 state machine is dropped too: it holds nothing between requests, and a
-                    # new one costs about a microsecond.
-                    idle[self] = trio.current_time() + self.ctx.http.keepalive_timeout
-                    self.h = None
+                    idle[self] = trio.current_time() + wait_for
                     try:
-                        await wait_readable(self.stream.socket)
+                        await wait_readable(fd)
                     finally:
                         del idle[self]
-                        self.h = self._new_h11()
+                    buf = await read(fd, read_size)
+                    if not buf:  # closed by the client
+                        break
+                    wait_for = http.keepalive_timeout
+                end = buf.find(b"\r\n\r\n")
+                head = parse_request(buf, end, max_bytes, max_fields) if end >= 0 else None
+                if head is not None and len(buf) >= head.end + head.length:
+                    # A plain request, body and all: the fast lane (fastlane.py).
+                    rest = await self._fast_exchange(head, buf)
+                    if self.h is None:
+                        if rest is None or ctx.draining:
+                            break
+                        buf = rest
+                        if buf:
+                            # Pipelined: the next request is already here. sockio does not checkpoint
+                            # when a socket is ready, so yield once per exchange to keep the other
+                            # connections fair.
+                            await checkpoint()
+                        continue
+                else:
+                    # Anything else is h11's, from the same bytes: it reads the rest of the head or the
+                    # body as they come, and answers what is malformed.
+                    self.h = self._new_h11()
+                    self.h.receive_data(buf)
+                    if not await self._exchange():
+                        break
+                # h11 holds this connection's state (it read the request, or took over mid-exchange).
+                if ctx.draining or not self._next_cycle():
+                    break
+                buf = self.h.trailing_data[0]
+                self.h = None
+                if buf:
+                    await checkpoint()
         except (Tunnelled, ClientMustClose, ClientGone):
             pass
         except GONE:
@@ -176,7 +209,7 @@ class ClientConnection(Forwarder):
     async def _close(self) -> None:
         h = self.h
         try:
-            if h.their_state is h11.SEND_BODY and h.our_state in (h11.DONE, h11.MUST_CLOSE):
+            if h is not None and h.their_state is h11.SEND_BODY and h.our_state in (h11.DONE, h11.MUST_CLOSE):
                 # We answered before the request body ended. Closing now would reset the connection
                 # and could destroy the answer in flight: half-close, then drain a little (lingering close).
                 self.stream.socket.shutdown(stdlib_socket.SHUT_WR)
@@ -193,25 +226,17 @@ class ClientConnection(Forwarder):
             self.stream.socket.close()
 
     async def _read_request(self):
-        """The next Request, or None when the client closed or stayed idle past keepalive_timeout."""
+        """The next Request from the bytes run() gave h11 and what follows; None when the client closed."""
         h = self.h
         http = self.ctx.http
         event = h.next_event()
         if event is h11.NEED_DATA:
-            if self._served:
-                # Between requests, run() waited for the socket to be readable: take what is there.
-                data = await sockio.read(self.fd, http.read_size)
-                if not data:  # closed by the client
-                    return None
-                h.receive_data(data)
-                event = h.next_event()
-            if event is h11.NEED_DATA:
-                # The (rest of the) head on the head clock (slowloris). trio's CancelScope is used
-                # directly: fail_after's context-manager wrapper costs more than the scope on this path.
-                with trio.CancelScope(deadline=trio.current_time() + http.head_timeout) as scope:
-                    event = await next_event(self.h, self.fd, http.read_size)
-                if scope.cancelled_caught:
-                    raise RequestTimeout("The request head was not received in time")
+            # The rest of the head on the head clock (slowloris). trio's CancelScope is used directly:
+            # fail_after's context-manager wrapper costs more than the scope on this path.
+            with trio.CancelScope(deadline=trio.current_time() + http.head_timeout) as scope:
+                event = await next_event(h, self.fd, http.read_size)
+            if scope.cancelled_caught:
+                raise RequestTimeout("The request head was not received in time")
         if type(event) is h11.ConnectionClosed:
             return None
         return event
@@ -230,7 +255,6 @@ class ClientConnection(Forwarder):
             if request is None:
                 return False
             ex.start = clock()
-            self._served += 1
             ex.method = request.method
             # h11's Headers is a Sequence whose iteration costs a Python call per field: walk it once.
             ex.headers = list(request.headers)

@@ -54,7 +54,7 @@ clock = time.perf_counter
 
 GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Methods safe to resend when a pooled connection turns out to be dead before any answer.
-_RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 
 class Exchange:
@@ -107,7 +107,7 @@ def translate(exc: h11.RemoteProtocolError) -> EdgeError:
     return BadRequest(f"Malformed request: {exc}")
 
 
-class _Stale(Exception):
+class Stale(Exception):
     """Internal: a pooled connection was dead before the sandbox said anything; retry on a new one."""
 
 
@@ -221,7 +221,7 @@ class Forwarder:
                              ex: Exchange) -> None:
         ctx = self.ctx
         key = (sandbox.id, sandbox.address, port)
-        attempts = 2 if body_done and method in _RETRYABLE else 1
+        attempts = 2 if body_done and method in RETRYABLE else 1
         retried = False
         while True:
             attempts -= 1
@@ -236,13 +236,13 @@ class Forwarder:
                     await sockio.write_all(up.fd, data)
                 except OSError as exc:
                     if up.reused:  # the pooled connection died while idle: nothing was sent
-                        raise _Stale() from None
+                        raise Stale() from None
                     raise UpstreamError(sandbox.id, port, f"sending the request: {exc.strerror}") from None
                 if body_done:
                     await self._relay(up, ex)
                 else:
                     await self._relay_with_body(up, ex, first)
-            except _Stale:
+            except Stale:
                 up.close()
                 if attempts > 0:
                     retried = True
@@ -251,15 +251,19 @@ class Forwarder:
             except BaseException:
                 up.close()
                 raise
-            if self._spliced_up or self._spliced_down:
-                if self._upstream_reusable(up):
-                    up.h11 = h11.Connection(h11.CLIENT)
-                    ctx.pool.release(up)
-                else:
-                    up.close()
-            else:
-                ctx.pool.release(up)
+            self._release(up)
             return
+
+    def _release(self, up: Upstream) -> None:
+        """After an h11-lane exchange: the upstream connection back to the pool, or closed."""
+        if self._spliced_up or self._spliced_down:
+            if self._upstream_reusable(up):
+                up.h11 = h11.Connection(h11.CLIENT)
+                self.ctx.pool.release(up)
+            else:
+                up.close()
+        else:
+            self.ctx.pool.release(up)
 
     async def _relay_with_body(self, up: Upstream, ex: Exchange, first) -> None:
         """Pump the request body in a second task while this one relays the response."""
@@ -373,14 +377,14 @@ class Forwarder:
                 except (h11.RemoteProtocolError, *GONE) as exc:
                     # A pooled connection the sandbox closed while idle: nothing was answered.
                     if up.reused and not answered:
-                        raise _Stale() from None
+                        raise Stale() from None
                     raise UpstreamError(ex.sandbox, ex.port, str(exc) or type(exc).__name__) from None
                 t = type(event)
                 if t is h11.Response:
                     return event
                 if t is not h11.InformationalResponse:  # ConnectionClosed before any answer
                     if up.reused:
-                        raise _Stale()
+                        raise Stale()
                     raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
                 if event.status_code == 101:
                     return event
@@ -446,7 +450,7 @@ class Forwarder:
             except (h11.RemoteProtocolError, SpliceError, *GONE) as exc:
                 # The sandbox broke the body mid-way. The client already has our head: the honest
                 # signal left is to close without finishing the body, which it sees as truncation.
-                logger.info("sandbox %s port %s broke its response body: %s", ex.sandbox, ex.port, exc)
+                self._log_broken(ex, exc)
                 raise ClientMustClose() from None
             if type(event) is h11.Data:
                 ex.bytes_out += len(event.data)
@@ -476,6 +480,10 @@ class Forwarder:
             ex.bytes_in += tunnel.bytes_up
             ex.bytes_out += tunnel.bytes_down
         raise Tunnelled()
+
+    @staticmethod
+    def _log_broken(ex: Exchange, exc: BaseException) -> None:
+        logger.info("sandbox %s port %s broke its response body: %s", ex.sandbox, ex.port, exc)
 
     def _upstream_reusable(self, up: Upstream) -> bool:
         """After a spliced exchange: may this upstream connection carry another request?"""

@@ -128,12 +128,20 @@ class Pool:
                 except h11.LocalProtocolError:
                     up.close()
                     return
-            idle = self._idle.setdefault(up.key, deque())
-            if len(idle) < self._config.upstream_pool_size:
-                up.idle_since = trio.current_time()
-                idle.append(up)
-                return
+            self.keep(up)
+            return
         up.close()
+
+    def keep(self, up: Upstream) -> None:
+        """Pool a connection whose last exchange ended cleanly (the caller knows), if there is room."""
+        idle = self._idle.get(up.key)
+        if idle is None:
+            idle = self._idle[up.key] = deque()
+        if len(idle) < self._config.upstream_pool_size:
+            up.idle_since = trio.current_time()
+            idle.append(up)
+        else:
+            up.close()
 
     def reap(self) -> None:
         """Close the connections idle for longer than the limit."""
