@@ -55,6 +55,9 @@ class Stats:
         self.http_bytes_in = 0  # request bodies and tunnel bytes, client -> sandbox
         self.http_bytes_out = 0  # response bodies and tunnel bytes, sandbox -> client
         self.upstream_connect_failures = {"refused": 0, "timeout": 0, "error": 0}
+        #: Exchanges h11 carried instead of the fast lane, by why (see edge/http/fastlane.py): the
+        #: request head was not plain, the edge answered itself, or the response was not plain.
+        self.http_h11_exchanges = {"request": 0, "answer": 0, "response": 0}
         self.http_duration = Histogram()
         self.upstream_connect = Histogram()
         self.sandbox_requests: dict[str, int] = {}
@@ -74,6 +77,7 @@ class Stats:
             "http_bytes_in": self.http_bytes_in,
             "http_bytes_out": self.http_bytes_out,
             "upstream_connect_failures": self.upstream_connect_failures,
+            "http_h11_exchanges": self.http_h11_exchanges,
             "http_duration": [self.http_duration.counts, self.http_duration.sum],
             "upstream_connect": [self.upstream_connect.counts, self.upstream_connect.sum],
             "sandbox_requests": self.sandbox_requests,
@@ -88,6 +92,8 @@ class Stats:
         self.http_bytes_out += snap["http_bytes_out"]
         for reason, n in snap["upstream_connect_failures"].items():
             self.upstream_connect_failures[reason] = self.upstream_connect_failures.get(reason, 0) + n
+        for reason, n in snap.get("http_h11_exchanges", {}).items():
+            self.http_h11_exchanges[reason] = self.http_h11_exchanges.get(reason, 0) + n
         for hist, (counts, total) in ((self.http_duration, snap["http_duration"]),
                                       (self.upstream_connect, snap["upstream_connect"])):
             hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
@@ -136,6 +142,15 @@ class _Collector:
         for reason, n in s.upstream_connect_failures.items():
             cf.add_metric([reason], n)
         yield cf
+        lane = CounterMetricFamily(
+            "edge_http_h11_exchanges",
+            "Exchanges carried by h11 instead of the fast lane, by why: request or response head not plain, "
+            "or an answer of the edge's own",
+            labels=["reason"],
+        )
+        for reason, n in s.http_h11_exchanges.items():
+            lane.add_metric([reason], n)
+        yield lane
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")
         yield s.upstream_connect.family("edge_upstream_connect_seconds", "Time to get an upstream connection (pooled or new)")
         top = sorted(s.sandbox_requests.items(), key=lambda kv: kv[1], reverse=True)[:TOP_SANDBOXES]

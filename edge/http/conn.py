@@ -169,6 +169,7 @@ class ClientConnection(FastLane, Forwarder):
                     # body as they come, and answers what is malformed.
                     self.h = self._new_h11()
                     self.h.receive_data(buf)
+                    STATS.http_h11_exchanges["request"] += 1
                     if not await self._exchange():
                         break
                 # h11 holds this connection's state (it read the request, or took over mid-exchange).

@@ -43,6 +43,7 @@ from edge.http.h1 import RequestHead, parse_response, request_bytes, response_by
 from edge.http.headers import rewrite_response
 from edge.http.splice import SpliceError
 from edge.http.upstream import Upstream
+from edge.metrics import STATS
 
 _read = sockio.read
 _write_all = sockio.write_all
@@ -68,7 +69,7 @@ class FastLane:
         try:
             plan = self._plan(ex, method, head.target, head.headers, head.host)
             if plan.redirect is not None:
-                self._adopt(buf, head)
+                self._adopt(buf, head, "answer")
                 await self._redirect(ex, plan)
                 return b""
             out = request_bytes(method, plan.target, plan.headers)
@@ -83,16 +84,18 @@ class FastLane:
                 self._leave(sandbox)
         except EdgeError as exc:
             if self.h is None:
-                self._adopt(buf, head)
+                self._adopt(buf, head, "answer")
             await self._send_error(exc, ex)
             return b""
         finally:
             self._finish(ex)
-        if self.h is not None or not (done and head.keepalive):
-            return b""
+        if self.h is not None:
+            return b""  # h11 holds the state now; conn.run reads what is left from it
+        if not (done and head.keepalive):
+            return None
         return buf[stop:]
 
-    def _adopt(self, buf: bytes, head: RequestHead) -> None:
+    def _adopt(self, buf: bytes, head: RequestHead, why: str) -> None:
         """Give the client connection to h11 mid-exchange: a state machine that has read this request.
 
         h1 accepts only heads h11 accepts, so h11 reads the same request from the same bytes; what
@@ -107,6 +110,7 @@ class FastLane:
             event = h.next_event()
         self.h = h
         self._req_keepalive = head.keepalive
+        STATS.http_h11_exchanges[why] += 1
 
     async def _fast_upstream(self, plan: Plan, out: bytes, head: RequestHead, buf: bytes, ex: Exchange) -> bool:
         """Send the request and relay a plain answer. True when the response ended cleanly."""
@@ -231,7 +235,7 @@ class FastLane:
     async def _to_h11_lane(self, up: Upstream, plan: Plan, head: RequestHead, buf: bytes, data: bytes,
                            ex: Exchange) -> None:
         """The answer is not plain: both sides go to h11, which reads it from its first byte."""
-        self._adopt(buf, head)
+        self._adopt(buf, head, "response")
         conn = h11.Connection(h11.CLIENT)
         conn.send(h11.Request(method=head.method, target=plan.target, headers=plan.headers, _parsed=True))
         if head.length:
