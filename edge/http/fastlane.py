@@ -27,7 +27,7 @@ from __future__ import annotations
 import h11
 import trio
 
-from edge.errors import EdgeError, UpstreamError, UpstreamTimeout
+from edge.errors import EdgeError, UpstreamError
 from edge.http import sockio
 from edge.http.forward import (
     GONE,
@@ -152,18 +152,13 @@ class FastLane:
 
     async def _response_start(self, up: Upstream, ex: Exchange) -> bytes:
         """The sandbox's first bytes, within response_head_timeout. A pooled connection that turns out
-        closed (EOF or reset before any byte) is _Stale: the caller may retry on a new one."""
-        http = self.ctx.http
-        data = None
+        closed (EOF or reset before any byte) is Stale: the caller may retry on a new one."""
         try:
-            with trio.CancelScope(deadline=trio.current_time() + http.response_head_timeout):
-                data = await _read(up.fd, http.read_size)
+            data = await self._read_upstream(up, trio.current_time() + self.ctx.http.response_head_timeout, ex)
         except OSError as exc:
             if up.reused:
                 raise Stale() from None
             raise UpstreamError(ex.sandbox, ex.port, exc.strerror or type(exc).__name__) from None
-        if data is None:
-            raise UpstreamTimeout(ex.sandbox, ex.port, "response")
         if not data:
             if up.reused:
                 raise Stale()

@@ -29,7 +29,7 @@ RECHECK_AFTER = 0.1
 class Upstream:
     """One connection to a sandbox port: the stream, its h11 client state, and pool bookkeeping."""
 
-    __slots__ = ("key", "stream", "fd", "h11", "idle_since", "reused")
+    __slots__ = ("key", "stream", "fd", "h11", "idle_since", "reused", "expired")
 
     def __init__(self, key: Key, stream: trio.SocketStream) -> None:
         self.key = key
@@ -38,6 +38,14 @@ class Upstream:
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.reused = False
+        #: Set by the server's reaper when a wait on this connection ran out of time (see expire).
+        self.expired = False
+
+    def expire(self) -> None:
+        """End a wait on this connection from outside: the waiting task gets ClosedResourceError and
+        sees `expired`; the connection is closed by its owner, never reused."""
+        self.expired = True
+        trio.lowlevel.notify_closing(self.stream.socket)
 
     def close(self) -> None:
         self.stream.socket.close()

@@ -85,6 +85,16 @@ async def test_slow_sandbox_gets_504(make_edge, backend):
     assert json.loads(res.stdout.split(b"\r\n\r\n", 1)[1])["code"] == 504
 
 
+async def test_slow_sandbox_gets_504_after_a_chunked_upload_too(make_edge, backend):
+    """The same deadline holds in the h11 lane (a chunked body is not plain), and the wait really ends."""
+    edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"response_head_timeout": 0.3})
+    req = (f"POST /slow?delay=3 HTTP/1.1\r\nHost: {edge.host(backend.port, 'alpha')}\r\n"
+           "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").encode()
+    with trio.fail_after(2):
+        got = await raw_exchange(edge.port, req)
+    assert got.startswith(b"HTTP/1.1 504")
+
+
 async def test_connect_timeout_gets_504(make_edge):
     """A sandbox address that never answers a SYN within connect_timeout: 504."""
     # A listener whose backlog is full drops SYNs on Linux, so connect() hangs.
