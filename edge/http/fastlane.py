@@ -230,6 +230,10 @@ class FastLane:
     async def _to_h11_lane(self, up: Upstream, plan: Plan, head: RequestHead, buf: bytes, data: bytes,
                            ex: Exchange) -> None:
         """The answer is not plain: both sides go to h11, which reads it from its first byte."""
+        if up.reused and not data.startswith(b"HTTP/"):
+            # Not an answer at all on a pooled connection: leftovers of an earlier answer that ran past
+            # its length, or a connection gone bad while idle. Stale: retried on a new one if it may be.
+            raise Stale()
         self._adopt(buf, head, "response")
         conn = h11.Connection(h11.CLIENT)
         conn.send(h11.Request(method=head.method, target=plan.target, headers=plan.headers, _parsed=True))

@@ -226,3 +226,13 @@ async def test_response_without_length_is_read_to_its_close(edge4, scripted):
     scripted.scripts = [[b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close", CLOSE]]
     got = parse_responses(await exchange(edge4, request(edge4, scripted.port, extra="Connection: close\r\n")))
     assert [(status, body) for status, _, body in got] == [(200, b"until-close")]
+
+
+async def test_leftover_bytes_on_a_pooled_connection_make_it_stale_not_a_502(edge4, scripted):
+    """A sandbox that ran past its Content-Length mid-stream: the next GET finds junk on the pooled
+    connection, which is dropped, and the GET retried on a new one."""
+    scripted.scripts = [[b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", 0.05, b"ab", 0.05, b"cdJUNK"], [OK], [OK]]
+    data = request(edge4, scripted.port) + request(edge4, scripted.port, extra="Connection: close\r\n")
+    got = parse_responses(await exchange(edge4, data))
+    assert [(status, body) for status, _, body in got] == [(200, b"abcd"), (200, b"ok")]
+    assert scripted.connections == 2
