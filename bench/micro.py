@@ -2,17 +2,21 @@
 
     python bench/micro.py [--number 20000] [--repeat 7] [--json FILE] [--edge-src DIR]
 
-One captured browser-like request (9 header fields) goes through the stages edge/http/conn.py runs:
+One captured browser-like request (9 header fields) goes through the stages of each lane
+(edge/http/README.md): the fast lane every plain exchange takes, and the h11 lane the rest take.
 
-  parse      h11 server side: receive_data + next_event (Request) + next_event (EndOfMessage). A new
-             h11.Connection per iteration, so its construction (~1/3 of the figure) is included; a
-             keep-alive connection pays start_next_cycle() instead.
-  check      edge.http.request.check_request (smuggling checks on the parsed head)
-  route      edge.http.route.split_target + Router.route (Host -> port, sandbox)
-  rewrite    connection_tokens + is_upgrade + rewrite_request (the upstream header list)
-  serialize  h11 client side: send(Request) + send(EndOfMessage), the upstream head's bytes (a new
-             client Connection each time; the Request built with _parsed=True, as conn.py does)
-  response   edge.http.headers.rewrite_response on a typical backend answer
+  fast: parse     edge.http.h1.parse_request (plain-head reader, a strict subset of h11)
+  fast: write     edge.http.h1.request_bytes (the upstream head's bytes)
+  fast: response  edge.http.h1.parse_response on a typical backend answer
+  fast: answer    rewrite_response + h1.response_bytes (the client's response head)
+  h11: parse      h11 server side: receive_data + next_event (Request) + next_event (EndOfMessage). A
+                  new h11.Connection per iteration, so its construction (~1/3 of the figure) is included
+  h11: check      edge.http.request.check_request (smuggling checks on the parsed head)
+  h11: serialize  h11 client side: send(Request) + send(EndOfMessage), with _parsed=True as forward.py
+  h11: response   edge.http.headers.rewrite_response on the backend answer's fields (h11 reads and
+                  writes the response head on top of this; not timed here)
+  both: route     edge.http.route.split_target + Router.route (Host -> port, sandbox)
+  both: rewrite   connection_tokens + is_upgrade + rewrite_request (the upstream header list)
 
 Each stage is timed with timeit: `--number` calls per repeat, `--repeat` repeats, median of the
 repeats, reported in ns per request. A stage whose code changed shape is reported as unavailable
@@ -55,6 +59,7 @@ RESPONSE_HEADERS = [
     (b"connection", b"keep-alive"),
     (b"keep-alive", b"timeout=5"),
 ]
+RESPONSE_RAW = b"HTTP/1.1 200 OK\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in RESPONSE_HEADERS) + b"\r\n"
 
 
 def parse():
@@ -126,14 +131,34 @@ def stages() -> dict:
     def response():
         return hdr.rewrite_response(RESPONSE_HEADERS, 200)
 
-    return {
-        "parse": parse,
-        "check": check,
-        "route": route,
-        "rewrite": rewrite,
-        "serialize": serialize,
-        "response": response,
+    lanes = {
+        "both: route": route,
+        "both: rewrite": rewrite,
+        "h11: parse": parse,
+        "h11: check": check,
+        "h11: serialize": serialize,
+        "h11: response": response,
     }
+    try:
+        from edge.http import h1
+    except ImportError:  # a checkout from before the fast lane
+        return lanes
+    end = RAW.find(b"\r\n\r\n")
+    response_end = RESPONSE_RAW.find(b"\r\n\r\n")
+    head = h1.parse_request(RAW, end, http.max_head_bytes, http.max_head_fields)
+    answer_head = h1.parse_response(RESPONSE_RAW, response_end, False)
+
+    def answer():
+        fields = hdr.rewrite_response(answer_head.headers, answer_head.status, answer_head.tokens)
+        return h1.response_bytes(answer_head.start, fields)
+
+    lanes.update({
+        "fast: parse": lambda: h1.parse_request(RAW, RAW.find(b"\r\n\r\n"), http.max_head_bytes, http.max_head_fields),
+        "fast: write": lambda: h1.request_bytes(head.method, target, out_headers),
+        "fast: response": lambda: h1.parse_response(RESPONSE_RAW, RESPONSE_RAW.find(b"\r\n\r\n"), False),
+        "fast: answer": answer,
+    })
+    return lanes
 
 
 def measure(number: int, repeat: int) -> dict:
@@ -163,7 +188,12 @@ def measure(number: int, repeat: int) -> dict:
             continue
         times.sort()
         out["ns"][name] = times[len(times) // 2] / number * 1e9
-    out["ns"]["total"] = sum(out["ns"].values())
+    ns = out["ns"]
+    shared = sum(v for k, v in ns.items() if k.startswith("both: "))
+    for lane in ("fast", "h11"):
+        parts = [v for k, v in ns.items() if k.startswith(lane + ": ")]
+        if parts:
+            ns[f"{lane} lane total"] = shared + sum(parts)
     return out
 
 
@@ -178,7 +208,7 @@ def main() -> None:
         sys.path.insert(0, str(args.edge_src.resolve()))
     result = measure(args.number, args.repeat)
     for name, ns in result["ns"].items():
-        print(f"{name:10} {ns:9,.0f} ns/request")
+        print(f"{name:16} {ns:9,.0f} ns/request")
     for name, why in result["unavailable"].items():
         print(f"{name:10} unavailable: {why}")
     if args.json:

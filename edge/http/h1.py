@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import re
 
-from edge.http.headers import connection_tokens
-
 # RFC 9110 5.6.2 tchar, without '_' (request.check_request refuses '_': such names go to h11 for the 400).
 _NAME = rb"[-!#$%&'*+.^`|~0-9a-zA-Z]+"
 # RFC 9110 5.5: a field line is name ":" OWS value OWS; any run of visible characters (and obs-text),
@@ -83,13 +81,9 @@ class ResponseHead:
         self.keepalive = keepalive
 
 
-def _fields(block: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-cased name, value without OWS) per field line of a block the regex already checked."""
-    out = []
-    for line in block.split(b"\r\n")[:-1]:
-        name, _, value = line.partition(b":")
-        out.append((name.lower(), value.strip(_OWS)))
-    return out
+def _tokens(value: bytes, tokens: frozenset[bytes]) -> frozenset[bytes]:
+    """`tokens` plus the lower-cased tokens of one Connection field value (headers.connection_tokens)."""
+    return tokens.union([t.strip(_OWS).lower() for t in value.split(b",")])
 
 
 def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> RequestHead | None:
@@ -106,13 +100,21 @@ def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> Requ
     method, target, minor, block = m.groups()
     if method == b"CONNECT":
         return None
-    headers = _fields(block)
-    if len(headers) > max_fields:
+    lines = block.split(b"\r\n")
+    lines.pop()  # the block ends with CRLF: an empty last piece
+    if len(lines) > max_fields:
         return None
+    headers = []
     host = None
     length = -1
     tokens = _NO_TOKENS
-    for name, value in headers:
+    # One pass: (lower-cased name, value without OWS) per line the regex already checked, watching the
+    # few names that decide framing and routing.
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(_OWS)
+        headers.append((name, value))
         if name in _REQUEST_WATCH:
             if name == _R_HOST:
                 if host is not None:
@@ -123,7 +125,7 @@ def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> Requ
                     return None
                 length = int(value)
             elif name == _R_CONNECTION:
-                tokens = connection_tokens(headers)
+                tokens = _tokens(value, tokens)
                 if b"upgrade" in tokens:
                     return None
             else:  # Transfer-Encoding, Expect
@@ -133,7 +135,7 @@ def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> Requ
         if version == b"1.1":
             return None  # RFC 9112 3.2: h11 answers the 400
         host = b""
-    return RequestHead(method, target, version, headers, host, tokens, max(length, 0), stop)
+    return RequestHead(method, target, version, headers, host, tokens, length if length > 0 else 0, stop)
 
 
 def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | None:
@@ -143,17 +145,23 @@ def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | N
     if m is None or m.end() != stop:
         return None
     minor, status, reason, block = m.groups()
-    headers = _fields(block)
+    lines = block.split(b"\r\n")
+    lines.pop()
+    headers = []
     length = -1
     tokens = _NO_TOKENS
-    for name, value in headers:
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(_OWS)
+        headers.append((name, value))
         if name in _RESPONSE_WATCH:
             if name == _R_LENGTH:
                 if length >= 0 or not value.isdigit():
                     return None
                 length = int(value)
             elif name == _R_CONNECTION:
-                tokens = connection_tokens(headers)
+                tokens = _tokens(value, tokens)
             else:  # Transfer-Encoding: chunked or close-delimited framing is h11's
                 return None
     # RFC 9112 6.3: a response to HEAD, and any 204 or 304, ends with its head, whatever it declares.

@@ -14,6 +14,7 @@ import pytest
 
 from edge.errors import EdgeError
 from edge.http.h1 import parse_request, parse_response, request_bytes, response_bytes
+from edge.http.headers import connection_tokens
 from edge.http.request import check_request
 
 MAX_BYTES, MAX_FIELDS = 65536, 100
@@ -67,6 +68,7 @@ def read_the_same(raw: bytes) -> None:
     assert ref is not None, f"h1 accepted what h11 refuses: {raw!r}"
     method, target, version, headers, body = ref
     assert (head.method, head.target, head.version, head.headers) == (method, target, version, headers), raw
+    assert head.tokens == connection_tokens(headers), raw
     assert raw[head.end:head.end + head.length] == body, raw
 
 
@@ -82,6 +84,7 @@ def read_the_same(raw: bytes) -> None:
         ("body with its head", b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
         ("mixed-case names", b"GET / HTTP/1.1\r\nHOST: a\r\ncOnTeNt-LeNgTh: 0\r\n\r\n"),
         ("keep-alive token", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"),
+        ("two Connection fields", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a\r\nConnection: Close , x-b\r\n\r\n"),
     ],
 )
 def test_plain_request_is_read_as_h11_reads_it(label, raw):
@@ -121,7 +124,8 @@ def test_request_that_is_not_plain_is_left_to_h11(label, raw):
 
 
 MUTATIONS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b":", b"_", b"\x00", b"\x7f", b"\xff", b"a", b"0", b",",
-             b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"Host: b\r\n", b"HTTP/1.0", b"/"]
+             b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"Host: b\r\n", b"HTTP/1.0", b"/",
+             b"Connection: close, X-A\r\n", b"Upgrade"]
 
 
 def mutate(rng: random.Random, raw: bytes) -> bytes:
@@ -240,6 +244,7 @@ def test_fuzzed_responses_h1_accepts_are_read_the_same_by_h11():
         ref = h11_response(raw)
         assert ref is not None, raw
         assert (head.status, head.headers) == ref[:2], raw
+        assert head.tokens == connection_tokens(head.headers), raw
         assert raw[head.end:head.end + head.length] == ref[2][:head.length], raw
     assert taken > 1000
 
