@@ -237,6 +237,16 @@ async def test_slow_request_head_gets_408(make_edge, backend):
     assert got.startswith(b"HTTP/1.1 408")
 
 
+async def test_connection_that_never_sends_a_byte_is_closed_after_the_head_timeout(make_edge, backend):
+    """A new connection that stays silent is closed after head_timeout (not keepalive_timeout), without
+    an answer, as nginx does: there is no request to answer."""
+    edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"head_timeout": 0.3, "keepalive_timeout": 60})
+    stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
+    with trio.fail_after(3):
+        got = await read_to_eof(stream, 5)
+    assert got == b""
+
+
 async def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(make_edge, backend):
     """After an answer, a silent client is disconnected after keepalive_timeout."""
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"keepalive_timeout": 0.3})
