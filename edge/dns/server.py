@@ -31,6 +31,7 @@ from functools import partial
 
 import trio
 
+from edge.accept import accept_loop
 from edge.config import Config, Listen
 from edge.dns.answer import answer, truncate
 from edge.dns.fastpath import FastPath
@@ -112,27 +113,25 @@ class _State:
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve DNS on config.dns.listen (UDP and TCP) until cancelled; report [(host, port)] when bound."""
     state = _State(config)
-    udp, tcp, bound = await _bind(config.dns.listen)
-    with udp:
+    udp, tcp, bound = _bind(config.dns.listen)
+    with udp, tcp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_udp_loop, udp, state)
-            listener = trio.SocketListener(tcp)
-            nursery.start_soon(
-                partial(trio.serve_listeners, partial(_tcp_connection, state=state), [listener])
-            )
+            # Connections run in this nursery; the loop takes a whole burst per wake-up (edge/accept.py).
+            nursery.start_soon(partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns"))
             nursery.start_soon(_watch_folder, state)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
                 await nursery.start(_watch_sighup, state)  # installed before we report being up
             task_status.started([bound])
 
 
-async def _bind(listen: Listen):
+def _bind(listen: Listen):
     """UDP first (port 0 picks one), then TCP on the same port; if that port's TCP side is taken, retry."""
     host = "127.0.0.1" if listen.host == "localhost" else listen.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(20):
         udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = trio.socket.socket(family, socket.SOCK_STREAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
         try:
             udp.setblocking(False)
             try:  # room for bursts while the loop answers (the kernel caps it at net.core.rmem_max)
@@ -142,8 +141,9 @@ async def _bind(listen: Listen):
             udp.bind((host, listen.port))
             port = udp.getsockname()[1]
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await tcp.bind((host, port))
-            tcp.listen(128)
+            tcp.bind((host, port))
+            tcp.listen(1024)
+            tcp.setblocking(False)
             return udp, tcp, (host, port)
         except OSError as exc:
             udp.close()

@@ -1,30 +1,15 @@
-"""Listening sockets and the accept loop.
-
-trio's serve_listeners accepts one connection per trip through the scheduler. Under load a trip is
-long (every busy connection runs once), so a burst of new connections waits in the kernel's queue
-for many trips: measured here, 256 connections opened at once against a saturated edge waited up to
-2 s to be accepted (wrk timeouts, a 1.2 s p99) while no packet was lost. nginx accepts in batches for
-the same reason. This loop waits until the listening socket is readable, then accepts everything
-the kernel has queued (up to ACCEPT_BATCH) before yielding.
-"""
+"""The HTTP server's listening sockets. The accept loop they run is edge/accept.py (shared with DNS over TCP)."""
 
 from __future__ import annotations
 
-import errno
-import logging
 import socket
-
-import trio
 
 from edge.config import Listen
 from edge.errors import ConfigError
 
-logger = logging.getLogger("edge.http")
+__all__ = ["BACKLOG", "open_listeners"]
 
-ACCEPT_BATCH = 1024
 BACKLOG = 4096
-# Out of file descriptors or memory: the listener stays readable, so back off instead of spinning.
-_RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 def open_listeners(listen: Listen, *, reuse_port: bool = False) -> list[socket.socket]:
@@ -57,26 +42,3 @@ def open_listeners(listen: Listen, *, reuse_port: bool = False) -> list[socket.s
             sock.close()
         raise ConfigError(f"http: cannot listen on {listen}: {exc.strerror}") from None
     return sockets
-
-
-async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler) -> None:
-    """Accept connections on `sock` for ever, in batches, starting `handler(stream)` for each.
-
-    Ends with trio.ClosedResourceError when another task closes the socket through
-    trio.lowlevel.notify_closing (a graceful stop)."""
-    accept = sock.accept
-    from_stdlib = trio.socket.from_stdlib_socket
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = accept()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    logger.error("http: accept failed (%s); pausing accepts for 100 ms", exc.strerror)
-                    await trio.sleep(0.1)
-                break  # ECONNABORTED and the like: that connection is gone, others are not
-            conn.setblocking(False)
-            nursery.start_soon(handler, trio.SocketStream(from_stdlib(conn)))

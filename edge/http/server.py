@@ -11,10 +11,11 @@ from functools import partial
 
 import trio
 
+from edge.accept import accept_loop
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
 from edge.http.conn import ClientConnection, ServerContext
-from edge.http.listen import accept_loop, open_listeners
+from edge.http.listen import open_listeners
 from edge.metrics import STATS
 
 logger = logging.getLogger("edge.http")

@@ -4,8 +4,9 @@ import socket
 
 import trio
 
+from edge.accept import accept_loop
 from edge.config import Listen
-from edge.http.listen import accept_loop, open_listeners
+from edge.http.listen import open_listeners
 
 
 async def test_queued_connections_are_all_accepted_before_any_handler_runs(nursery):
