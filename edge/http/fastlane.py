@@ -79,7 +79,7 @@ class FastLane:
             sandbox = plan.sandbox
             self._enter(sandbox, plan.port)
             try:
-                done = await self._fast_upstream(plan, out, head, buf, ex)
+                await self._fast_upstream(plan, out, head, buf, ex)
             finally:
                 self._leave(sandbox)
         except EdgeError as exc:
@@ -91,7 +91,7 @@ class FastLane:
             self._finish(ex)
         if self.h is not None:
             return b""  # h11 holds the state now; conn.run reads what is left from it
-        if not (done and head.keepalive):
+        if not head.keepalive:
             return None
         return buf[stop:]
 
@@ -112,8 +112,8 @@ class FastLane:
         self._req_keepalive = head.keepalive
         STATS.http_h11_exchanges[why] += 1
 
-    async def _fast_upstream(self, plan: Plan, out: bytes, head: RequestHead, buf: bytes, ex: Exchange) -> bool:
-        """Send the request and relay a plain answer. True when the response ended cleanly."""
+    async def _fast_upstream(self, plan: Plan, out: bytes, head: RequestHead, buf: bytes, ex: Exchange) -> None:
+        """Send the request and relay the answer (or hand it to h11); returns once it was relayed whole."""
         ctx = self.ctx
         pool = ctx.pool
         sandbox = plan.sandbox
@@ -137,8 +137,9 @@ class FastLane:
                 resp = parse_response(data, end, head.method == b"HEAD") if end >= 0 else None
                 if resp is None:
                     await self._to_h11_lane(up, plan, head, buf, data, ex)
-                    return True
-                return await self._fast_relay(up, resp, data, head, ex)
+                else:
+                    await self._fast_relay(up, resp, data, head, ex)
+                return
             except Stale:
                 up.close()
                 if retry:
@@ -165,7 +166,7 @@ class FastLane:
             raise UpstreamError(ex.sandbox, ex.port, "closed before a response")
         return data
 
-    async def _fast_relay(self, up: Upstream, resp, data: bytes, head: RequestHead, ex: Exchange) -> bool:
+    async def _fast_relay(self, up: Upstream, resp, data: bytes, head: RequestHead, ex: Exchange) -> None:
         """Head and body to the client; the upstream connection back to the pool when it ended clean."""
         ex.status = resp.status
         headers = rewrite_response(resp.headers, resp.status, resp.tokens)
@@ -185,7 +186,7 @@ class FastLane:
                 self.ctx.pool.keep(up)
             else:
                 up.close()
-            return True
+            return
         # The head sent, the body follows as it comes.
         if have:
             out += data[body_at:]
@@ -225,7 +226,6 @@ class FastLane:
             self.ctx.pool.keep(up)
         else:
             up.close()
-        return True
 
     async def _to_h11_lane(self, up: Upstream, plan: Plan, head: RequestHead, buf: bytes, data: bytes,
                            ex: Exchange) -> None:
