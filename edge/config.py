@@ -97,6 +97,9 @@ class HttpConfig:
     #: Bodies with a Content-Length of at least this many bytes still to come move by zero-copy
     #: splice(2) between the sockets instead of through Python; 0 turns splicing off.
     splice_threshold: int = 262144
+    #: Plain exchanges skip h11 (edge/http/fastlane.py); false sends every exchange through h11, a
+    #: safety valve and the reference the fast lane is tested against.
+    fast_lane: bool = True
     #: Seconds the handlers get to finish when the server stops.
     shutdown_grace: float = 5.0
 

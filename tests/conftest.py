@@ -37,11 +37,24 @@ class EdgeUnderTest:
 
 
 @pytest.fixture
-def make_edge(nursery, tmp_path):
+def lane(request) -> str:
+    """Which lane carries plain exchanges: "fast" (the default) or "h11" (http.fast_lane = false).
+
+    A module runs every test through both with
+    `pytestmark = pytest.mark.parametrize("lane", BOTH_LANES, indirect=True)`."""
+    return getattr(request, "param", "fast")
+
+
+BOTH_LANES = ["fast", "h11"]
+
+
+@pytest.fixture
+def make_edge(nursery, tmp_path, lane):
     """Start an in-process edge: `await make_edge(http={...}, sandboxes=[...])`."""
 
     async def start(sandboxes=(), **overrides) -> EdgeUnderTest:
-        raw = {"http": {"listen": "127.0.0.1:0"}, "catalog": f"sqlite:///{tmp_path}/catalog.db", "access_log": False}
+        raw = {"http": {"listen": "127.0.0.1:0", "fast_lane": lane == "fast"},
+               "catalog": f"sqlite:///{tmp_path}/catalog.db", "access_log": False}
         for key, value in overrides.items():
             if isinstance(value, dict):
                 raw.setdefault(key, {}).update(value)

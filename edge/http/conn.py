@@ -137,6 +137,7 @@ class ClientConnection(FastLane, Forwarder):
         fd = self.fd
         read_size = http.read_size
         max_bytes, max_fields = http.max_head_bytes, http.max_head_fields
+        fast_lane = http.fast_lane
         wait_readable = trio.lowlevel.wait_readable
         checkpoint = trio.lowlevel.checkpoint
         read = sockio.read
@@ -162,7 +163,7 @@ class ClientConnection(FastLane, Forwarder):
                         break
                     wait_for = http.keepalive_timeout
                 end = buf.find(b"\r\n\r\n")
-                head = parse_request(buf, end, max_bytes, max_fields) if end >= 0 else None
+                head = parse_request(buf, end, max_bytes, max_fields) if fast_lane and end >= 0 else None
                 if head is not None and len(buf) >= head.end + head.length:
                     # A plain request, body and all: the fast lane (fastlane.py).
                     rest = await self._fast_exchange(head, buf)

@@ -19,7 +19,9 @@ The lane gives way to h11 the moment an exchange stops being plain, without losi
 
 So every rule the h11 lane keeps (keep-alive only after a clean cycle, a stale pooled connection
 retried once for idempotent requests, 502/504 before the response head, a broken body closes the
-client connection) holds here too; tests/e2e run the same cases through both lanes.
+client connection) holds here too. The routing, error, streaming and private-sandbox suites in
+tests/e2e run every case through both lanes (`http.fast_lane = false` is the h11 lane alone), and
+tests/e2e/test_http_fastlane.py covers each hand-over.
 """
 
 from __future__ import annotations

@@ -236,3 +236,13 @@ async def test_leftover_bytes_on_a_pooled_connection_make_it_stale_not_a_502(edg
     got = parse_responses(await exchange(edge4, data))
     assert [(status, body) for status, _, body in got] == [(200, b"abcd"), (200, b"ok")]
     assert scripted.connections == 2
+
+
+async def test_fast_lane_off_sends_plain_exchanges_through_h11(make_edge, scripted):
+    """http.fast_lane = false: the same plain request is carried by h11 (counted as such) and answered alike."""
+    edge = await make_edge([Sandbox("gamma", "127.0.0.4")], http={"fast_lane": False})
+    before = h11_counts()
+    scripted.scripts = [[OK]]
+    got = parse_responses(await exchange(edge, request(edge, scripted.port, extra="Connection: close\r\n")))
+    assert [(status, body) for status, _, body in got] == [(200, b"ok")]
+    assert h11_counts()["request"] == before["request"] + 1

@@ -8,7 +8,10 @@ import pytest
 import trio
 
 from edge.catalog.model import Sandbox
-from tests.conftest import curl, echo_headers, parse_responses, raw_exchange, read_to_eof
+from tests.conftest import BOTH_LANES, curl, echo_headers, parse_responses, raw_exchange, read_to_eof
+
+# Every test here runs in both lanes: plain exchanges through the fast lane, and all through h11.
+pytestmark = pytest.mark.parametrize("lane", BOTH_LANES, indirect=True)
 
 
 async def test_request_reaches_the_sandbox_named_in_the_host(edge, backend, backend3):

@@ -14,7 +14,10 @@ from websockets.sync.client import connect
 
 from edge.catalog.model import Sandbox
 from edge.catalog.ops import hash_token
-from tests.conftest import REPO, curl, echo_headers, parse_responses, raw_exchange
+from tests.conftest import BOTH_LANES, REPO, curl, echo_headers, parse_responses, raw_exchange
+
+# Every test here runs in both lanes: plain exchanges through the fast lane, and all through h11.
+pytestmark = pytest.mark.parametrize("lane", BOTH_LANES, indirect=True)
 
 TOKEN = "s3cret-token-for-tests_0123456789abcdefghij"
 
