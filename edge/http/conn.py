@@ -1,17 +1,24 @@
-"""One client connection: read a request, check it, hand it to the exchange, answer; then the next.
+"""One client connection: read a request, pick its lane, hand it to the exchange, answer; then the next.
 
-Theory of operation. h11 keeps the state of both HTTP conversations: `self.h` (we are the server) with
-the client, and `Upstream.h11` (we are the client) with the sandbox. This file is the connection's
-half: the loop over requests, reading and checking each head, the edge's own answers (errors,
-redirects) and the accounting. forward.py is the exchange's half: route, rewrite, forward, relay.
+Theory of operation. Each request takes one of two lanes (edge/http/README.md). A plain request, whole
+in the bytes at hand, takes the fast lane (fastlane.py, heads read by h1.py, no h11 at all). Any other
+takes the h11 lane: h11 keeps the state of both HTTP conversations, `self.h` (we are the server) with
+the client and `Upstream.h11` (we are the client) with the sandbox, and forward.py relays. The fast
+lane hands an exchange over to h11 mid-way when it stops being plain; from then on it is an h11
+exchange like any other. This file is the connection's half: the loop over requests, the choice of
+lane, the edge's own answers (errors, redirects) and the accounting.
 
   accept  server.py hands each socket to `ClientConnection.run()`.
-  parse   h11 yields a Request; `request.check_request` refuses what h11 lets through (smuggling).
-  forward `Forwarder._forward` (forward.py) routes it and relays the sandbox's answer.
-  next    the next request starts only through h11's `start_next_cycle()`, that is, only after both
-          sides finished cleanly (or, after a spliced body, with a fresh h11 under the same rule);
-          anything else closes the connection. Between requests the connection waits in its
-          outermost frame, with no h11 state and no cancel scope: idle connections stay small.
+  read    run() reads what the client sent. A plain head (h1.parse_request) with its body in hand goes
+          to `FastLane._fast_exchange`; anything else to h11, which reads the rest of the head as it
+          comes, and `request.check_request` refuses what h11 lets through (smuggling).
+  forward both lanes route, check access and rewrite with `Forwarder._plan`; the h11 lane relays
+          in forward.py, the fast lane in fastlane.py.
+  next    a fast exchange goes on only after its answer was relayed whole and the request allowed
+          keep-alive; an h11 exchange only through h11's `start_next_cycle()` (or, after a spliced
+          body, with a fresh h11 under the same rule). Anything else closes the connection. Between
+          requests the connection waits in its outermost frame, with no h11 state, no cancel scope
+          and no parsed head: idle connections stay small.
 
 Every request is routed on its own Host, also on keep-alive and pipelined connections. Errors are
 EdgeErrors; one function (pages.render_error) renders them.

@@ -1,6 +1,7 @@
-"""One exchange with a sandbox: route, rewrite, forward the request, relay the answer.
+"""One exchange with a sandbox in the h11 lane: route, rewrite, forward the request, relay the answer.
 
-The second half of the request path (conn.py is the first): given a parsed and checked request, find
+The second half of the request path (conn.py is the first; fastlane.py is the other lane, and shares
+`_plan`, `_enter`/`_leave`, `_read_upstream` and `_relay` from here): given a parsed and checked request, find
 the sandbox, apply access rules and limits, build the upstream head, send it on a pooled or new
 connection and relay the answer, pumping a request body in a second task meanwhile.
 
@@ -15,8 +16,8 @@ connection and relay the answer, pumping a request body in a second task meanwhi
           splice(2). A 101 turns both sockets into a tunnel (`splice.Tunnel`), bytes already read
           past either head going first.
 
-`Forwarder` is a mixin of `conn.ClientConnection`: the two halves share one connection's state
-(`self.h`, `self.fd`, the splice flags) but live in two files, each one stage.
+`Forwarder` (like `fastlane.FastLane`) is a mixin of `conn.ClientConnection`: the parts share one
+connection's state (`self.h`, `self.fd`, the splice flags) but live in separate files, each one stage.
 """
 
 from __future__ import annotations
