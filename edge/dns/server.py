@@ -213,11 +213,17 @@ async def _tcp_connection(stream: trio.SocketStream, state: _State) -> None:
     state.tcp_open += 1
     try:
         buf = bytearray()
+        deadline = 0.0
         while True:
+            # Between messages the clock restarts; inside one it does not: a message must arrive
+            # whole within tcp_idle_timeout of its first byte, so a client trickling a byte at a time
+            # cannot hold a connection slot for ever (RFC 7766 6.2.3 leaves the policy to servers).
+            if not buf:
+                deadline = trio.current_time() + dns.tcp_idle_timeout
             chunk = b""
-            with trio.move_on_after(dns.tcp_idle_timeout):
+            with trio.move_on_at(deadline):
                 chunk = await stream.receive_some(65536)
-            if not chunk:  # EOF, or idle for too long
+            if not chunk:  # EOF, or idle (or trickling) for too long
                 return
             buf += chunk
             replies = []

@@ -91,6 +91,24 @@ async def test_idle_connection_is_closed_after_the_timeout(nursery, tmp_path):
     assert trio.current_time() - started >= 0.2
 
 
+async def test_message_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout(nursery, tmp_path):
+    """Bytes that keep coming but never make a whole message within tcp_idle_timeout: closed."""
+    write_zone(tmp_path)
+    host, port = await start_dns(nursery, tmp_path, tcp_idle_timeout=0.3)
+    stream = await trio.open_tcp_stream(host, port)
+    message = framed(f"a.{Q}", 1)
+    started = trio.current_time()
+    with trio.fail_after(3):
+        try:
+            for byte in message[:-1]:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(0.05)
+        except trio.BrokenResourceError:
+            pass  # the server closed while we were still sending
+        assert await stream.receive_some(100) == b""
+    assert trio.current_time() - started < 1.5
+
+
 async def test_connections_past_the_limit_are_closed(nursery, tmp_path):
     """Past max_tcp_connections, a new connection is closed at once; the others keep working."""
     write_zone(tmp_path)
