@@ -134,6 +134,8 @@ class AdminConfig:
     #: Bearer token for the admin API. Empty: EDGE_ADMIN_TOKEN, else generated once into
     #: <state_dir>/admin-token (mode 0600). A non-loopback listen address requires one configured.
     token: str = ""
+    #: Largest request body the API reads, in bytes (its bodies are small JSON records); past it, 413.
+    max_body_bytes: int = 65536
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,15 @@ class AdminContext:
     #: Called at each status request: [(kind, "addr:port"), ...]; the server fills it once bound.
     listeners: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
     started: float = field(default_factory=time.monotonic)
+    #: Request bodies past this many bytes get 413 before any route sees them (config admin.max_body_bytes).
+    max_body: int = 65536
 
 
 # --- errors -------------------------------------------------------------------------------------------
 
 # FastAPI raises a bare 400 only when it cannot decode the body (e.g. not UTF-8).
-_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          413: "body_too_large"}
 
 
 def _error(status_code: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -167,6 +170,55 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
+class BodyLimit:
+    """ASGI middleware: a request body past `limit` bytes is answered 413 body_too_large, unread.
+
+    A declared Content-Length past the limit is refused at once; a body without one (chunked) is read
+    up to the limit and handed on whole, so a route never sees a body larger than the limit. Runs
+    inside BearerAuth: without the token, nothing of the body is read.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: let the app see it as usual
+                first = message
+                break
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.limit:
+                return await self._refuse(scope, receive, send)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        handed = False
+
+        async def replay():
+            nonlocal handed
+            if not handed:
+                handed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        response = _error(413, "body_too_large", f"the request body is larger than {self.limit} bytes",
+                          headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
 # --- the app ------------------------------------------------------------------------------------------
 
 _E = {"model": ErrorOut}
@@ -174,6 +226,7 @@ _AUTH = {401: {**_E, "description": "No bearer token, or a wrong one"}}
 _INVALID = {
     400: {**_E, "description": "The body is not valid JSON"},
     422: {**_E, "description": "A field is invalid: `field` and `reason` say which and why"},
+    413: {**_E, "description": "The body is larger than admin.max_body_bytes"},
 }
 _MISSING = {404: {**_E, "description": "No sandbox with this ID"}}
 _STORE = {503: {**_E, "description": "The catalog cannot be read or written"}}
@@ -199,6 +252,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.add_exception_handler(EdgeError, _on_edge_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    # Starlette runs the last added outermost: the token is checked before any of the body is read.
+    app.add_middleware(BodyLimit, limit=ctx.max_body)
     app.add_middleware(BearerAuth, token=ctx.token)
     # Routes live on the app itself (not an included router) so the 405 handler can list their methods.
     def api(method: str, path: str, *, responses: dict | None = None, **kw):

@@ -41,7 +41,8 @@ async def serve(
     api, hypercorn_config, hypercorn_trio = await trio.to_thread.run_sync(
         lambda: [importlib.import_module(m) for m in ("edge.admin.api", "hypercorn.config", "hypercorn.trio")]
     )
-    ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown)
+    ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown,
+                           max_body=config.admin.max_body_bytes)
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()

@@ -246,6 +246,34 @@ async def test_malformed_json_is_a_400(admin, label, content):
     assert r.json()["code"] == "malformed_json", label
 
 
+async def test_body_past_the_limit_is_a_413_and_nothing_is_written(admin):
+    """A 100 KiB body (declared, or chunked with no length) is refused 413 before any route reads it."""
+    big = json.dumps({"address": "127.0.0.2", "mask_request_host": "x" * 100_000}).encode()
+
+    async def chunked():
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/demo", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    async with admin.client() as c:
+        r = await c.put("/v1/sandboxes/demo", content=chunked(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+        assert "transfer-encoding" in r.request.headers
+    async with admin.client() as c:
+        assert (await c.get("/v1/sandboxes/demo")).status_code == 404
+        r = await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2"})
+        assert r.status_code == 200
+
+
+async def test_a_large_body_without_the_token_is_a_401(admin):
+    """The token is checked before the body: no token, 401, whatever the body's size."""
+    async with admin.client(token=None) as c:
+        r = await c.put("/v1/sandboxes/demo", content=b"x" * 200_000)
+    assert r.status_code == 401
+
+
 async def test_unknown_paths_and_methods_answer_json(admin):
     """404 and 405 are JSON too; 405 lists every method the resource allows."""
     async with admin.client() as c:
