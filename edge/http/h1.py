@@ -37,11 +37,12 @@ _REQUEST = re.compile(rb"(" + _NAME + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" +
 _RESPONSE = re.compile(rb"HTTP/1\.([01]) ([2-5][0-9][0-9])((?: [\t\x20-\x7e\x80-\xff]*)?)\r\n" + _FIELDS)
 
 _OWS = b" \t"
-# Names the request reader looks at; every other field goes through as it came.
+# Names the field reader looks at; every other field goes through as it came.
 _R_HOST, _R_LENGTH, _R_CONNECTION = b"host", b"content-length", b"connection"
-_R_REFUSE = frozenset((b"transfer-encoding", b"expect"))
-_REQUEST_WATCH = frozenset((_R_HOST, _R_LENGTH, _R_CONNECTION)) | _R_REFUSE
-_RESPONSE_WATCH = frozenset((_R_LENGTH, _R_CONNECTION, b"transfer-encoding"))
+_REQUEST_REFUSE = frozenset((b"transfer-encoding", b"expect"))
+_RESPONSE_REFUSE = frozenset((b"transfer-encoding",))
+_WATCH = frozenset((_R_HOST, _R_LENGTH, _R_CONNECTION)) | _REQUEST_REFUSE | _RESPONSE_REFUSE
+_NO_LIMIT = 1 << 30  # responses: h11 sets no field-count limit on them either
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _BODILESS_STATUS = frozenset((b"204", b"304"))
 
@@ -86,6 +87,52 @@ def _tokens(value: bytes, tokens: frozenset[bytes]) -> frozenset[bytes]:
     return tokens.union([t.strip(_OWS).lower() for t in value.split(b",")])
 
 
+class _Fields:
+    """What one pass over a head's field lines found (see _read_fields)."""
+
+    __slots__ = ("headers", "host", "length", "tokens")
+
+    def __init__(self, headers: list, host: bytes | None, length: int, tokens: frozenset) -> None:
+        self.headers = headers
+        self.host = host
+        self.length = length
+        self.tokens = tokens
+
+
+def _read_fields(block: bytes, max_fields: int, refuse: frozenset[bytes]) -> _Fields | None:
+    """One pass over the field lines of a head the regex already checked: (lower-cased name, value
+    without OWS) per line, watching the few names that decide framing and routing. None when the head
+    is not plain: a name in `refuse`, a second Host or Content-Length, a length that is not digits,
+    more than `max_fields` lines."""
+    lines = block.split(b"\r\n")
+    lines.pop()  # the block ends with CRLF: an empty last piece
+    if len(lines) > max_fields:
+        return None
+    headers = []
+    host = None
+    length = -1
+    tokens = _NO_TOKENS
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(_OWS)
+        headers.append((name, value))
+        if name in _WATCH:
+            if name == _R_LENGTH:
+                if length >= 0 or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name == _R_CONNECTION:
+                tokens = _tokens(value, tokens)
+            elif name == _R_HOST:
+                if host is not None:
+                    return None
+                host = value
+            elif name in refuse:
+                return None
+    return _Fields(headers, host, length, tokens)
+
+
 def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> RequestHead | None:
     """The plain request head in `buf`, whose blank line starts at `end` (buf.find(b"\\r\\n\\r\\n")).
 
@@ -100,42 +147,16 @@ def parse_request(buf: bytes, end: int, max_bytes: int, max_fields: int) -> Requ
     method, target, minor, block = m.groups()
     if method == b"CONNECT":
         return None
-    lines = block.split(b"\r\n")
-    lines.pop()  # the block ends with CRLF: an empty last piece
-    if len(lines) > max_fields:
+    f = _read_fields(block, max_fields, _REQUEST_REFUSE)
+    if f is None or b"upgrade" in f.tokens:
         return None
-    headers = []
-    host = None
-    length = -1
-    tokens = _NO_TOKENS
-    # One pass: (lower-cased name, value without OWS) per line the regex already checked, watching the
-    # few names that decide framing and routing.
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        value = value.strip(_OWS)
-        headers.append((name, value))
-        if name in _REQUEST_WATCH:
-            if name == _R_HOST:
-                if host is not None:
-                    return None
-                host = value
-            elif name == _R_LENGTH:
-                if length >= 0 or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == _R_CONNECTION:
-                tokens = _tokens(value, tokens)
-                if b"upgrade" in tokens:
-                    return None
-            else:  # Transfer-Encoding, Expect
-                return None
     version = b"1.1" if minor == b"1" else b"1.0"
+    host = f.host
     if host is None:
         if version == b"1.1":
             return None  # RFC 9112 3.2: h11 answers the 400
         host = b""
-    return RequestHead(method, target, version, headers, host, tokens, length if length > 0 else 0, stop)
+    return RequestHead(method, target, version, f.headers, host, f.tokens, max(f.length, 0), stop)
 
 
 def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | None:
@@ -145,32 +166,18 @@ def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | N
     if m is None or m.end() != stop:
         return None
     minor, status, reason, block = m.groups()
-    lines = block.split(b"\r\n")
-    lines.pop()
-    headers = []
-    length = -1
-    tokens = _NO_TOKENS
-    for line in lines:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        value = value.strip(_OWS)
-        headers.append((name, value))
-        if name in _RESPONSE_WATCH:
-            if name == _R_LENGTH:
-                if length >= 0 or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == _R_CONNECTION:
-                tokens = _tokens(value, tokens)
-            else:  # Transfer-Encoding: chunked or close-delimited framing is h11's
-                return None
+    # Transfer-Encoding: chunked or close-delimited framing is h11's.
+    f = _read_fields(block, _NO_LIMIT, _RESPONSE_REFUSE)
+    if f is None:
+        return None
+    length = f.length
     # RFC 9112 6.3: a response to HEAD, and any 204 or 304, ends with its head, whatever it declares.
     if head_request or status in _BODILESS_STATUS:
         length = 0
     elif length < 0:
         return None  # no length: read to close; h11 handles it
-    keepalive = minor == b"1" and b"close" not in tokens
-    return ResponseHead(int(status), b"HTTP/1.1 " + status + reason + b"\r\n", headers, tokens, length, stop,
+    keepalive = minor == b"1" and b"close" not in f.tokens
+    return ResponseHead(int(status), b"HTTP/1.1 " + status + reason + b"\r\n", f.headers, f.tokens, length, stop,
                         keepalive)
 
 
