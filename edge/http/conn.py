@@ -75,8 +75,9 @@ class ServerContext:
         self.active: dict[str, int] = {}
         #: Keep-alive connections waiting for their next request -> when they stop waiting.
         self.idle: dict[ClientConnection, float] = {}
-        #: Fast-lane upstream connections waiting for a response head -> when that wait ends (504). The
-        #: reaper keeps this deadline: a cancel scope per request cost ~9 us, a tenth of an exchange.
+        #: Upstream connections waiting for a response head (either lane) -> when that wait ends (504).
+        #: The reaper keeps this deadline: a cancel scope per request cost a third of a fast-lane
+        #: exchange under load (bench/README.md).
         self.awaiting: dict[Upstream, float] = {}
         #: Set when the server stops: connections end after their current exchange.
         self.draining = False

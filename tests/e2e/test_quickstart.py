@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+from bench.peers import wait_port
 from tests.conftest import REPO
 
 
@@ -15,19 +16,6 @@ def _quickstart_lines() -> list[str]:
     text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- quickstart.*?-->\n```sh\n(.*?)```", text, re.S).group(1)
     return [line.split("#")[0].strip() for line in block.strip().splitlines()]
-
-
-def _wait_port(host: str, port: int, seconds: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {host}:{port}")
 
 
 def test_readme_quick_start_works_as_written(tmp_path):
@@ -52,7 +40,7 @@ def test_readme_quick_start_works_as_written(tmp_path):
         time.sleep(0.5)  # a person switches terminals; the edge sees the new sandbox within a catalog poll
         procs.append(subprocess.Popen(server, shell=True, cwd=tmp_path / "www", env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port("127.0.0.2", 3000, 10)
+        wait_port("127.0.0.2", 3000, 10)
         out = subprocess.run(fetch, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr + (tmp_path / "make-run.log").read_text()
         assert "hello-from-the-sandbox.txt" in out.stdout
