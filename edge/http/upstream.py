@@ -1,16 +1,19 @@
 """Connections to sandboxes: connect with a short retry, and a pool of idle keep-alive connections.
 
 A pooled connection is keyed by (sandbox ID, address, port), so a sandbox that moves to another address
-never gets a connection meant for the old one. A connection goes back to the pool only when both
-sides of its h11 state machine finished a clean cycle; anything odd closes it. Before reuse, a
-non-blocking peek tells whether the sandbox closed it while idle (the usual keep-alive race), and
-idle connections past `upstream_idle_timeout` are closed by a reaper so sandboxes do not hold them.
+never gets a connection meant for the old one. A connection goes back to the pool only when its
+exchange ended cleanly and nothing at all follows the response: not in h11's buffer (checked at
+release), not on the socket (checked at every reuse, whatever the idle time, by a non-blocking
+peek). Bytes nobody asked for mean the connection is closed, never read as the next answer: a
+sandbox that sends a second response after the first (by bug or on purpose) would otherwise hand it
+to the next client, and that client's answer to the one after (response desynchronisation).
+Idle connections past `upstream_idle_timeout` are closed by a reaper so sandboxes do not hold them.
 """
 
 from __future__ import annotations
 
 import errno
-import select
+import socket
 from collections import deque
 
 import h11
@@ -23,18 +26,20 @@ from edge.metrics import STATS
 _REFUSED = frozenset((errno.ECONNREFUSED, errno.ECONNRESET))
 
 Key = tuple[str, str, int]
-RECHECK_AFTER = 0.1
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 class Upstream:
     """One connection to a sandbox port: the stream, its h11 client state, and pool bookkeeping."""
 
-    __slots__ = ("key", "stream", "fd", "h11", "idle_since", "reused", "expired")
+    __slots__ = ("key", "sock", "stream", "fd", "h11", "idle_since", "reused", "expired")
 
-    def __init__(self, key: Key, stream: trio.SocketStream) -> None:
+    def __init__(self, key: Key, sock: socket.socket) -> None:
         self.key = key
-        self.stream = stream
-        self.fd = stream.socket.fileno()
+        #: The standard-library socket under `stream` (for the liveness peek without trio's wrappers).
+        self.sock = sock
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self.fd = sock.fileno()
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.reused = False
@@ -51,21 +56,23 @@ class Upstream:
         self.stream.socket.close()
 
 
-async def connect(key: Key, config: HttpConfig) -> trio.SocketStream:
+async def connect(key: Key, config: HttpConfig) -> socket.socket:
     """Open a TCP connection to the sandbox port, retrying a refused port for `connect_retry` seconds.
 
     E2B's edge retries too: a sandbox's server is often still starting when the first request comes.
     """
     sandbox_id, address, port = key
-    family = trio.socket.AF_INET6 if ":" in address else trio.socket.AF_INET
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     retry_until = trio.current_time() + config.connect_retry
     delay = 0.02
     while True:
-        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        raw = socket.socket(family, socket.SOCK_STREAM)
+        raw.setblocking(False)
+        sock = trio.socket.from_stdlib_socket(raw)
         try:
             with trio.fail_after(config.connect_timeout):
                 await sock.connect((address, port))
-            return trio.SocketStream(sock)
+            return raw
         except trio.TooSlowError:
             sock.close()
             raise UpstreamTimeout(sandbox_id, port, "connect") from None
@@ -82,15 +89,20 @@ async def connect(key: Key, config: HttpConfig) -> trio.SocketStream:
             raise
 
 
-def _still_open(up: Upstream) -> bool:
-    """True when the idle connection is quiet: not closed by the sandbox, no stray bytes waiting.
+def quiet(sock: socket.socket) -> bool:
+    """True when nothing at all waits on an idle connection: no byte, no EOF, no error.
 
-    An idle HTTP/1.1 connection has nothing to say; readable means EOF, a reset or garbage, and in
-    every one of those cases it must not carry another request.
+    An idle HTTP/1.1 connection has nothing to say; anything readable is EOF, a reset, or bytes
+    nobody asked for (a second response after the first), and in every one of those cases it must
+    not carry another request. One non-blocking recv(MSG_PEEK): it consumes nothing.
     """
-    poller = select.poll()
-    poller.register(up.stream.socket.fileno(), select.POLLIN)
-    return not poller.poll(0)
+    try:
+        sock.recv(1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class Pool:
@@ -106,10 +118,9 @@ class Pool:
             limit = now - self._config.upstream_idle_timeout
             while idle:
                 up = idle.pop()  # most recently used first: the likeliest to still be open
-                # The liveness poll costs a syscall; a connection idle for under RECHECK_AFTER seconds
-                # (the common case under load) skips it: a sandbox closing that fast is caught by the
-                # retry of idempotent requests instead.
-                if up.idle_since >= limit and (now - up.idle_since < RECHECK_AFTER or _still_open(up)):
+                # Every reuse peeks, however short the idle time: the bytes that desynchronise a
+                # connection arrive right after the response they follow.
+                if up.idle_since >= limit and quiet(up.sock):
                     up.reused = True
                     return up
                 up.close()
@@ -126,9 +137,13 @@ class Pool:
             raise
 
     def release(self, up: Upstream) -> None:
-        """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly."""
+        """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly
+        and h11 holds no byte past the response."""
         conn = up.h11
         fresh = conn.our_state is h11.IDLE and conn.their_state is h11.IDLE  # replaced after a splice
+        if conn.trailing_data[0]:
+            up.close()  # the sandbox sent more than the response: never read as the next answer
+            return
         if fresh or (conn.our_state is h11.DONE and conn.their_state is h11.DONE):
             if not fresh:
                 try:
