@@ -65,6 +65,28 @@ class SandboxNotFound(EdgeError):
         self.port = port
 
 
+class SandboxExists(EdgeError):
+    """`edge sandbox add` of an ID already in the catalog: adding never changes a sandbox; updating does."""
+
+    status = 409
+    code = "sandbox_exists"
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(f"sandbox {sandbox_id!r} exists already", sandbox_id=sandbox_id)
+        self.sandbox_id = sandbox_id
+
+
+class SandboxIsPublic(EdgeError):
+    """A token rotation asked of a public sandbox: it has no token; making it private is an update."""
+
+    status = 409
+    code = "sandbox_public"
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(f"sandbox {sandbox_id!r} is public: it has no token to rotate", sandbox_id=sandbox_id)
+        self.sandbox_id = sandbox_id
+
+
 # --- the HTTP edge ----------------------------------------------------------------------------------
 
 
@@ -120,6 +142,19 @@ class PortNotOpen(EdgeError):
         super().__init__(
             f"The sandbox is running but port {port} is not open", sandbox_id=sandbox_id, port=port
         )
+        self.sandbox_id = sandbox_id
+        self.port = port
+
+
+class LoopDetected(EdgeError):
+    """The request would come back to the edge: its target is one of the edge's own listeners, or it
+    already passed through this edge (our Via token). Refused without connecting."""
+
+    status = 508
+    code = "loop_detected"
+
+    def __init__(self, sandbox_id: str, port: int, why: str) -> None:
+        super().__init__(f"The request would loop back to the edge ({why})", sandbox_id=sandbox_id, port=port)
         self.sandbox_id = sandbox_id
         self.port = port
 

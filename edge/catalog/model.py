@@ -28,11 +28,58 @@ def validate_id(sandbox_id: str) -> str:
 
 
 def validate_address(address: str) -> str:
-    """An IPv4 or IPv6 address where the sandbox's ports are reachable from the edge."""
+    """An IPv4 or IPv6 address where the sandbox's ports are reachable from the edge, normalized.
+
+    Only writes call this: a record already in a catalog is loaded as it is (see `address_refusal`).
+    """
+    if not isinstance(address, str):
+        raise ValidationError("address", f"{address!r} is not an IP address")
     try:
-        return str(ipaddress.ip_address(address))
-    except (ValueError, TypeError):
+        ip = ipaddress.ip_address(address)
+    except ValueError:
         raise ValidationError("address", f"{address!r} is not an IP address") from None
+    refusal = address_refusal(ip)
+    if refusal:
+        raise ValidationError("address", f"{address!r} {refusal}")
+    return str(ip)
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` cannot be a sandbox's address, or None. Pure.
+
+    The edge connects to whatever address a record names, so an address that is no sandbox turns the
+    public edge into a way in: 0.0.0.0 and :: reach the edge's own host (its admin API among the
+    rest), 169.254.169.254 is the cloud metadata service, and multicast, broadcast and zone-scoped
+    link-local addresses are not one host. Loopback (127.0.0.2) stays valid: tests and the quick start
+    put sandboxes there, and the HTTP side refuses requests aimed at its own listeners.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return "has an IPv6 zone ID (%...); give an address without one"
+        # ::ffff:a.b.c.d is the IPv4 host a.b.c.d to a dual-stack socket: judge it as that host.
+        if ip.ipv4_mapped is not None:
+            reason = address_refusal(ip.ipv4_mapped)
+            return f"is {ip.ipv4_mapped} (IPv4-mapped), which {reason}" if reason else None
+        # ::a.b.c.d (RFC 4291 section 2.5.5.1: "deprecated"); :: and ::1 are judged below.
+        if ip in _IPV4_COMPATIBLE and int(ip) > 1:
+            return "is an IPv4-compatible IPv6 address (deprecated, RFC 4291 2.5.5.1); give the IPv4 address"
+    elif ip in _THIS_NETWORK:
+        # RFC 1122 section 3.2.1.3: 0.0.0.0/8 is "this host on this network", never a destination.
+        return "is unspecified (0.0.0.0/8 means this host, not a sandbox)"
+    if ip.is_unspecified:
+        return "is unspecified (:: means this host, not a sandbox)"
+    if ip == _BROADCAST:
+        return "is the broadcast address, not one host"
+    if ip.is_multicast:
+        return "is a multicast address, not one host"
+    if ip.is_link_local:
+        return "is link-local (169.254.0.0/16 or fe80::/10, where the cloud metadata service lives)"
+    return None
 
 
 def validate_port(port: object) -> int:

@@ -1,8 +1,21 @@
 """The writes the CLI and the admin API share, so both keep the same rules.
 
+Four writes, each one transaction (`Store.modify`: the record is read and written under one lock, so
+two writers cannot lose each other's fields):
+
+    add_sandbox     create; an ID already there is an error (`edge sandbox add`)
+    put_sandbox     create or replace whole: fields left out get their defaults (PUT)
+    update_sandbox  change only the fields named (`edge sandbox update`, PATCH)
+    rotate_token    a new token for a private sandbox; a public one is an error
+
+Every address, mask and limit is validated here, before the transaction (edge.catalog.model);
+records already in a catalog are loaded as they are.
+
 Private sandboxes: a traffic access token is random (256 bits from `secrets`), shown once, and stored
 only as its SHA-256. A fast hash is right here: the token has full entropy, so there is nothing for a
 slow hash to protect, and the edge hashes the presented token on every request to a private sandbox.
+A sandbox that becomes private gets a new token; one that stays private keeps its token; one that
+becomes public loses it.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
 
 from edge.catalog.model import (
@@ -20,7 +34,7 @@ from edge.catalog.model import (
     validate_max_connections,
 )
 from edge.catalog.store import Store
-from edge.errors import SandboxNotFound
+from edge.errors import SandboxExists, SandboxIsPublic, SandboxNotFound, ValidationError
 
 TOKEN_BYTES = 32
 
@@ -40,6 +54,81 @@ def token_matches(token: bytes, token_hash: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(token).hexdigest().encode(), token_hash.encode())
 
 
+#: The fields a write may set. `address` and `public` always have a value; the others may be None.
+FIELDS = ("address", "public", "mask_request_host", "max_connections")
+
+
+def _validate(field: str, value: object) -> object:
+    """One field's value, validated and normalized; None removes a field that may be absent."""
+    if field == "address":
+        if value is None:
+            raise ValidationError("address", "cannot be removed: a sandbox always has an address")
+        return validate_address(value)
+    if field == "public":
+        if not isinstance(value, bool):
+            raise ValidationError("public", f"{value!r} is not true or false")
+        return value
+    if field == "mask_request_host":
+        return validate_mask(value)
+    if field == "max_connections":
+        return validate_max_connections(value)
+    raise ValidationError(field, "unknown field")
+
+
+def _with_token(record: Sandbox, old: Sandbox | None) -> tuple[Sandbox, str | None]:
+    """The record's token hash after a write, and the token when one was just made."""
+    if record.public:
+        return replace(record, token_hash=None), None
+    if old is not None and not old.public and old.token_hash:
+        return replace(record, token_hash=old.token_hash), None
+    token = new_token()
+    return replace(record, token_hash=hash_token(token)), token
+
+
+def _new_record(sandbox_id: str, address: str, public: bool, mask_request_host: str | None,
+                max_connections: int | None) -> Sandbox:
+    return Sandbox(
+        id=validate_id(sandbox_id),
+        address=validate_address(address),
+        public=_validate("public", public),
+        mask_request_host=validate_mask(mask_request_host),
+        max_connections=validate_max_connections(max_connections),
+    )
+
+
+def _written(store: Store, sandbox_id: str, change) -> tuple[Sandbox, str | None]:
+    """Run `change(old) -> (record or None, token)` in one store transaction."""
+    made: list[str | None] = [None]
+
+    def run(old: Sandbox | None) -> Sandbox | None:
+        record, made[0] = change(old)
+        return record
+
+    stored = store.modify(sandbox_id, run)
+    assert stored is not None  # every change here either writes or raises when there is no record
+    return stored, made[0]
+
+
+def add_sandbox(
+    store: Store,
+    sandbox_id: str,
+    *,
+    address: str,
+    public: bool = True,
+    mask_request_host: str | None = None,
+    max_connections: int | None = None,
+) -> tuple[Sandbox, str | None]:
+    """Create a sandbox; one with this ID already is `SandboxExists` and stays as it was."""
+    record = _new_record(sandbox_id, address, public, mask_request_host, max_connections)
+
+    def change(old: Sandbox | None):
+        if old is not None:
+            raise SandboxExists(record.id)
+        return _with_token(record, None)
+
+    return _written(store, record.id, change)
+
+
 def put_sandbox(
     store: Store,
     sandbox_id: str,
@@ -49,33 +138,55 @@ def put_sandbox(
     mask_request_host: str | None = None,
     max_connections: int | None = None,
 ) -> tuple[Sandbox, str | None]:
-    """Create or replace a sandbox. Returns the record and, when a token was just made, the token.
+    """Create or replace a sandbox whole: a field left out gets its default, not its old value.
 
-    A sandbox made private gets a new token; one that was private already keeps its token (rotate it
-    with `rotate_token`); one made public loses its token.
+    Returns the record and, when a token was just made, the token. A sandbox made private gets a new
+    token; one that was private already keeps its token (rotate it with `rotate_token`); one made
+    public loses it.
     """
-    record = Sandbox(
-        id=validate_id(sandbox_id),
-        address=validate_address(address),
-        public=bool(public),
-        mask_request_host=validate_mask(mask_request_host),
-        max_connections=validate_max_connections(max_connections),
-    )
-    token = None
-    if not record.public:
-        existing = store.get(record.id)
-        if existing is not None and existing.token_hash:
-            record = replace(record, token_hash=existing.token_hash)
-        else:
-            token = new_token()
-            record = replace(record, token_hash=hash_token(token))
-    return store.put(record), token
+    record = _new_record(sandbox_id, address, public, mask_request_host, max_connections)
+    return _written(store, record.id, lambda old: _with_token(record, old))
+
+
+def update_sandbox(store: Store, sandbox_id: str, changes: Mapping[str, object]) -> tuple[Sandbox, str | None]:
+    """Change only the fields in `changes` (a JSON merge patch, RFC 7396: None removes a field).
+
+    `mask_request_host` and `max_connections` may be removed (None); `address` and `public` may not.
+    No changes: the record as it is, nothing written. An absent sandbox is `SandboxNotFound`. A stored
+    address that is refused today must be replaced in the same update.
+    """
+    sandbox_id = validate_id(sandbox_id)
+    fields = {name: _validate(name, value) for name, value in changes.items()}
+
+    def change(old: Sandbox | None):
+        if old is None:
+            raise SandboxNotFound(sandbox_id)
+        if not fields:
+            return None, None
+        if "address" not in fields:
+            # A record loaded leniently may hold an address refused since: a write never keeps one.
+            validate_address(old.address)
+        return _with_token(replace(old, **fields), old)
+
+    return _written(store, sandbox_id, change)
 
 
 def rotate_token(store: Store, sandbox_id: str) -> tuple[Sandbox, str]:
-    """Give a sandbox a new token (making it private); the old one stops working at once."""
-    existing = store.get(validate_id(sandbox_id))
-    if existing is None:
-        raise SandboxNotFound(sandbox_id)
-    token = new_token()
-    return store.put(replace(existing, public=False, token_hash=hash_token(token))), token
+    """Give a private sandbox a new token; the old one stops working at once.
+
+    A public sandbox is `SandboxIsPublic`: making it private is an update (`update --private`, or
+    PATCH {"public": false}), never a side effect of a rotation.
+    """
+    sandbox_id = validate_id(sandbox_id)
+
+    def change(old: Sandbox | None):
+        if old is None:
+            raise SandboxNotFound(sandbox_id)
+        if old.public:
+            raise SandboxIsPublic(sandbox_id)
+        token = new_token()
+        return replace(old, token_hash=hash_token(token)), token
+
+    record, token = _written(store, sandbox_id, change)
+    assert token is not None
+    return record, token

@@ -3,17 +3,34 @@
 WAL mode lets readers (the servers) and writers (CLI, admin API) work at once; a busy timeout makes
 concurrent writers wait instead of failing. A trigger bumps a counter in `meta` on every change, so a
 server learns that something changed with one tiny read instead of loading the table.
+
+Changes that depend on the record already there (`modify`: add, update, rotate) read it and write the
+result in one BEGIN IMMEDIATE transaction: the write lock is taken before the read, so a second
+writer waits for the first to commit and then reads its result. Two concurrent updates of different
+fields therefore both land; read in one transaction and written in another, one would be lost.
+
+The file holds token hashes, so it is created 0600 before SQLite opens it (SQLite gives the -wal and
+-shm files the database file's mode), and an older, wider file is narrowed to 0600 with a warning.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.catalog.model import Sandbox, Snapshot
 from edge.errors import CatalogError
+
+log = logging.getLogger("edge.catalog")
+
+#: Owner read and write only: the catalog holds the SHA-256 of every traffic access token.
+FILE_MODE = 0o600
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sandboxes (
@@ -40,6 +57,25 @@ _COLUMNS = "id, address, public, mask_request_host, created_at, updated_at, max_
 _MIGRATIONS = {"max_connections": "INTEGER", "token_hash": "TEXT"}
 
 
+def _private_file(path: Path) -> None:
+    """Create the catalog file 0600 if it is missing; narrow it (and its -wal, -shm) if it is wider."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(file, mode & 0o700)
+            except OSError as exc:
+                log.warning("catalog file %s is mode %04o, readable by others, and cannot be narrowed: %s",
+                            file, mode, exc.strerror)
+            else:
+                log.warning("catalog file %s was mode %04o, readable by others; now %04o", file, mode, mode & 0o700)
+
+
 def _row(row: tuple) -> Sandbox:
     return Sandbox(
         id=row[0],
@@ -58,7 +94,8 @@ class SqliteStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_file(self.path)
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -80,23 +117,35 @@ class SqliteStore:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
 
     def put(self, sandbox: Sandbox) -> Sandbox:
-        """Insert or update; `created_at` is kept from the first insert."""
+        """Insert or update; `created_at` is kept from the first insert. Writes the record as given."""
+        return self.modify(sandbox.id, lambda old: sandbox)
+
+    def modify(self, sandbox_id: str, change: Callable[[Sandbox | None], Sandbox | None]) -> Sandbox | None:
+        """Read the record (None if absent), write what `change` makes of it, in one transaction.
+
+        `change` runs inside the transaction (it must not use this store): what it returns is
+        stored (None: nothing is written), what it raises rolls everything back and propagates.
+        `created_at` is kept from the first insert. Returns the record as stored, or None.
+        """
         now = time.time()
         try:
             with self._lock, self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                old = self._db.execute("SELECT created_at FROM sandboxes WHERE id = ?", (sandbox.id,)).fetchone()
-                created = old[0] if old else now
+                self._db.execute("BEGIN IMMEDIATE")  # the write lock first: see the module docstring
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchall()
+                old = _row(rows[0]) if rows else None
+                new = change(old)
+                if new is None:
+                    return old
+                created = old.created_at if old else now
                 self._db.execute(
                     f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sandbox.id, sandbox.address, int(sandbox.public), sandbox.mask_request_host, created, now,
-                     sandbox.max_connections, sandbox.token_hash),
+                    (new.id, new.address, int(new.public), new.mask_request_host, created, now,
+                     new.max_connections, new.token_hash),
                 )
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = ?", (new.id,)).fetchall()
+                return _row(rows[0])
         except sqlite3.Error as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
-        stored = self.get(sandbox.id)
-        assert stored is not None
-        return stored
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         rows = self._run(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = ?", (sandbox_id,))
