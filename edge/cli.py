@@ -5,8 +5,10 @@
     edge dns   [the same flags]                       DNS server alone
     edge zone check FILE...                           validate zone files
     edge sandbox add ID --address IP [--mask-request-host T] [--private] [--max-connections N] [--json]
+    edge sandbox update ID [--address IP] [--mask-request-host T | --no-mask] [--private | --public]
+                           [--max-connections N | --no-max-connections] [--json]   only the fields named
     edge sandbox list [--json] | show ID [--json] | rm ID
-    edge sandbox token ID --rotate [--json]           new traffic access token, shown once
+    edge sandbox token ID --rotate [--json]           new traffic access token of a private sandbox, shown once
     edge host ID PORT                                 the public host for a port (E2B's getHost)
     edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
 """
@@ -27,7 +29,12 @@ from edge.catalog.model import (
     validate_max_connections,
     validate_port,
 )
-from edge.errors import EdgeError, SandboxNotFound
+from edge.errors import EdgeError, SandboxExists, SandboxIsPublic, SandboxNotFound, ValidationError
+
+UPDATE_USAGE = (
+    "edge sandbox update ID [--address IP] [--mask-request-host T | --no-mask] [--private | --public]"
+    " [--max-connections N]"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="manage the catalog").add_subparsers(
         dest="sandbox_command", required=True, parser_class=_Parser
     )
-    add = sandbox.add_parser("add", help="register or update a sandbox")
+    add = sandbox.add_parser("add", help="register a new sandbox (an ID already there is an error: see update)")
     add.add_argument("id")
     add.add_argument("--address", required=True, metavar="IP", help="where the sandbox's ports are reachable")
     add.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
@@ -85,7 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-connections", type=_whole, metavar="N", help="concurrent requests and tunnels at most")
     add.add_argument("--json", action="store_true")
     _common(add)
-    token = sandbox.add_parser("token", help="rotate a sandbox's traffic access token (makes it private)")
+    update = sandbox.add_parser("update", help="change only the fields named; the others keep their values")
+    update.add_argument("id")
+    update.add_argument("--address", metavar="IP", help="where the sandbox's ports are reachable")
+    mask = update.add_mutually_exclusive_group()
+    mask.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
+    mask.add_argument("--no-mask", action="store_true", help="send the client's Host upstream again")
+    privacy = update.add_mutually_exclusive_group()
+    privacy.add_argument("--private", dest="public", action="store_const", const=False,
+                         help="require a traffic access token (a new one is printed once)")
+    privacy.add_argument("--public", dest="public", action="store_const", const=True,
+                         help="no token needed; the token is forgotten")
+    limit = update.add_mutually_exclusive_group()
+    limit.add_argument("--max-connections", type=_whole, metavar="N", help="concurrent requests and tunnels at most")
+    limit.add_argument("--no-max-connections", action="store_true", help="remove the limit")
+    update.add_argument("--json", action="store_true")
+    _common(update)
+    token = sandbox.add_parser("token", help="rotate a private sandbox's traffic access token")
     token.add_argument("id")
     token.add_argument("--rotate", action="store_true", required=True, help="make a new token; the old one stops working")
     token.add_argument("--json", action="store_true")
@@ -148,24 +171,58 @@ def _print_sandbox(s: Sandbox, as_json: bool, token: str | None = None) -> None:
         print(f"traffic_access_token={token}  (shown once: store it now)")
 
 
+def _limit(value: int | None) -> int | None:
+    if value == 0:  # 0 reads as "no connections" to some and "no limit" to others: neither, say which flag
+        raise ValidationError(
+            "max_connections", "0 is not a limit (for none, leave the flag out, or `update --no-max-connections`)"
+        )
+    return validate_max_connections(value)
+
+
+def _changes(args: argparse.Namespace) -> dict:
+    """The fields `update` names, validated: None removes a mask or a limit."""
+    changes: dict = {}
+    if args.address is not None:
+        changes["address"] = validate_address(args.address)
+    if args.no_mask:
+        changes["mask_request_host"] = None
+    elif args.mask_request_host is not None:
+        changes["mask_request_host"] = validate_mask(args.mask_request_host)
+    if args.public is not None:
+        changes["public"] = args.public
+    if args.no_max_connections:
+        changes["max_connections"] = None
+    elif args.max_connections is not None:
+        changes["max_connections"] = _limit(args.max_connections)
+    if not changes:
+        raise EdgeError("update: nothing to change; name at least one of --address, --mask-request-host,"
+                        " --no-mask, --private, --public, --max-connections, --no-max-connections")
+    return changes
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from edge.catalog import ops
     from edge.catalog.store import open_store
 
     cfg = _load_config(args)
     cmd = args.sandbox_command
-    sandbox_id = validate_id(args.id) if cmd in ("add", "show", "rm", "token") else None
-    if cmd == "add":  # validate everything before touching the catalog
+    sandbox_id = validate_id(args.id) if cmd in ("add", "update", "show", "rm", "token") else None
+    # Validate everything before touching the catalog.
+    if cmd == "add":
         validate_address(args.address)
         validate_mask(args.mask_request_host)
-        validate_max_connections(args.max_connections)
+        _limit(args.max_connections)
+    changes = _changes(args) if cmd == "update" else {}
     store = open_store(cfg.catalog_url)
     try:
         if cmd == "add":
-            record, token = ops.put_sandbox(
+            record, token = ops.add_sandbox(
                 store, sandbox_id, address=args.address, public=not args.private,
                 mask_request_host=args.mask_request_host, max_connections=args.max_connections,
             )
+            _print_sandbox(record, args.json, token)
+        elif cmd == "update":
+            record, token = ops.update_sandbox(store, sandbox_id, changes)
             _print_sandbox(record, args.json, token)
         elif cmd == "token":
             record, token = ops.rotate_token(store, sandbox_id)
@@ -256,6 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args)
     except SandboxNotFound as exc:
         print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
+        return 1
+    except SandboxExists as exc:
+        print(f"edge: error: sandbox {exc.sandbox_id!r} exists already and `add` never changes a sandbox;"
+              f" to change only the fields you name: {UPDATE_USAGE} (--no-max-connections removes a limit)",
+              file=sys.stderr)
+        return 1
+    except SandboxIsPublic as exc:
+        print(f"edge: error: sandbox {exc.sandbox_id!r} is public: it has no token to rotate; make it private"
+              f" (its new token is printed once) with: edge sandbox update {exc.sandbox_id} --private", file=sys.stderr)
         return 1
     except EdgeError as exc:
         print(f"edge: error: {exc.message}", file=sys.stderr)

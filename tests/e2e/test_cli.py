@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
+import stat
 
 import pytest
 
+from edge.cli import UPDATE_USAGE
 from tests.proc import edge_cli, edge_env
 
 
@@ -25,13 +29,111 @@ def test_sandbox_add_prints_the_record_as_json(env):
     assert doc["created_at"] > 0 and doc["updated_at"] >= doc["created_at"]
 
 
-def test_sandbox_add_twice_updates_and_keeps_created_time(env):
-    """Adding an existing ID updates it in place; created_at stays."""
-    first = json.loads(edge_cli(["sandbox", "add", "demo", "--address", "127.0.0.2", "--json"], env).stdout)
-    second = json.loads(edge_cli(["sandbox", "add", "demo", "--address", "::1", "--json"], env).stdout)
-    assert second["address"] == "::1" and second["created_at"] == first["created_at"]
-    listing = json.loads(edge_cli(["sandbox", "list", "--json"], env).stdout)
-    assert [s["id"] for s in listing] == ["demo"]
+def _json(args, env) -> dict:
+    res = edge_cli([*args, "--json"], env)
+    assert res.returncode == 0, (args, res.stderr)
+    return json.loads(res.stdout)
+
+
+def _guarded(env) -> dict:
+    """secret2: private, max_connections=5 and a Host mask: what `add` and `token` once silently dropped."""
+    return _json(["sandbox", "add", "secret2", "--address", "127.0.0.2", "--private", "--max-connections", "5",
+                  "--mask-request-host", "localhost:${PORT}"], env)
+
+
+def test_add_on_an_existing_id_fails_names_update_and_changes_nothing(env):
+    """Re-adding a private, limited, masked sandbox is refused; it keeps every protection and its token."""
+    before = _guarded(env)
+    res = edge_cli(["sandbox", "add", "secret2", "--address", "127.0.0.3"], env)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.startswith("edge: error: sandbox 'secret2' exists already") and len(res.stderr.splitlines()) == 1
+    assert UPDATE_USAGE in res.stderr
+    after = _json(["sandbox", "show", "secret2"], env)
+    assert after == {k: v for k, v in before.items() if k != "traffic_access_token"}
+
+
+UPDATES = [
+    # label, update flags, the fields that change (every other field must keep its value)
+    ("address only", ["--address", "127.0.0.3"], {"address": "127.0.0.3"}),
+    ("limit only", ["--max-connections", "9"], {"max_connections": 9}),
+    ("limit removed", ["--no-max-connections"], {"max_connections": None}),
+    ("mask changed", ["--mask-request-host", "app:${PORT}"], {"mask_request_host": "app:${PORT}"}),
+    ("mask removed", ["--no-mask"], {"mask_request_host": None}),
+    ("private again: nothing changes", ["--private"], {}),
+    ("made public", ["--public"], {"public": True}),
+    ("several at once", ["--address", "::1", "--no-mask", "--max-connections", "2"],
+     {"address": "::1", "mask_request_host": None, "max_connections": 2}),
+]
+
+
+@pytest.mark.parametrize("label, flags, changed", UPDATES, ids=[u[0] for u in UPDATES])
+def test_update_changes_only_the_fields_named(env, label, flags, changed):
+    """`edge sandbox update` touches the fields its flags name and nothing else; no token is printed."""
+    before = _guarded(env)
+    after = _json(["sandbox", "update", "secret2", *flags], env)
+    assert "traffic_access_token" not in after, label
+    fields = ("address", "public", "mask_request_host", "max_connections", "created_at")
+    assert {k: after[k] for k in fields} == {**{k: before[k] for k in fields}, **changed}, label
+
+
+def test_update_private_prints_a_new_token_once_and_public_forgets_it(env, tmp_path):
+    """--private on a public sandbox prints its token (once, like add --private); --public drops the hash."""
+    store_path = tmp_path / "state" / "catalog.db"
+    edge_cli(["sandbox", "add", "flip", "--address", "127.0.0.2", "--max-connections", "3"], env)
+    text = edge_cli(["sandbox", "update", "flip", "--private"], env)
+    assert text.returncode == 0, text.stderr
+    line = text.stdout.splitlines()[1]
+    assert line.startswith("traffic_access_token=") and line.endswith("(shown once: store it now)")
+    token = line.split()[0].removeprefix("traffic_access_token=")
+    assert _hash_of(store_path, "flip") == hashlib.sha256(token.encode()).hexdigest()
+    assert "traffic_access_token" not in _json(["sandbox", "update", "flip", "--private"], env)  # kept, not shown
+    public = _json(["sandbox", "update", "flip", "--public"], env)
+    assert (public["public"], public["max_connections"]) == (True, 3)
+    assert _hash_of(store_path, "flip") is None
+
+
+def _hash_of(path, sandbox_id):
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT token_hash FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()[0]
+
+
+def test_token_rotate_on_a_public_sandbox_fails_and_names_update_private(env, tmp_path):
+    """`token --rotate` never makes a public sandbox private; it says to use `update --private`."""
+    edge_cli(["sandbox", "add", "open", "--address", "127.0.0.2"], env)
+    res = edge_cli(["sandbox", "token", "open", "--rotate"], env)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.startswith("edge: error: sandbox 'open' is public: it has no token to rotate")
+    assert "edge sandbox update open --private" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert _json(["sandbox", "show", "open"], env)["public"] is True
+    assert _hash_of(tmp_path / "state" / "catalog.db", "open") is None
+
+
+def test_token_rotate_on_a_private_sandbox_keeps_its_other_fields(env):
+    """A rotation prints a new token and changes nothing else."""
+    before = _guarded(env)
+    after = _json(["sandbox", "token", "secret2", "--rotate"], env)
+    assert after["traffic_access_token"] != before["traffic_access_token"]
+    fields = ("address", "public", "mask_request_host", "max_connections")
+    assert {k: after[k] for k in fields} == {k: before[k] for k in fields}
+
+
+def test_the_catalog_file_is_readable_by_its_owner_only(env, tmp_path):
+    """The catalog the CLI creates, token hashes inside, is mode 0600 (and so its -wal and -shm)."""
+    edge_cli(["sandbox", "add", "demo", "--address", "127.0.0.2", "--private"], env)
+    state = tmp_path / "state"
+    files = sorted(state.glob("catalog.db*"))
+    assert files and {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_the_cli_narrows_an_existing_world_readable_catalog(env, tmp_path):
+    """A catalog left 0644 by an older edge is made 0600 by the next command, with one warning line."""
+    edge_cli(["sandbox", "add", "demo", "--address", "127.0.0.2", "--private"], env)
+    path = tmp_path / "state" / "catalog.db"
+    path.chmod(0o644)
+    res = edge_cli(["sandbox", "list"], env)
+    assert res.returncode == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    [line] = res.stderr.splitlines()
+    assert line.startswith("catalog file ") and line.endswith("/state/catalog.db was mode 0644, readable by others; now 0600")
 
 
 def test_sandbox_list_show_and_rm(env):
@@ -77,15 +179,36 @@ def test_host_prints_the_public_host_for_a_port(env):
         ("bad mask", ["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "a b"], "mask_request_host"),
         ("bad catalog url", ["sandbox", "list", "--catalog", "postgres://x"], "not a supported catalog URL"),
         ("bad listen address", ["host", "demo", "3000", "--http", "nowhere:80"], "is not an IP address"),
+        ("add at 0.0.0.0", ["sandbox", "add", "demo", "--address", "0.0.0.0"], "is unspecified"),
+        ("add at ::", ["sandbox", "add", "demo", "--address", "::"], "is unspecified"),
+        ("add at the metadata address", ["sandbox", "add", "demo", "--address", "169.254.169.254"], "is link-local"),
+        ("add at IPv4-mapped metadata", ["sandbox", "add", "demo", "--address", "::ffff:169.254.169.254"], "link-local"),
+        ("add at IPv4-mapped 0.0.0.0", ["sandbox", "add", "demo", "--address", "::ffff:0.0.0.0"], "unspecified"),
+        ("add with a zone ID", ["sandbox", "add", "demo", "--address", "fe80::1%eth0"], "zone ID"),
+        ("add at broadcast", ["sandbox", "add", "demo", "--address", "255.255.255.255"], "broadcast"),
+        ("add at multicast", ["sandbox", "add", "demo", "--address", "224.0.0.1"], "multicast"),
+        ("add with limit 0", ["sandbox", "add", "demo", "--address", "127.0.0.2", "--max-connections", "0"],
+         "0 is not a limit"),
+        ("update to the metadata address", ["sandbox", "update", "demo", "--address", "169.254.169.254"], "link-local"),
+        ("update with nothing to change", ["sandbox", "update", "demo"], "nothing to change"),
+        ("update private and public", ["sandbox", "update", "demo", "--private", "--public"], "not allowed with"),
+        ("update mask and no mask", ["sandbox", "update", "demo", "--no-mask", "--mask-request-host", "x"],
+         "not allowed with"),
+        ("update limit and no limit", ["sandbox", "update", "demo", "--max-connections", "2", "--no-max-connections"],
+         "not allowed with"),
+        ("update limit 0", ["sandbox", "update", "demo", "--max-connections", "0"], "--no-max-connections"),
+        ("update of an absent sandbox", ["sandbox", "update", "ghost", "--public"], "no sandbox 'ghost'"),
     ],
 )
 def test_bad_input_gets_one_line_and_a_nonzero_exit(env, label, args, message):
-    """Bad input: one line on stderr naming the problem, exit non-zero, no traceback."""
+    """Bad input: one line on stderr naming the problem, exit non-zero, no traceback, nothing written."""
+    before = _json(["sandbox", "add", "demo", "--address", "127.0.0.2", "--max-connections", "4"], env)
     res = edge_cli(args, env)
     assert res.returncode != 0, label
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], (label, res.stderr)
     assert "Traceback" not in res.stderr
+    assert _json(["sandbox", "list"], env) == [before], label
 
 
 def test_unknown_config_key_is_an_error(env, tmp_path):

@@ -45,7 +45,7 @@ async def test_catalog_changes_by_another_process_are_seen_within_a_second(serve
     assert await _status(url) == 502
     edge_cli(["sandbox", "add", "live", "--address", "127.0.0.2"], env)
     assert await _within(1.0, url, 200) < 1.0
-    edge_cli(["sandbox", "add", "live", "--address", "127.0.0.3"], env)
+    edge_cli(["sandbox", "update", "live", "--address", "127.0.0.3"], env)
     with trio.fail_after(1.0):
         while json.loads((await curl(url)).stdout)["backend"] != "b3":
             await trio.sleep(0.05)
