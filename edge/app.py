@@ -34,6 +34,9 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, stopping, http_done, nursery.cancel_scope)
             listening: list[tuple[str, tuple]] = list(http_listening or [])  # for the admin API's /v1/status
+            from edge.http.loop import OwnListeners
+
+            own = OwnListeners()  # every listener of this edge: the HTTP server refuses loops to them (508)
             if http:
                 store = open_store(config.catalog_url)
                 live = LiveCatalog()
@@ -42,7 +45,7 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
 
                 async def serve_and_report(task_status=trio.TASK_STATUS_IGNORED) -> None:
                     try:
-                        await serve_http(config, live, stop=stopping, task_status=task_status)
+                        await serve_http(config, live, stop=stopping, own=own, task_status=task_status)
                     finally:
                         http_done.set()
 
@@ -56,6 +59,7 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
                 bound = await nursery.start(serve_dns, config)
                 for addr in bound:
                     _announce("dns", addr)
+                    own.add(addr[0], addr[1])
                 listening += [("dns", addr) for addr in bound]
             if admin:
                 from edge.admin.server import serve as serve_admin
@@ -66,6 +70,7 @@ async def main(config: Config, *, http: bool = True, dns: bool = True, admin: bo
                 bound = await nursery.start(partial(serve_admin, listeners=listening), config, store, live)
                 for addr in bound:
                     _announce("admin", addr)
+                    own.add(addr[0], addr[1])
             logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 

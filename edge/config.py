@@ -102,6 +102,12 @@ class HttpConfig:
     fast_lane: bool = True
     #: Seconds the handlers get to finish when the server stops.
     shutdown_grace: float = 5.0
+    #: Client connections open at once; past it a new connection is closed at once (counted in
+    #: edge_http_connections_rejected_total). 0: sized to the descriptor limit, (soft RLIMIT_NOFILE - 64) / 3.
+    max_connections: int = 0
+    #: Client connections open at once from one address. 0: a quarter of max_connections. Behind a
+    #: load balancer every client shares its address: set it to max_connections there.
+    max_connections_per_ip: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class DnsConfig:
     tcp_idle_timeout: float = 10.0
     #: Open TCP connections at most; connections past it are closed at once.
     max_tcp_connections: int = 256
+    #: Open TCP connections at most from one client address (IPv6: one /64); past it, closed at once.
+    max_tcp_connections_per_ip: int = 16
     #: Bytes: the EDNS0 UDP payload size we advertise and the largest UDP answer we send (RFC 6891;
     #: 1232 avoids IP fragmentation, per DNS Flag Day 2020).
     edns_udp_size: int = 1232
@@ -264,5 +272,9 @@ def _check(config: Config) -> None:
         raise ConfigError(f"http.scheme: {config.http.scheme!r} is not 'http' or 'https'")
     if not 1 <= config.workers <= 256:
         raise ConfigError(f"workers: {config.workers} is not a number from 1 to 256")
+    if config.dns.max_tcp_connections_per_ip < 1:
+        raise ConfigError("dns.max_tcp_connections_per_ip must be >= 1")
+    if config.http.max_connections < 0 or config.http.max_connections_per_ip < 0:
+        raise ConfigError("http.max_connections and http.max_connections_per_ip must be >= 0 (0: sized to the descriptor limit)")
     if config.http.max_head_fields < 1 or config.http.max_head_bytes < 1024:
         raise ConfigError("http.max_head_fields must be >= 1 and http.max_head_bytes >= 1024")

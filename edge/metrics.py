@@ -66,6 +66,10 @@ class Stats:
         self.dns_answers = [0] * 16
         #: Answers the rate limiter dropped or truncated.
         self.dns_rate_limited = 0
+        #: New client connections closed at once: over http.max_connections or max_connections_per_ip.
+        self.http_connections_rejected = {"total": 0, "per_ip": 0}
+        #: Exchanges and tunnels cut because a catalog change revoked them (removed, moved, private, token).
+        self.http_revoked = 0
 
 
     def snapshot(self) -> dict:
@@ -81,6 +85,8 @@ class Stats:
             "http_duration": [self.http_duration.counts, self.http_duration.sum],
             "upstream_connect": [self.upstream_connect.counts, self.upstream_connect.sum],
             "sandbox_requests": self.sandbox_requests,
+            "http_connections_rejected": self.http_connections_rejected,
+            "http_revoked": self.http_revoked,
         }
 
     def add(self, snap: dict) -> None:
@@ -100,6 +106,9 @@ class Stats:
             hist.sum += total
         for sandbox_id, n in snap["sandbox_requests"].items():
             self.sandbox_requests[sandbox_id] = self.sandbox_requests.get(sandbox_id, 0) + n
+        for reason, n in snap.get("http_connections_rejected", {}).items():
+            self.http_connections_rejected[reason] = self.http_connections_rejected.get(reason, 0) + n
+        self.http_revoked += snap.get("http_revoked", 0)
 
 
 STATS = Stats()
@@ -151,6 +160,14 @@ class _Collector:
         for reason, n in s.http_h11_exchanges.items():
             lane.add_metric([reason], n)
         yield lane
+        rej = CounterMetricFamily("edge_http_connections_rejected",
+                                  "New client connections closed at once, by the limit they were over",
+                                  labels=["reason"])
+        for reason, n in s.http_connections_rejected.items():
+            rej.add_metric([reason], n)
+        yield rej
+        yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
+                                  value=s.http_revoked)
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")
         yield s.upstream_connect.family("edge_upstream_connect_seconds", "Time to get an upstream connection (pooled or new)")
         top = sorted(s.sandbox_requests.items(), key=lambda kv: kv[1], reverse=True)[:TOP_SANDBOXES]

@@ -27,7 +27,11 @@ class EdgeUnderTest:
     def add(self, sandbox_id: str, address: str, **kw) -> None:
         current = list(self.live.snapshot.by_id.values())
         current = [s for s in current if s.id != sandbox_id] + [Sandbox(sandbox_id, address, **kw)]
-        self.live.snapshot = Snapshot(current, self.live.snapshot.version + 1)
+        self.live.swap(Snapshot(current, self.live.snapshot.version + 1))
+
+    def remove(self, sandbox_id: str) -> None:
+        current = [s for s in self.live.snapshot.by_id.values() if s.id != sandbox_id]
+        self.live.swap(Snapshot(current, self.live.snapshot.version + 1))
 
     def host(self, port: int, sandbox_id: str) -> str:
         return f"{port}-{sandbox_id}.sandbox.localhost:{self.port}"

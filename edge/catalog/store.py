@@ -44,19 +44,33 @@ def open_store(url: str) -> Store:
 
 
 class LiveCatalog:
-    """The snapshot the servers read. Only `watch()` (or a test) assigns `snapshot`."""
+    """The snapshot the servers read: `live.snapshot`, one attribute read per request.
 
-    __slots__ = ("snapshot",)
+    A new snapshot comes only through `swap()` (watch() or a test), which then tells the listeners
+    registered with `on_change` (the HTTP server cuts what a change revokes), in the same trio thread.
+    """
+
+    __slots__ = ("snapshot", "_listeners")
 
     def __init__(self, snapshot: Snapshot | None = None) -> None:
         self.snapshot = snapshot or Snapshot()
+        self._listeners: list[Callable[[Snapshot, Snapshot], None]] = []
+
+    def on_change(self, listener: Callable[[Snapshot, Snapshot], None]) -> None:
+        """Call `listener(old, new)` after every swap."""
+        self._listeners.append(listener)
+
+    def swap(self, new: Snapshot) -> None:
+        old, self.snapshot = self.snapshot, new
+        for listener in self._listeners:
+            listener(old, new)
 
 
 async def watch(
     store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
     """Keep `live.snapshot` equal to the store's contents, checking every `poll` seconds."""
-    live.snapshot = await trio.to_thread.run_sync(store.snapshot)
+    live.swap(await trio.to_thread.run_sync(store.snapshot))
     task_status.started()
     failing = False
     while True:
@@ -64,7 +78,7 @@ async def watch(
         try:
             version = await trio.to_thread.run_sync(store.version)
             if version != live.snapshot.version:
-                live.snapshot = await trio.to_thread.run_sync(store.snapshot)
+                live.swap(await trio.to_thread.run_sync(store.snapshot))
                 log.debug("catalog reloaded: version %d, %d sandboxes", version, len(live.snapshot))
             if failing:
                 log.warning("catalog readable again")

@@ -26,12 +26,15 @@ EdgeErrors; one function (pages.render_error) renders them.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket as stdlib_socket
 
 import h11
 import trio
 
 from edge import log as edge_log
+from edge.catalog.model import Sandbox, Snapshot
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
 from edge.errors import EdgeError, RequestTimeout
@@ -49,27 +52,40 @@ from edge.http.forward import (
     translate,
 )
 from edge.http.h1 import parse_request
+from edge.http.loop import OwnListeners
 from edge.http.pages import REASONS, render_error
 from edge.http.request import check_request
 from edge.http.route import Router
+from edge.http.limits import clients_gone, connection_limits, revokes
 from edge.http.upstream import Pool, Upstream
 from edge.metrics import STATS
+
+logger = logging.getLogger("edge.http")
+
+_VIA = b"edge-" + os.urandom(4).hex().encode()
 
 
 class ServerContext:
     """What every connection of one HTTP server shares. Built once; nothing here changes per request."""
 
     __slots__ = ("config", "http", "router", "live", "pool", "scheme", "secure", "access_log", "active", "idle",
-                 "awaiting", "draining")
+                 "awaiting", "draining", "via", "forwarded_port", "own", "max_open", "max_per_ip", "open",
+                 "per_ip", "inflight")
 
-    def __init__(self, config: Config, live: LiveCatalog) -> None:
+    def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners) -> None:
         self.config = config
+        #: The edge's own listeners: a sandbox target among them is a loop (508).
+        self.own = own
         self.http = config.http
         self.router = Router(config.domains)
         self.live = live
         self.pool = Pool(config.http)
         self.scheme = config.http.scheme.encode()
         self.secure = config.http.scheme == "https"
+        #: The edge's Via token (headers.rewrite_request, headers.via_has), one per process for now.
+        self.via = _VIA
+        #: X-Forwarded-Port sent upstream: the configured listener port.
+        self.forwarded_port = str(config.http.listen.port).encode()
         self.access_log = config.access_log
         #: In-flight requests and tunnels per sandbox with a max_connections limit.
         self.active: dict[str, int] = {}
@@ -81,6 +97,48 @@ class ServerContext:
         self.awaiting: dict[Upstream, float] = {}
         #: Set when the server stops: connections end after their current exchange.
         self.draining = False
+        #: Client connections at most, in all and per client address (connection_limits); past
+        #: them a new connection is closed at once. `open` and `per_ip` count those admitted.
+        self.max_open, self.max_per_ip = connection_limits(config.http)
+        self.open = 0
+        self.per_ip: dict[str, int] = {}
+        #: Connections with an exchange in flight -> the sandbox record it was authorised against:
+        #: a catalog change that revokes that record cuts them (revoke_changed).
+        self.inflight: dict[ClientConnection, Sandbox] = {}
+        live.on_change(self.revoke_changed)
+
+    def admit(self, ip: str) -> bool:
+        """Count a new client connection in, or refuse it (the caller closes it at once)."""
+        if self.open >= self.max_open:
+            STATS.http_connections_rejected["total"] += 1
+            return False
+        n = self.per_ip.get(ip, 0)
+        if n >= self.max_per_ip:
+            STATS.http_connections_rejected["per_ip"] += 1
+            return False
+        self.per_ip[ip] = n + 1
+        self.open += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        self.open -= 1
+        n = self.per_ip[ip] - 1
+        if n:
+            self.per_ip[ip] = n
+        else:
+            del self.per_ip[ip]
+
+    def revoke_changed(self, old: Snapshot, new: Snapshot) -> None:
+        """A new catalog snapshot: cut the exchanges and tunnels it revokes (removed sandbox, new
+        address, made private, token rotated). Keep-alive requests are checked anew anyway."""
+        if not self.inflight:
+            return
+        for conn, was in list(self.inflight.items()):
+            why = revokes(was, new.get(was.id))
+            if why is not None:
+                logger.info("sandbox %s: %s; closing an open connection", was.id, why)
+                STATS.http_revoked += 1
+                conn.revoke()
 
     def drain(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their current exchange."""
@@ -103,23 +161,30 @@ class ServerContext:
                 conn.close_idle()
             for up in [u for u, deadline in awaiting.items() if deadline <= now]:
                 del awaiting[up]
-                up.expire()
+                up.expire("timeout")
+            if awaiting:
+                # A client that left while its sandbox thinks: release the sandbox connection and
+                # the slot now (logged as 499), not when the answer finally comes.
+                for up in clients_gone(awaiting):
+                    del awaiting[up]
+                    up.expire("client")
 
 
 class ClientConnection(FastLane, Forwarder):
     __slots__ = ("ctx", "stream", "fd", "h", "client_ip", "_pump_error", "_spliced_up", "_spliced_down",
-                 "_req_keepalive", "_resp_keepalive")
+                 "_req_keepalive", "_resp_keepalive", "upstream", "revoked")
 
-    def __init__(self, ctx: ServerContext, stream: trio.SocketStream) -> None:
+    def __init__(self, ctx: ServerContext, stream: trio.SocketStream, client_ip: bytes) -> None:
         self.ctx = ctx
         self.stream = stream
         self.fd = stream.socket.fileno()
         #: The h11 state machine while h11 holds this connection's state; None in the fast lane and between requests.
         self.h: h11.Connection | None = None
-        try:
-            self.client_ip = stream.socket.getpeername()[0].encode()
-        except OSError:
-            self.client_ip = b"-"
+        self.client_ip = client_ip
+        #: The sandbox connection of the exchange in flight (either lane), for revoke().
+        self.upstream: Upstream | None = None
+        #: Set by revoke(): the catalog withdrew what this exchange was allowed; never retried.
+        self.revoked = False
         self._pump_error: BaseException | None = None
         # Per exchange: which bodies went by splice (h11 never saw them), and whether each side
         # allows keep-alive; together they decide whether the connections live on (see _next_cycle).
@@ -128,6 +193,20 @@ class ClientConnection(FastLane, Forwarder):
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.ctx.http.max_head_bytes)
+
+    def revoke(self) -> None:
+        """Cut the exchange or tunnel in flight: both sockets shut down (not closed, so no descriptor
+        number is reused under a task still holding it); every wait on them ends, and the
+        connection closes without another request."""
+        self.revoked = True
+        for sock in (self.stream.socket, self.upstream.stream.socket if self.upstream else None):
+            if sock is not None:
+                try:
+                    sock.shutdown(stdlib_socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self.upstream is not None:
+            self.upstream.expire("revoked")
 
     def close_idle(self) -> None:
         """Close a connection waiting between requests; its task gets ClosedResourceError and ends."""
@@ -176,7 +255,7 @@ class ClientConnection(FastLane, Forwarder):
                     # A plain request, body and all: the fast lane (fastlane.py).
                     rest = await self._fast_exchange(head, buf)
                     if self.h is None:
-                        if rest is None or ctx.draining:
+                        if rest is None or ctx.draining or self.revoked:
                             break
                         buf = rest
                         if buf:
@@ -190,11 +269,14 @@ class ClientConnection(FastLane, Forwarder):
                     # body as they come, and answers what is malformed.
                     self.h = self._new_h11()
                     self.h.receive_data(buf)
+                    # h11 holds its own copy now: let ours go, or a partial head would cost twice
+                    # its size while the rest of it is awaited.
+                    buf = b""
                     STATS.http_h11_exchanges["request"] += 1
                     if not await self._exchange():
                         break
                 # h11 holds this connection's state (it read the request, or took over mid-exchange).
-                if ctx.draining or not self._next_cycle():
+                if ctx.draining or self.revoked or not self._next_cycle():
                     break
                 buf = self.h.trailing_data[0]
                 self.h = None

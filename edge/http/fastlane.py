@@ -127,6 +127,8 @@ class FastLane:
             t0 = clock()
             up = await pool.acquire(key, fresh)
             ex.connect_ms = round((clock() - t0) * 1000, 3)
+            self.upstream = up
+            up.client_fd = self.fd
             try:
                 try:
                     await _write_all(up.fd, out)
@@ -144,7 +146,7 @@ class FastLane:
                 return
             except Stale:
                 up.close()
-                if retry:
+                if retry and not self.revoked:
                     retry = False
                     fresh = True
                     continue

@@ -34,6 +34,7 @@ from edge.errors import (
     BadRequest,
     EdgeError,
     HeadTooLarge,
+    LoopDetected,
     NotImplementedByEdge,
     RequestTimeout,
     SandboxNotFound,
@@ -151,9 +152,12 @@ class Forwarder:
         sandbox = ctx.live.snapshot.get(sandbox_id)
         if sandbox is None:
             raise SandboxNotFound(sandbox_id, port)
+        own = ctx.own
+        if port in own.ports and own.targets(sandbox.address, port):
+            raise LoopDetected(sandbox_id, port, f"{sandbox.address} port {port} is the edge's own listener")
         plan = Plan(sandbox, port)
         if not sandbox.public:
-            grant = authorize(sandbox, method, headers, target, port, ctx.secure)
+            grant = authorize(sandbox, method, headers, target, port, ctx.secure, host)
             if grant.redirect is not None:
                 plan.redirect = grant.redirect
                 return plan
@@ -170,6 +174,8 @@ class Forwarder:
             upstream_host=masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host,
             client_ip=self.client_ip,
             scheme=ctx.scheme,
+            forwarded_port=ctx.forwarded_port,
+            via=ctx.via,
             upgrade=upgrade,
         )
         return plan
@@ -206,7 +212,8 @@ class Forwarder:
             self._leave(sandbox)
 
     def _enter(self, sandbox, port: int) -> None:
-        """Count an exchange against the sandbox's max_connections, or refuse it (429)."""
+        """Count an exchange against the sandbox's max_connections, or refuse it (429); and register
+        it as in flight on this record, for a catalog change that revokes it (ServerContext)."""
         limit = sandbox.max_connections
         if limit is not None:
             active = self.ctx.active
@@ -214,8 +221,11 @@ class Forwarder:
             if n >= limit:
                 raise TooManyConnections(sandbox.id, port, limit)
             active[sandbox.id] = n + 1
+        self.ctx.inflight[self] = sandbox
 
     def _leave(self, sandbox) -> None:
+        del self.ctx.inflight[self]
+        self.upstream = None
         if sandbox.max_connections is not None:
             active = self.ctx.active
             active[sandbox.id] -= 1
@@ -233,6 +243,8 @@ class Forwarder:
             t0 = clock()
             up = await ctx.pool.acquire(key, fresh=retried)
             ex.connect_ms = round((clock() - t0) * 1000, 3)
+            self.upstream = up
+            up.client_fd = self.fd
             try:
                 data = up.h11.send(outgoing)
                 if body_done:
@@ -249,7 +261,7 @@ class Forwarder:
                     await self._relay_with_body(up, ex, first)
             except Stale:
                 up.close()
-                if attempts > 0:
+                if attempts > 0 and not self.revoked:
                     retried = True
                     continue
                 raise UpstreamError(sandbox.id, port, "connection closed before a response") from None
@@ -391,8 +403,13 @@ class Forwarder:
             try:
                 await _wait_readable(fd)
             except trio.ClosedResourceError:
-                if up.expired:
+                why = up.expired
+                if why == "timeout":
                     raise UpstreamTimeout(ex.sandbox, ex.port, "response") from None
+                if why == "client":
+                    raise ClientGone() from None  # logged as 499
+                if why == "revoked":
+                    raise ClientMustClose() from None
                 raise
             finally:
                 awaiting.pop(up, None)

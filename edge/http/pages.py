@@ -25,6 +25,7 @@ REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
     505: b"HTTP Version Not Supported",
+    508: b"Loop Detected",
 }
 
 _HTML = """<!doctype html>

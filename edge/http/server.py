@@ -16,24 +16,45 @@ from edge.catalog.store import LiveCatalog
 from edge.config import Config
 from edge.http.conn import ClientConnection, ServerContext
 from edge.http.listen import open_listeners
+from edge.http.loop import OwnListeners
 from edge.metrics import STATS
 
 logger = logging.getLogger("edge.http")
 
 
 async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
+    sock = stream.socket
     try:
-        await ClientConnection(ctx, stream).run()
+        ip = sock.getpeername()[0]
+    except OSError:  # reset before we got to it
+        sock.close()
+        return
+    if not ctx.admit(ip):  # over http.max_connections or max_connections_per_ip: closed at once
+        sock.close()
+        return
+    try:
+        await ClientConnection(ctx, stream, ip.encode()).run()
     except Exception:  # a bug must cost one connection, never the server
         logger.exception("connection handler failed")
+    finally:
+        ctx.leave(ip)
 
 
 async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, stop: trio.Event | None = None,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled, or until `stop` is set: then drain gracefully and return."""
+                own: OwnListeners | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled, or until `stop` is set: then drain gracefully and return.
+
+    `own` collects the edge's listening addresses (a request to one of them is a loop: 508); the
+    caller adds the admin and DNS listeners it binds later. Without it, the configured ones count."""
     listeners = open_listeners(config.http.listen, reuse_port=reuse_port)
-    ctx = ServerContext(config, live)
+    if own is None:
+        own = OwnListeners()
+    for listen in (config.dns.listen, config.admin.listen):
+        own.add(listen.host, listen.port)
     bound = [tuple(sock.getsockname()[:2]) for sock in listeners]
+    for host, port in bound:
+        own.add(host, port)
+    ctx = ServerContext(config, live, own)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ctx.pool.run_reaper)

@@ -32,7 +32,7 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 class Upstream:
     """One connection to a sandbox port: the stream, its h11 client state, and pool bookkeeping."""
 
-    __slots__ = ("key", "sock", "stream", "fd", "h11", "idle_since", "reused", "expired")
+    __slots__ = ("key", "sock", "stream", "fd", "h11", "idle_since", "reused", "expired", "client_fd")
 
     def __init__(self, key: Key, sock: socket.socket) -> None:
         self.key = key
@@ -43,13 +43,17 @@ class Upstream:
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.reused = False
-        #: Set by the server's reaper when a wait on this connection ran out of time (see expire).
-        self.expired = False
+        #: Why a wait on this connection was ended from outside (see expire), or None.
+        self.expired: str | None = None
+        #: The client socket of the exchange this connection serves (-1 when none): the reaper
+        #: watches it while the sandbox has not answered.
+        self.client_fd = -1
 
-    def expire(self) -> None:
-        """End a wait on this connection from outside: the waiting task gets ClosedResourceError and
-        sees `expired`; the connection is closed by its owner, never reused."""
-        self.expired = True
+    def expire(self, why: str) -> None:
+        """End a wait on this connection from outside: "timeout" (the response head is late),
+        "client" (the client left) or "revoked" (a catalog change). The waiting task gets
+        ClosedResourceError and sees `expired`; the connection is closed by its owner, never reused."""
+        self.expired = why
         trio.lowlevel.notify_closing(self.stream.socket)
 
     def close(self) -> None:
