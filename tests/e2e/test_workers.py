@@ -103,3 +103,37 @@ async def test_sigterm_stops_the_supervisor_and_every_worker(workers):
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids):
         await trio.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids)
+
+
+async def test_removing_a_sandbox_cuts_its_tunnels_in_every_worker(tmp_path, nursery):
+    """Eight tunnels spread over two workers: `edge sandbox rm` closes every one within about a second."""
+    from tests.scripted import Scripted
+
+    env = edge_env(tmp_path)
+    sandbox = await Scripted().start(nursery)
+    sandbox.scripts = [[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n", 60.0]
+                       for _ in range(8)]
+    edge_cli(["sandbox", "add", "tun", "--address", "127.0.0.4"], env)
+    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
+        ["serve", "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--no-access-log"], env, timeout=60))
+    try:
+        streams = []
+        for _ in range(8):
+            stream = await trio.open_tcp_stream("127.0.0.1", proc.port())
+            await stream.send_all(f"GET / HTTP/1.1\r\nHost: {sandbox.port}-tun.sandbox.localhost\r\n"
+                                  "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+            with trio.fail_after(5):
+                assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 101")
+            streams.append(stream)
+        assert edge_cli(["sandbox", "rm", "tun"], env).returncode == 0
+        t0 = time.monotonic()
+        with trio.fail_after(3):
+            for stream in streams:
+                try:
+                    while await stream.receive_some(1024):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+        assert time.monotonic() - t0 < 1.5  # catalog_poll (0.25 s) + the cut
+    finally:
+        proc.stop()
