@@ -31,6 +31,8 @@ ACCESS_FIELDS = (
 )
 
 
+# JSON lines: json.dumps keeps ensure_ascii=True, so U+0085, U+2028 and U+2029 (line breaks to some
+# log shippers and JavaScript readers) come out as \u escapes, like every other non-ASCII character.
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
@@ -47,16 +49,29 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
+# The text format must keep one record on one line and a quoted field inside its quotes, whatever a
+# client put in its Host or path (decoded as latin-1, so every byte 0x80-0x9f is a C1 control). So `"`
+# and `\` are escaped, and so is everything some reader takes for a line break or a control: C0, DEL,
+# C1 (U+0085 NEL among them), U+2028 and U+2029. One translate table, built once.
+_TEXT_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_TEXT_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_text(value: object) -> str:
+    """`value` as text that stays on its line and inside double quotes (the text log format)."""
+    return str(value).translate(_TEXT_ESCAPES)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         if fields is not None:
-            f = fields
+            f = {k: escape_text(v) for k, v in fields.items()}
             return (
                 f'{f["time"]} {f["client"]} "{f["method"]} {f["host"]}{f["path"]}" {f["status"]} '
                 f'in={f["bytes_in"]} out={f["bytes_out"]} {f["duration_ms"]}ms'
             )
-        line = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        line = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {escape_text(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -7,14 +7,24 @@ Request (client -> sandbox):
     from them.
   - Host stays, unless the sandbox has a mask: then Host is the mask with ${PORT} filled in.
   - X-Forwarded-For is the peer address, X-Forwarded-Proto the edge's scheme, X-Forwarded-Host the
-    host the client asked for. A client's own values of these (and Forwarded, X-Real-IP) are dropped:
-    the sandbox must be able to trust them.
-Response (sandbox -> client): the same hop-by-hop set goes, except on a 101.
+    host the client asked for, X-Forwarded-Port the port of the edge's listener. The sandbox must be
+    able to trust what it is told about the client, so every header a common framework or proxy
+    reads for the client's address, scheme, host, port or original path (_SPOOFABLE: Werkzeug's
+    ProxyFix, Express's trust proxy, Spring's ForwardedHeaderFilter, Rails and Rack, Symfony, Tomcat's
+    RemoteIpValve, django-ipware, CDNs' client-IP headers) is dropped when a client sends it.
+  - Via gets the edge's own entry (RFC 9110 7.6.3: "a proxy MUST send an appropriate Via header
+    field ... in each message that it forwards"), after any the request already had; `via_has`
+    tells whether a request already passed through this edge (a loop: the caller answers 508).
+Response (sandbox -> client): the same hop-by-hop set goes, except on a 101. A Set-Cookie naming
+edge's own access cookie (access.COOKIE_NAMES, any case) is dropped too: no sandbox may overwrite or
+shadow the cookie that opens private sandboxes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from edge.http.access import COOKIE_NAMES
 
 _HOP = frozenset(
     (
@@ -28,10 +38,46 @@ _HOP = frozenset(
         b"upgrade",
     )
 )
-_FORWARDED = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"))
+# What a client may not tell the sandbox about itself: set by the edge, or by nobody.
+_SPOOFABLE = frozenset(
+    (
+        b"forwarded",  # RFC 7239
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+        b"x-forwarded-scheme",
+        b"x-forwarded-ssl",
+        b"x-forwarded-protocol",
+        b"x-forwarded-by",
+        b"x-forwarded-uri",
+        b"x-forwarded-path",
+        b"x-forwarded",
+        b"forwarded-for",
+        b"x-original-forwarded-for",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-cluster-client-ip",
+        b"x-original-url",
+        b"x-original-uri",
+        b"x-rewrite-url",
+        b"x-original-host",
+        b"x-host",
+        b"x-url-scheme",
+        b"front-end-https",
+    )
+)
 # Expect: 100-continue is answered by the edge itself when it starts reading the body (as nginx does),
-# so the sandbox never waits on an expectation the client already saw met.
-_DROP_REQUEST = _HOP | _FORWARDED | {b"host", b"expect"}
+# so the sandbox never waits on an expectation the client already saw met. Via is taken out to be
+# sent again with the edge's entry appended.
+_DROP_REQUEST = _HOP | _SPOOFABLE | {b"host", b"expect", b"via"}
+_DROP_RESPONSE = _HOP | {b"transfer-encoding"}
 _UPGRADE_HEADERS = (b"connection", b"upgrade")
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -64,13 +110,19 @@ def rewrite_request(
     upstream_host: bytes,
     client_ip: bytes,
     scheme: bytes,
+    forwarded_port: bytes,
+    via: bytes,
     upgrade: bytes | None,
 ) -> list[tuple[bytes, bytes]]:
     """The header list to send to the sandbox. `host` is the client's Host; `upstream_host` what to send;
-    `tokens` the request's `connection_tokens` (the caller has them already)."""
+    `tokens` the request's `connection_tokens` (the caller has them already); `forwarded_port` the
+    edge listener's port and `via` the edge's Via token (both made once per server, not per request)."""
     out = [(b"host", upstream_host)]
+    received = None
     for name, value in headers:
         if name in _DROP_REQUEST or name.startswith(b"proxy-") or name in tokens:
+            if name == b"via":
+                received = value if received is None else received + b", " + value
             continue
         out.append((name, value))
     if upgrade is not None:
@@ -79,7 +131,33 @@ def rewrite_request(
     out.append((b"x-forwarded-for", client_ip))
     out.append((b"x-forwarded-host", host))
     out.append((b"x-forwarded-proto", scheme))
+    out.append((b"x-forwarded-port", forwarded_port))
+    # RFC 9110 7.6.3: each proxy appends its entry to the Via it received (one field; a list may be
+    # split over several lines, which are joined here in order).
+    own = b"1.1 " + via
+    out.append((b"via", own if received is None else received + b", " + own))
     return out
+
+
+def via_has(headers: Headers, token: bytes) -> bool:
+    """Whether the request's Via names `token` as a received-by (it already passed through this edge).
+
+    RFC 9110 7.6.3: Via = #( received-protocol RWS received-by [ RWS comment ] ); the token is
+    compared case-insensitively, as a host name would be."""
+    token = token.lower()
+    for name, value in headers:
+        if name == b"via" and token in value.lower():
+            for entry in value.lower().split(b","):
+                parts = entry.split()
+                if len(parts) >= 2 and parts[1] == token:
+                    return True
+    return False
+
+
+def _sets_edge_cookie(value: bytes) -> bool:
+    """Whether a Set-Cookie value names edge's own cookie (RFC 6265 5.2: the name ends at the first `=`,
+    trimmed); any case, since frameworks differ."""
+    return value.partition(b"=")[0].partition(b";")[0].strip().lower() in COOKIE_NAMES
 
 
 def rewrite_response(headers: Headers, status: int, tokens: frozenset[bytes] | None = None) -> list[tuple[bytes, bytes]]:
@@ -88,12 +166,21 @@ def rewrite_response(headers: Headers, status: int, tokens: frozenset[bytes] | N
         tokens = connection_tokens(headers)
     if status == 101:
         keep = _UPGRADE_HEADERS
-        return [(n, v) for n, v in headers if n in keep or not (n in _HOP or n in tokens)]
+        return [
+            (n, v)
+            for n, v in headers
+            if n in keep or not (n in _HOP or n in tokens or (n == b"set-cookie" and _sets_edge_cookie(v)))
+        ]
     # h11 re-frames: it writes Transfer-Encoding itself when the body length is unknown.
     return [
         (n, v)
         for n, v in headers
-        if not (n in _HOP or n in tokens or n == b"transfer-encoding" or n.startswith(b"proxy-"))
+        if not (
+            n in _DROP_RESPONSE
+            or n in tokens
+            or n.startswith(b"proxy-")
+            or (n == b"set-cookie" and _sets_edge_cookie(v))
+        )
     ]
 
 

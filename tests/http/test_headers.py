@@ -1,18 +1,27 @@
 """Header rewriting, both ways: pure, exact lists."""
 
-from edge.http.headers import connection_tokens, is_upgrade, masked_host, rewrite_request, rewrite_response
+import pytest
+
+from edge.http.headers import (
+    connection_tokens,
+    is_upgrade,
+    masked_host,
+    rewrite_request,
+    rewrite_response,
+    via_has,
+)
 
 BASE = dict(tokens=frozenset(), host=b"3000-a.sandbox.localhost", upstream_host=b"3000-a.sandbox.localhost", client_ip=b"10.1.2.3",
-            scheme=b"http", upgrade=None)
+            scheme=b"http", forwarded_port=b"8080", via=b"edge-1a2b3c4d", upgrade=None)
+TAIL = [(b"x-forwarded-for", b"10.1.2.3"), (b"x-forwarded-host", b"3000-a.sandbox.localhost"), (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-port", b"8080"), (b"via", b"1.1 edge-1a2b3c4d")]
 
 
 def test_request_rewrite_keeps_end_to_end_headers_in_order():
-    """Ordinary headers pass in their order; Host first; X-Forwarded-* last."""
+    """Ordinary headers pass in their order; Host first; X-Forwarded-* and the edge's Via last."""
     out = rewrite_request([(b"host", b"x"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3")], **BASE)
     assert out == [
-        (b"host", b"3000-a.sandbox.localhost"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3"),
-        (b"x-forwarded-for", b"10.1.2.3"), (b"x-forwarded-host", b"3000-a.sandbox.localhost"),
-        (b"x-forwarded-proto", b"http"),
+        (b"host", b"3000-a.sandbox.localhost"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3"), *TAIL,
     ]
 
 
@@ -22,16 +31,85 @@ def test_request_rewrite_drops_hop_by_hop_and_connection_named_headers():
                (b"proxy-foo", b"1"), (b"te", b"trailers"), (b"trailer", b"x"), (b"upgrade", b"h2c"),
                (b"expect", b"100-continue"), (b"transfer-encoding", b"chunked"), (b"x-ok", b"1")]
     names = [n for n, _ in rewrite_request(headers, **dict(BASE, tokens=connection_tokens(headers)))]
-    assert names == [b"host", b"transfer-encoding", b"x-ok", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"]
+    assert names == [b"host", b"transfer-encoding", b"x-ok", *(n for n, _ in TAIL)]
 
 
-def test_request_rewrite_replaces_client_forwarding_headers():
-    """A client's X-Forwarded-*, Forwarded and X-Real-IP are replaced, never appended to."""
-    headers = [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"evil"),
-               (b"forwarded", b"for=6.6.6.6"), (b"x-real-ip", b"6.6.6.6")]
-    out = dict(rewrite_request(headers, **BASE))
-    assert out[b"x-forwarded-for"] == b"10.1.2.3" and out[b"x-forwarded-proto"] == b"http"
-    assert b"forwarded" not in out and b"x-real-ip" not in out
+SPOOFED = [
+    # (who trusts it, header)
+    ("RFC 7239, Spring, Symfony", b"forwarded"),
+    ("everyone", b"x-forwarded-for"),
+    ("everyone", b"x-forwarded-proto"),
+    ("everyone", b"x-forwarded-host"),
+    ("Werkzeug ProxyFix, Spring, Rails, Tomcat", b"x-forwarded-port"),
+    ("Werkzeug ProxyFix, Spring, Symfony", b"x-forwarded-prefix"),
+    ("Apache mod_proxy", b"x-forwarded-server"),
+    ("Rack", b"x-forwarded-scheme"),
+    ("Rack, Spring", b"x-forwarded-ssl"),
+    ("Rack (old)", b"x-url-scheme"),
+    ("IIS, OWA", b"front-end-https"),
+    ("Tomcat RemoteIpValve", b"x-forwarded-by"),
+    ("Traefik", b"x-forwarded-uri"),
+    ("nginx, Rails", b"x-real-ip"),
+    ("django-ipware", b"x-client-ip"),
+    ("Rails", b"client-ip"),
+    ("Akamai", b"true-client-ip"),
+    ("Cloudflare", b"cf-connecting-ip"),
+    ("Fastly", b"fastly-client-ip"),
+    ("django-ipware", b"x-cluster-client-ip"),
+    ("ingress-nginx", b"x-original-forwarded-for"),
+    ("IIS, Symfony", b"x-original-url"),
+    ("IIS, Symfony", b"x-rewrite-url"),
+    ("nginx auth_request", b"x-original-uri"),
+    ("Azure, Symfony", b"x-original-host"),
+    ("various", b"x-host"),
+]
+
+
+@pytest.mark.parametrize("who, name", SPOOFED, ids=[n.decode() for _, n in SPOOFED])
+def test_client_forwarding_headers_never_reach_the_sandbox(who, name):
+    """A header a framework trusts for the client's address, scheme, host, port or path is dropped
+    (the four the edge sets are set to its own values)."""
+    out = rewrite_request([(name, b"6.6.6.6"), (b"accept", b"*/*"), (name, b"evil")], **BASE)
+    assert out == [(b"host", b"3000-a.sandbox.localhost"), (b"accept", b"*/*"), *TAIL]
+
+
+def test_forwarded_port_is_the_listener_port_given():
+    """X-Forwarded-Port is what the caller computed once for its listener, never the client's."""
+    out = dict(rewrite_request([(b"x-forwarded-port", b"1")], **dict(BASE, forwarded_port=b"443")))
+    assert out[b"x-forwarded-port"] == b"443"
+
+
+@pytest.mark.parametrize(
+    "label, incoming, sent",
+    [
+        ("none: the edge's entry alone", [], b"1.1 edge-1a2b3c4d"),
+        ("one: appended after it", [(b"via", b"1.0 fred")], b"1.0 fred, 1.1 edge-1a2b3c4d"),
+        ("a list over two lines: joined in order", [(b"via", b"1.0 fred, 1.1 p.example (Apache/1.1)"), (b"via", b"1.1 nowhere")],
+         b"1.0 fred, 1.1 p.example (Apache/1.1), 1.1 nowhere, 1.1 edge-1a2b3c4d"),
+    ],
+)
+def test_via_gets_the_edge_entry_appended(label, incoming, sent):
+    """RFC 9110 7.6.3: the edge appends `1.1 <token>` to the Via it received, as one field."""
+    out = rewrite_request([(b"accept", b"*/*"), *incoming], **BASE)
+    assert [v for n, v in out if n == b"via"] == [sent]
+
+
+@pytest.mark.parametrize(
+    "label, headers, seen",
+    [
+        ("no Via", [(b"accept", b"*/*")], False),
+        ("our token alone", [(b"via", b"1.1 edge-1a2b3c4d")], True),
+        ("our token later in a list, other case", [(b"via", b"1.0 fred, HTTP/1.1 EDGE-1A2B3C4D (edge)")], True),
+        ("our token on a second Via line", [(b"via", b"1.0 fred"), (b"via", b"1.1 edge-1a2b3c4d")], True),
+        ("another edge's token", [(b"via", b"1.1 edge-ffffffff")], False),
+        ("our token as a prefix of another name", [(b"via", b"1.1 edge-1a2b3c4d0")], False),
+        ("our token only in a comment", [(b"via", b"1.1 fred (edge-1a2b3c4d)")], False),
+        ("our token as a protocol, not a received-by", [(b"via", b"edge-1a2b3c4d fred")], False),
+    ],
+)
+def test_via_has_finds_the_edge_token_as_a_received_by(label, headers, seen):
+    """Only a received-by equal to the token counts; a comment or a longer name does not."""
+    assert via_has(headers, b"edge-1a2b3c4d") is seen
 
 
 def test_upgrade_request_keeps_upgrade_with_a_fresh_connection_header():
@@ -67,3 +145,24 @@ def test_response_101_keeps_upgrade_and_connection():
     """A 101 keeps Connection and Upgrade: they are the switch itself."""
     headers = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"sec-websocket-accept", b"x"), (b"keep-alive", b"t")]
     assert rewrite_response(headers, 101) == headers[:3]
+
+
+@pytest.mark.parametrize(
+    "label, set_cookie, dropped",
+    [
+        ("edge's cookie", b"edge_access_token=junk; Domain=sandbox.localhost; Path=/", True),
+        ("upper case", b"EDGE_ACCESS_TOKEN=junk", True),
+        ("spaces before =", b" edge_access_token =junk", True),
+        ("the __Host- name", b"__Host-edge_access_token=junk; Secure; Path=/", True),
+        ("the __Host- name, lower case", b"__host-edge_access_token=junk", True),
+        ("another cookie", b"session=1; Path=/", False),
+        ("a name that only starts like ours", b"edge_access_token2=1", False),
+        ("ours as a value", b"x=edge_access_token", False),
+    ],
+)
+@pytest.mark.parametrize("status", [200, 101])
+def test_sandbox_set_cookie_naming_the_edge_cookie_is_dropped(label, set_cookie, dropped, status):
+    """No sandbox may set, overwrite or shadow edge's access cookie, on any answer; its other cookies pass."""
+    headers = [(b"set-cookie", b"a=1"), (b"set-cookie", set_cookie), (b"x-ok", b"1")]
+    out = rewrite_response(headers, status)
+    assert out == ([(b"set-cookie", b"a=1"), (b"x-ok", b"1")] if dropped else headers)

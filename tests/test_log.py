@@ -1,0 +1,98 @@
+"""Log lines: one record is one line in either format, whatever a client puts in its Host or path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+
+from edge import log as edge_log
+
+FIELDS = dict(client="127.0.0.1", host="3000-a.sandbox.localhost", sandbox="a", port=3000, method="GET", path="/",
+              status=200, bytes_in=0, bytes_out=5, duration_ms=1.5, connect_ms=0.2)
+
+# Everything some reader takes for the end of a line, or that would end a quoted field.
+HOSTILE = [
+    ("double quote", '"'),
+    ("backslash", "\\"),
+    ("line feed", "\n"),
+    ("carriage return", "\r"),
+    ("vertical tab", "\x0b"),
+    ("form feed", "\x0c"),
+    ("file separator", "\x1c"),
+    ("NUL", "\x00"),
+    ("escape (terminal)", "\x1b"),
+    ("DEL", "\x7f"),
+    ("NEL U+0085 (C1)", "\x85"),
+    ("CSI U+009B (C1)", "\x9b"),
+    ("line separator U+2028", "\u2028"),
+    ("paragraph separator U+2029", "\u2029"),
+]
+
+TEXT_LINE = re.compile(r'\S+ 127\.0\.0\.1 "(?:[^"\\]|\\.)*" 200 in=0 out=5 1\.5ms')
+
+
+@pytest.fixture
+def emit(capsys):
+    """Set up the log in a format, emit one access line, return what reached stdout."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, edge_log.ACCESS.disabled
+
+    def run(fmt: str, **fields) -> str:
+        edge_log.setup(fmt)
+        edge_log.access(**dict(FIELDS, **fields))
+        return capsys.readouterr().out
+
+    yield run
+    root.handlers[:], level, edge_log.ACCESS.disabled = saved
+    root.setLevel(level)
+
+
+def _lines(out: str) -> list[str]:
+    # splitlines() breaks on every separator any reader might honour (\x1c-\x1e, \x85, \u2028 ...)
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("label, char", HOSTILE)
+def test_text_access_line_escapes_what_could_forge_a_line_or_a_field(emit, label, char):
+    """A Host and path carrying the character give one line whose quoted field still ends where it should."""
+    forged = f'x{char}" 200 in=0 out=0 1ms'
+    out = emit("text", host="3000-a.sandbox.localhost" + char, path="/p" + forged)
+    [line] = _lines(out)
+    # exactly one quoted field (inside it, only escaped quotes), then the real status and counts
+    assert TEXT_LINE.fullmatch(line), line
+    assert not any(c in line for _, c in HOSTILE if c not in '"\\')
+
+
+def test_text_escapes_are_readable_and_unambiguous(emit):
+    """`"` becomes \\", `\\` becomes \\\\, controls become \\xNN, U+2028 becomes \\u2028."""
+    out = emit("text", path='/a"b\\c\nd\x85e\u2028')
+    assert '"GET 3000-a.sandbox.localhost/a\\"b\\\\c\\x0ad\\x85e\\u2028" 200' in out
+
+
+def test_text_message_lines_escape_controls_too(capsys):
+    """An ordinary log message with a client's bytes in it stays on one line as well."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        edge_log.setup("text")
+        logging.getLogger("edge.test").info("bad packet from %s", "x\ny\u2028z\x85")
+        out = capsys.readouterr().out
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    [line] = _lines(out)
+    assert line.endswith("edge.test: bad packet from x\\x0ay\\u2028z\\x85")
+
+
+@pytest.mark.parametrize("label, char", HOSTILE)
+def test_json_access_line_stays_one_line_and_round_trips(emit, label, char):
+    """json.dumps (ensure_ascii) escapes every control and U+0085/U+2028/U+2029: one line, exact values back."""
+    out = emit("json", host="h" + char, path="/p" + char)
+    [line] = _lines(out)
+    assert line.isascii()
+    doc = json.loads(line)
+    assert doc["host"] == "h" + char and doc["path"] == "/p" + char
+    assert tuple(doc) == edge_log.ACCESS_FIELDS
