@@ -29,8 +29,8 @@ from pathlib import Path
 
 from edge.errors import ConfigError
 
-#: The zones shipped with edge (the repo's top-level zones/ folder).
-SHIPPED_ZONES = Path(__file__).resolve().parent.parent / "zones"
+#: The zones shipped with edge: package data (edge/zones/), so a wheel install has them too.
+SHIPPED_ZONES = Path(__file__).resolve().parent / "zones"
 
 
 @dataclass(frozen=True)
