@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -34,13 +34,14 @@ from edge.admin.schemas import (
     SandboxId,
     SandboxIn,
     SandboxOut,
+    SandboxPatch,
     SandboxPut,
     SandboxToken,
     StatusOut,
 )
 from edge.catalog import ops
 from edge.catalog.store import LiveCatalog, Store
-from edge.errors import CatalogError, EdgeError, SandboxNotFound, ValidationError
+from edge.errors import CatalogError, EdgeError, SandboxIsPublic, SandboxNotFound, ValidationError
 
 OPEN_PATHS = frozenset({"/healthz"})
 REALM = 'Bearer realm="edge admin"'
@@ -64,7 +65,7 @@ class AdminContext:
 
 # FastAPI raises a bare 400 only when it cannot decode the body (e.g. not UTF-8).
 _CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          413: "body_too_large"}
+          413: "body_too_large", 415: "unsupported_media_type"}
 
 
 def _error(status_code: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -113,6 +114,9 @@ async def _on_edge_error(request: Request, exc: EdgeError) -> JSONResponse:
     if isinstance(exc, SandboxNotFound):
         # The HTTP edge answers an unknown sandbox with E2B's 502; for the API it is a missing resource.
         return _error(404, "not_found", f"no sandbox {exc.sandbox_id!r} in the catalog")
+    if isinstance(exc, SandboxIsPublic):
+        return _error(409, exc.code, f"{exc.message}; make it private with PATCH /v1/sandboxes/{exc.sandbox_id}"
+                      ' {"public": false}, whose answer carries its new token once')
     if isinstance(exc, CatalogError):
         return _error(503, exc.code, exc.message)
     return _error(exc.status, exc.code, exc.message)
@@ -229,6 +233,11 @@ _INVALID = {
     413: {**_E, "description": "The body is larger than admin.max_body_bytes"},
 }
 _MISSING = {404: {**_E, "description": "No sandbox with this ID"}}
+_MEDIA = {415: {**_E, "description": "The body is declared as a type other than JSON (PATCH: or merge patch)"}}
+_PUBLIC = {409: {**_E, "description": "The sandbox is public: it has no token (code `sandbox_public`)"}}
+# PATCH takes RFC 7396's own media type as well as plain JSON; both carry the same document.
+_MERGE_PATCH = {"requestBody": {"content": {"application/merge-patch+json": {
+    "schema": {"$ref": "#/components/schemas/SandboxPatch"}}}}}
 _STORE = {503: {**_E, "description": "The catalog cannot be read or written"}}
 
 # Registers the security scheme in /openapi.json; BearerAuth does the checking.
@@ -237,6 +246,30 @@ _bearer = HTTPBearer(auto_error=False, description="The admin token (config admi
 
 def _ctx(request: Request) -> AdminContext:
     return request.app.state.edge
+
+
+PUT_TYPES = ("application/json",)
+#: RFC 7396's own media type, and plain JSON for clients that know no other.
+PATCH_TYPES = ("application/merge-patch+json", "application/json")
+
+
+def _body_types(*allowed: str, patch: bool = False):
+    """A dependency: a body not declared as one of `allowed` is 415, before the body is validated.
+
+    FastAPI reads a body as JSON only when its Content-Type says so; anything else (curl -d sends a
+    form type) would otherwise fail as "not an object", which hides the cause. A 415 to a PATCH
+    names the patch formats in Accept-Patch (RFC 5789 section 3.1).
+    """
+
+    def check(request: Request) -> None:
+        declared = (request.headers.get("content-type") or "").split(";", 1)[0].strip()
+        if declared.lower() in allowed:
+            return
+        headers = {"Accept-Patch": ", ".join(allowed)} if patch else None
+        sent = f"not {declared}" if declared else "declared with a Content-Type header"
+        raise StarletteHTTPException(415, f"the body must be {' or '.join(allowed)}, {sent}", headers=headers)
+
+    return Depends(check)
 
 
 def create_app(ctx: AdminContext) -> FastAPI:
@@ -256,26 +289,49 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.add_middleware(BodyLimit, limit=ctx.max_body)
     app.add_middleware(BearerAuth, token=ctx.token)
     # Routes live on the app itself (not an included router) so the 405 handler can list their methods.
-    def api(method: str, path: str, *, responses: dict | None = None, **kw):
+    def api(method: str, path: str, *, responses: dict | None = None, dependencies: list | None = None, **kw):
         return app.api_route(
-            path, methods=[method], dependencies=[Security(_bearer)], responses={**_AUTH, **(responses or {})}, **kw
+            path, methods=[method], dependencies=[Security(_bearer), *(dependencies or [])],
+            responses={**_AUTH, **(responses or {})}, **kw
         )
+
+    def written(record, token: str | None) -> Response:
+        doc = record.to_json()
+        if token:
+            doc["traffic_access_token"] = token
+        return JSONResponse(doc)
 
     @api(
         "PUT",
         "/v1/sandboxes/{id}",
         response_model=SandboxPut,
-        responses={**_INVALID, **_STORE},
-        summary="Create or replace a sandbox",
-        description="A sandbox made private gets a `traffic_access_token`, shown in this response only."
-        " One that was private already keeps its token (rotate it with POST .../token).",
+        responses={**_INVALID, **_MEDIA, **_STORE},
+        dependencies=[_body_types(*PUT_TYPES)],
+        summary="Create or replace a sandbox whole",
+        description="Full replacement: a field left out gets its default (`public` true, no mask, no limit),"
+        " not its old value; PATCH changes only the fields it names. A sandbox made private gets a"
+        " `traffic_access_token`, shown in this response only. One that was private already keeps its token"
+        " (rotate it with POST .../token).",
     )
     def put_sandbox(id: SandboxId, body: SandboxIn, request: Request) -> Response:
-        record, token = ops.put_sandbox(_ctx(request).store, id, **body.model_dump())
-        doc = record.to_json()
-        if token:
-            doc["traffic_access_token"] = token
-        return JSONResponse(doc)
+        return written(*ops.put_sandbox(_ctx(request).store, id, **body.model_dump()))
+
+    @api(
+        "PATCH",
+        "/v1/sandboxes/{id}",
+        response_model=SandboxPut,
+        responses={**_MISSING, **_INVALID, **_MEDIA, **_STORE},
+        dependencies=[_body_types(*PATCH_TYPES, patch=True)],
+        openapi_extra=_MERGE_PATCH,
+        summary="Change some fields of a sandbox (JSON merge patch)",
+        description="RFC 7396: a field left out keeps its value; `null` removes `mask_request_host` or"
+        " `max_connections`; `address` and `public` cannot be removed. Content type `application/json`"
+        " or `application/merge-patch+json`. The read and the write are one catalog transaction, so"
+        " concurrent patches of different fields all land. `{\"public\": false}` on a public sandbox answers"
+        " its new `traffic_access_token`, shown this once; `{\"public\": true}` forgets the token.",
+    )
+    def patch_sandbox(id: SandboxId, body: SandboxPatch, request: Request) -> Response:
+        return written(*ops.update_sandbox(_ctx(request).store, id, body.changes()))
 
     @api("GET", "/v1/sandboxes", response_model=list[SandboxOut], responses=_STORE, summary="List sandboxes")
     def list_sandboxes(request: Request) -> Response:
@@ -311,9 +367,10 @@ def create_app(ctx: AdminContext) -> FastAPI:
         "POST",
         "/v1/sandboxes/{id}/token",
         response_model=SandboxToken,
-        responses={**_MISSING, 422: _INVALID[422], **_STORE},
-        summary="Rotate a sandbox's traffic access token",
-        description="Makes the sandbox private. The old token stops working on every edge within a catalog poll.",
+        responses={**_MISSING, **_PUBLIC, 422: _INVALID[422], **_STORE},
+        summary="Rotate a private sandbox's traffic access token",
+        description="The old token stops working on every edge within a catalog poll. A public sandbox is"
+        ' 409 `sandbox_public`: make it private with PATCH {"public": false}.',
     )
     def rotate_token(id: SandboxId, request: Request) -> Response:
         record, token = ops.rotate_token(_ctx(request).store, id)

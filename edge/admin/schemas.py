@@ -40,6 +40,26 @@ ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # What validate_mask accepts: printable ASCII but space, '$', '/' and '@' ('!'..'~' less those), or ${PORT}.
 MASK_PATTERN = r"^([!-#%-.0-?A-~]|\$\{PORT\})*$"
 
+# The addresses the catalog refuses (model.address_refusal), in their usual spellings, so that
+# /openapi.json says which IPs are no sandbox. The validator decides; this pattern only describes.
+# IPv4: 0.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 255.255.255.255. IPv6: a zone ID, ::, fe80::/10,
+# ff00::/8, the ::ffff: (IPv4-mapped) forms of the IPv4 ones, and ::a.b.c.d (IPv4-compatible) but ::1.
+_V4_REFUSED = r"(0\.|169\.254\.|2(2[4-9]|3[0-9])\.|255\.255\.255\.255$)"
+_V4_REFUSED_HEX = r"([0-9a-fA-F]{1,2}:|[aA]9[fF][eE]:|[eE][0-9a-fA-F]{3}:|[fF]{4}:[fF]{4}$)"
+REFUSED_ADDRESS_PATTERN = (
+    rf"^{_V4_REFUSED}|%|^::$|^[fF][eE][89aAbB][0-9a-fA-F]:|^[fF]{{2}}[0-9a-fA-F]{{2}}:"
+    rf"|^::[fF]{{4}}:({_V4_REFUSED}|{_V4_REFUSED_HEX})"
+    r"|^::(?!1$)([0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,4})?|\d+\.\d+\.\d+\.\d+)$"
+)
+ADDRESS_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
+    "not": {"type": "string", "pattern": REFUSED_ADDRESS_PATTERN},
+    "description": "IPv4 or IPv6 address where the sandbox's ports are reachable from the edge. Refused, as"
+    " no sandbox: unspecified (0.0.0.0/8, ::), link-local (169.254.0.0/16 with the cloud metadata"
+    " address, fe80::/10), multicast, broadcast (255.255.255.255), an IPv6 zone ID, and the IPv4-mapped"
+    " forms of these. Loopback is accepted.",
+}
+
 SandboxId = Annotated[
     str,
     _check(model.validate_id),
@@ -63,12 +83,7 @@ class SandboxIn(BaseModel):
     address: Annotated[
         str,
         _check(model.validate_address),
-        WithJsonSchema(
-            {
-                "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
-                "description": "IPv4 or IPv6 address where the sandbox's ports are reachable from the edge.",
-            }
-        ),
+        WithJsonSchema(ADDRESS_SCHEMA),
     ]
     public: bool = Field(True, description="False: requests need the sandbox's traffic access token.")
     mask_request_host: Annotated[
@@ -85,6 +100,62 @@ class SandboxIn(BaseModel):
     max_connections: Annotated[int | None, BeforeValidator(_integral)] = Field(
         None, ge=1, le=1_000_000, description="Concurrent requests and tunnels at most; past it, 429."
     )
+
+
+def _present(field: str, what: str):
+    """A patch validator: null would remove the field, which this one cannot lose."""
+
+    def run(value):
+        if value is None:
+            raise ValidationError(field, f"cannot be removed: {what}")
+        return value
+
+    return run
+
+
+def _no_default(schema: dict) -> None:
+    # A field left out of a patch keeps its value: there is no default to show.
+    schema.pop("default", None)
+
+
+class SandboxPatch(BaseModel):
+    """The body of `PATCH /v1/sandboxes/{id}`: a JSON merge patch (RFC 7396).
+
+    A field left out keeps its value; `null` removes `mask_request_host` or `max_connections`
+    (no mask, no limit); `address` and `public` cannot be removed. Unknown fields are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    address: Annotated[
+        str | None,
+        _check(_present("address", "a sandbox always has an address")),
+        _check(model.validate_address),
+        WithJsonSchema(ADDRESS_SCHEMA),
+    ] = Field(None, json_schema_extra=_no_default)
+    public: Annotated[
+        bool | None,
+        _check(_present("public", "give true or false")),
+        WithJsonSchema({"type": "boolean", "description": "False: requests need a traffic access token."}),
+    ] = Field(None, json_schema_extra=_no_default)
+    mask_request_host: Annotated[
+        str | None,
+        _check(model.validate_mask),
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "pattern": MASK_PATTERN}, {"type": "null"}],
+                "description": "Host header sent upstream instead of the client's; null removes the mask.",
+            }
+        ),
+    ] = Field(None, json_schema_extra=_no_default)
+    max_connections: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        None, ge=1, le=1_000_000, json_schema_extra=_no_default,
+        description="Concurrent requests and tunnels at most; past it, 429. null removes the limit.",
+    )
+
+    def changes(self) -> dict:
+        """The fields the patch names, null included: what `ops.update_sandbox` takes."""
+        return self.model_dump(include=self.model_fields_set)
 
 
 class SandboxOut(BaseModel):

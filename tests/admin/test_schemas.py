@@ -1,11 +1,15 @@
-"""The PUT body's validation, without a server: each bad value is refused naming its field."""
+"""The PUT and PATCH bodies' validation, without a server: each bad value is refused naming its field."""
 
 from __future__ import annotations
+
+import ipaddress
+import re
 
 import pytest
 from pydantic import ValidationError as PydanticError
 
-from edge.admin.schemas import SandboxIn
+from edge.admin.schemas import REFUSED_ADDRESS_PATTERN, SandboxIn, SandboxPatch
+from tests.catalog.test_model import ACCEPTED, REFUSED
 
 GOOD = {"address": "127.0.0.2"}
 
@@ -51,3 +55,55 @@ def test_good_bodies_are_accepted_and_normalized(label, body, want):
     """Valid bodies pass, normalized the way the catalog stores them."""
     got = SandboxIn.model_validate(body).model_dump()
     assert {k: got[k] for k in want} == want, label
+
+
+# --- the OpenAPI address schema says which addresses are refused ----------------------------------------
+
+_IP_ROWS = [(label, a) for label, a, words in REFUSED if words != "not an IP address"]
+
+
+@pytest.mark.parametrize("label, address", _IP_ROWS, ids=[r[0] for r in _IP_ROWS])
+def test_documented_pattern_marks_each_refused_address(label, address):
+    """REFUSED_ADDRESS_PATTERN (the `not` in /openapi.json) matches what the catalog refuses, as given and normalized."""
+    forms = {address} | ({str(ipaddress.ip_address(address))} if "%" not in address else set())
+    for form in forms:
+        assert re.search(REFUSED_ADDRESS_PATTERN, form), (label, form)
+    for model in (SandboxIn, SandboxPatch):
+        with pytest.raises(PydanticError) as info:
+            model.model_validate({"address": address})
+        assert [e["loc"][0] for e in info.value.errors()] == ["address"], (label, model.__name__)
+
+
+@pytest.mark.parametrize("label, address, stored", ACCEPTED, ids=[r[0] for r in ACCEPTED])
+def test_documented_pattern_leaves_accepted_addresses_alone(label, address, stored):
+    """Loopback, private and global addresses do not match the refused pattern in either form."""
+    assert not re.search(REFUSED_ADDRESS_PATTERN, address) and not re.search(REFUSED_ADDRESS_PATTERN, stored), label
+
+
+# --- PATCH bodies ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label, body, changes", [
+    ("empty", {}, {}),
+    ("null removes the limit", {"max_connections": None}, {"max_connections": None}),
+    ("null removes the mask", {"mask_request_host": None}, {"mask_request_host": None}),
+    ("one field", {"public": False}, {"public": False}),
+    ("address normalized", {"address": "0:0::1"}, {"address": "::1"}),
+])
+def test_patch_body_keeps_only_the_fields_named(label, body, changes):
+    """A merge patch's changes are exactly its fields, a null kept as a removal."""
+    assert SandboxPatch.model_validate(body).changes() == changes, label
+
+
+@pytest.mark.parametrize("label, body, field", [
+    ("address null", {"address": None}, "address"),
+    ("public null", {"public": None}, "public"),
+    ("public a string", {"public": "no"}, "public"),
+    ("limit zero", {"max_connections": 0}, "max_connections"),
+    ("unknown field", {"token_hash": "x"}, "token_hash"),
+])
+def test_bad_patch_values_are_refused_by_field(label, body, field):
+    """A patch cannot remove address or public, nor set a bad value, nor name an unknown field."""
+    with pytest.raises(PydanticError) as info:
+        SandboxPatch.model_validate(body)
+    assert [e["loc"][0] for e in info.value.errors()] == [field], label

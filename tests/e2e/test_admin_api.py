@@ -128,11 +128,144 @@ async def test_rotation_returns_a_new_token_and_changes_the_stored_hash(admin):
         new = r.json()["traffic_access_token"]
         assert new != first["traffic_access_token"]
         assert admin.store.get("rot").token_hash == hashlib.sha256(new.encode()).hexdigest()
-        # Rotating a public sandbox makes it private.
-        await c.put("/v1/sandboxes/pub", json={"address": "127.0.0.2"})
-        assert (await c.post("/v1/sandboxes/pub/token")).json()["public"] is False
         r = await c.post("/v1/sandboxes/nobody/token")
         assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+async def test_rotation_of_a_public_sandbox_is_a_409_and_it_stays_public(admin):
+    """POST .../token never makes a public sandbox private: 409 sandbox_public, naming the PATCH to use."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/pub", json={"address": "127.0.0.2", "max_connections": 3})
+        r = await c.post("/v1/sandboxes/pub/token")
+        assert r.status_code == 409, r.text
+        doc = r.json()
+        assert doc["code"] == "sandbox_public" and "traffic_access_token" not in doc
+        assert 'PATCH /v1/sandboxes/pub {"public": false}' in doc["message"]
+    stored = admin.store.get("pub")
+    assert (stored.public, stored.token_hash, stored.max_connections) == (True, None, 3)
+
+
+# --- PATCH: change only the fields named (JSON merge patch) -------------------------------------------
+
+GUARDED = {"address": "127.0.0.2", "public": False, "max_connections": 5, "mask_request_host": "localhost:${PORT}"}
+
+PATCHES = [
+    # label, merge patch, the fields that change (every other field keeps its value)
+    ("address only", {"address": "127.0.0.3"}, {"address": "127.0.0.3"}),
+    ("limit only", {"max_connections": 9}, {"max_connections": 9}),
+    ("null removes the limit", {"max_connections": None}, {"max_connections": None}),
+    ("null removes the mask", {"mask_request_host": None}, {"mask_request_host": None}),
+    ("mask changed", {"mask_request_host": "app:${PORT}"}, {"mask_request_host": "app:${PORT}"}),
+    ("private again: nothing changes", {"public": False}, {}),
+    ("empty patch: nothing changes", {}, {}),
+    ("several at once", {"address": "::1", "max_connections": None}, {"address": "::1", "max_connections": None}),
+]
+
+
+@pytest.mark.parametrize("label, patch, changed", PATCHES, ids=[p[0] for p in PATCHES])
+async def test_patch_changes_only_the_fields_it_names(admin, label, patch, changed):
+    """PATCH keeps every field it does not name, the token included; it shows no token."""
+    async with admin.client() as c:
+        before = (await c.put("/v1/sandboxes/secret2", json=GUARDED)).json()
+        stored_hash = admin.store.get("secret2").token_hash
+        r = await c.patch("/v1/sandboxes/secret2", json=patch)
+    assert r.status_code == 200, (label, r.text)
+    after = r.json()
+    assert "traffic_access_token" not in after, label
+    del before["traffic_access_token"], before["updated_at"], after["updated_at"]
+    assert after == {**before, **changed}, label
+    assert admin.store.get("secret2").token_hash == stored_hash, label
+
+
+@pytest.mark.parametrize("label, content_type", [
+    ("RFC 7396's media type", "application/merge-patch+json"),
+    ("plain JSON", "application/json"),
+    ("merge patch with a charset", "application/merge-patch+json; charset=utf-8"),
+])
+async def test_patch_accepts_merge_patch_and_plain_json(admin, label, content_type):
+    """The same merge patch is applied whether sent as application/merge-patch+json or application/json."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2", "max_connections": 5})
+        r = await c.patch("/v1/sandboxes/demo", content=b'{"max_connections": null}',
+                          headers={"content-type": content_type})
+    assert r.status_code == 200, (label, r.text)
+    assert r.json()["max_connections"] is None and admin.store.get("demo").max_connections is None, label
+
+
+@pytest.mark.parametrize("label, method, content_type, accept_patch", [
+    ("PATCH as text", "PATCH", "text/plain", "application/merge-patch+json, application/json"),
+    ("PATCH as a JSON patch (RFC 6902)", "PATCH", "application/json-patch+json",
+     "application/merge-patch+json, application/json"),
+    ("PUT as a form (curl -d without -H)", "PUT", "application/x-www-form-urlencoded", None),
+    ("PUT as a merge patch", "PUT", "application/merge-patch+json", None),
+    ("PATCH with no content type", "PATCH", None, "application/merge-patch+json, application/json"),
+])
+async def test_a_body_of_another_media_type_is_a_415_and_changes_nothing(admin, label, method, content_type, accept_patch):
+    """A JSON body declared as another type is 415 unsupported_media_type; a PATCH's names Accept-Patch."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2", "max_connections": 5})
+        before = admin.store.get("demo")
+        r = await c.request(method, "/v1/sandboxes/demo", content=b'{"address": "127.0.0.3"}',
+                            headers={"content-type": content_type} if content_type else {})
+    assert r.status_code == 415, (label, r.text)
+    assert r.json()["code"] == "unsupported_media_type" and (content_type or "Content-Type") in r.json()["message"]
+    assert r.headers.get("accept-patch") == accept_patch, label
+    assert admin.store.get("demo") == before, label
+
+
+async def test_patch_private_answers_a_new_token_once_and_public_forgets_it(admin):
+    """{"public": false} on a public sandbox answers its token once; {"public": true} drops the hash."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/flip", json={"address": "127.0.0.2", "max_connections": 3})
+        made = (await c.patch("/v1/sandboxes/flip", json={"public": False})).json()
+        token = made["traffic_access_token"]
+        assert made["public"] is False and made["max_connections"] == 3
+        assert admin.store.get("flip").token_hash == hashlib.sha256(token.encode()).hexdigest()
+        public = (await c.patch("/v1/sandboxes/flip", json={"public": True})).json()
+    assert (public["public"], public["max_connections"]) == (True, 3) and "traffic_access_token" not in public
+    assert admin.store.get("flip").token_hash is None
+
+
+PATCH_ERRORS = [
+    # label, merge patch, field
+    ("address removed", {"address": None}, "address"),
+    ("public removed", {"public": None}, "public"),
+    ("address at the metadata service", {"address": "169.254.169.254"}, "address"),
+    ("address unspecified", {"address": "0.0.0.0"}, "address"),
+    ("limit zero", {"max_connections": 0}, "max_connections"),
+    ("public a string", {"public": "false"}, "public"),
+    ("unknown field", {"token_hash": "0" * 64}, "token_hash"),
+    ("body an array", [{"address": "127.0.0.3"}], "body"),
+]
+
+
+@pytest.mark.parametrize("label, patch, field", PATCH_ERRORS, ids=[p[0] for p in PATCH_ERRORS])
+async def test_bad_patches_are_422_and_change_nothing(admin, label, patch, field):
+    """An invalid patch names its field; the sandbox keeps every value."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/secret2", json=GUARDED)
+        before = admin.store.get("secret2")
+        r = await c.patch("/v1/sandboxes/secret2", json=patch)
+    assert r.status_code == 422, (label, r.text)
+    assert r.json()["code"] == "invalid" and r.json()["field"] == field, (label, r.json())
+    assert admin.store.get("secret2") == before, label
+
+
+async def test_patch_of_an_absent_sandbox_is_a_404_and_creates_nothing(admin):
+    """PATCH never creates a sandbox."""
+    async with admin.client() as c:
+        r = await c.patch("/v1/sandboxes/ghost", json={"address": "127.0.0.2"})
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert admin.store.get("ghost") is None
+
+
+async def test_put_is_full_replacement(admin):
+    """PUT with only an address makes a private, limited, masked sandbox public with no limit nor mask."""
+    async with admin.client() as c:
+        await c.put("/v1/sandboxes/secret2", json=GUARDED)
+        doc = (await c.put("/v1/sandboxes/secret2", json={"address": "127.0.0.3"})).json()
+    assert (doc["public"], doc["max_connections"], doc["mask_request_host"]) == (True, None, None)
+    assert admin.store.get("secret2").token_hash is None
 
 
 # --- auth -----------------------------------------------------------------------------------------------
@@ -141,6 +274,7 @@ ENDPOINTS = [
     ("GET", "/v1/sandboxes"),
     ("GET", "/v1/sandboxes/demo"),
     ("PUT", "/v1/sandboxes/demo"),
+    ("PATCH", "/v1/sandboxes/demo"),
     ("DELETE", "/v1/sandboxes/demo"),
     ("POST", "/v1/sandboxes/demo/token"),
     ("GET", "/v1/status"),
@@ -158,7 +292,7 @@ async def test_every_endpoint_but_healthz_needs_the_token(admin, label, token, m
     """Without the right bearer token every endpoint answers 401 JSON with WWW-Authenticate: Bearer."""
     async with admin.client(token) as c:
         for method, path in ENDPOINTS:
-            r = await c.request(method, path, json={"address": "127.0.0.2"} if method == "PUT" else None)
+            r = await c.request(method, path, json={"address": "127.0.0.2"} if method in ("PUT", "PATCH") else None)
             assert r.status_code == 401, (label, method, path)
             assert r.json() == {"code": "unauthorized", "message": message}, (label, path)
             assert r.headers["www-authenticate"].startswith("Bearer"), (label, path)
@@ -191,6 +325,15 @@ VALIDATION = [
     ("address a host name", "demo", {"address": "localhost"}, "address"),
     ("address with a port", "demo", {"address": "127.0.0.2:80"}, "address"),
     ("address a number", "demo", {"address": 2130706433}, "address"),
+    ("address unspecified", "demo", {"address": "0.0.0.0"}, "address"),
+    ("address IPv6 unspecified", "demo", {"address": "::"}, "address"),
+    ("address the metadata service", "demo", {"address": "169.254.169.254"}, "address"),
+    ("address IPv4-mapped metadata", "demo", {"address": "::ffff:169.254.169.254"}, "address"),
+    ("address IPv4-mapped unspecified", "demo", {"address": "::ffff:0.0.0.0"}, "address"),
+    ("address with a zone ID", "demo", {"address": "fe80::1%eth0"}, "address"),
+    ("address IPv6 link-local", "demo", {"address": "fe80::1"}, "address"),
+    ("address broadcast", "demo", {"address": "255.255.255.255"}, "address"),
+    ("address multicast", "demo", {"address": "224.0.0.1"}, "address"),
     ("public a string", "demo", {"address": "127.0.0.2", "public": "false"}, "public"),
     ("public null", "demo", {"address": "127.0.0.2", "public": None}, "public"),
     ("mask with a path", "demo", {"address": "127.0.0.2", "mask_request_host": "a/b"}, "mask_request_host"),
@@ -279,9 +422,9 @@ async def test_unknown_paths_and_methods_answer_json(admin):
     async with admin.client() as c:
         r = await c.get("/v2/nothing")
         assert r.status_code == 404 and r.json()["code"] == "not_found"
-        r = await c.patch("/v1/sandboxes/demo")
+        r = await c.post("/v1/sandboxes/demo")
         assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
-        assert {"GET", "PUT", "DELETE"} <= set(r.headers["allow"].split(", "))
+        assert set(r.headers["allow"].split(", ")) == {"GET", "PUT", "PATCH", "DELETE"}
 
 
 async def test_an_unreadable_catalog_is_a_503(admin):
@@ -402,7 +545,8 @@ async def test_openapi_document_describes_every_endpoint(admin):
         doc = (await c.get("/openapi.json")).json()
     ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert ops == {
-        ("PUT", "/v1/sandboxes/{id}"), ("GET", "/v1/sandboxes/{id}"), ("DELETE", "/v1/sandboxes/{id}"),
+        ("PUT", "/v1/sandboxes/{id}"), ("PATCH", "/v1/sandboxes/{id}"), ("GET", "/v1/sandboxes/{id}"),
+        ("DELETE", "/v1/sandboxes/{id}"),
         ("GET", "/v1/sandboxes"), ("POST", "/v1/sandboxes/{id}/token"), ("GET", "/v1/status"),
         ("GET", "/metrics"), ("GET", "/healthz"),
     }
@@ -410,6 +554,13 @@ async def test_openapi_document_describes_every_endpoint(admin):
     put = doc["paths"]["/v1/sandboxes/{id}"]["put"]
     assert {"200", "400", "401", "422", "503"} <= set(put["responses"])
     assert doc["components"]["schemas"]["SandboxIn"]["additionalProperties"] is False
+    patch = doc["paths"]["/v1/sandboxes/{id}"]["patch"]
+    assert set(patch["requestBody"]["content"]) == {"application/json", "application/merge-patch+json"}
+    assert {"200", "401", "404", "422", "503"} <= set(patch["responses"])
+    patch_schema = doc["components"]["schemas"]["SandboxPatch"]
+    assert patch_schema["additionalProperties"] is False and "required" not in patch_schema
+    assert {"type": "null"} in patch_schema["properties"]["max_connections"]["anyOf"]
+    assert "409" in doc["paths"]["/v1/sandboxes/{id}/token"]["post"]["responses"]
     assert "security" not in doc["paths"]["/healthz"]["get"]
 
 
