@@ -8,10 +8,10 @@ the ten header bytes after the ID for each combination of the query's RD and CD 
 record with and without DO. A reply is then `ID + header + question (copied) + answers [+ OPT]`.
 
 `FastPath.answer(data)` returns `(reply, rrl_key, None)` like edge.dns.answer.answer, or None for
-anything it is not sure of, which then goes the slow way through dnslib: other types, names that are
-not covered by the apex wildcard (the label just under the apex is an existing name), compression in
-the question, EDNS versions above 0, trailing bytes, replies that would not fit in 512 bytes. Both
-paths give the same bytes for the same query (tests/dns/test_fastpath.py).
+anything it is not sure of, which then goes the slow way (edge.dns.answer): other types, names that
+are not covered by the apex wildcard (the label just under the apex is an existing name), compression
+in the question, names over 255 bytes, EDNS versions above 0, trailing bytes, replies that would not
+fit in 512 bytes. Both paths give the same bytes for the same query (tests/dns/test_fastpath.py).
 
 RFC 4592 for the wildcard test: a name is covered by `*.<apex>` exactly when its closest encloser is
 the apex, that is when the label just under the apex is not an existing name (if it does not exist,
@@ -113,6 +113,8 @@ class FastPath:
             if length > 63:  # a compression pointer or an extended label type: not in a plain query
                 return None
             i += length + 1
+            if i > 266:  # a name over 255 bytes (RFC 1035 2.3.4): the slow way refuses it
+                return None
         qend = i + 5
         if qend > n or data[i + 3 : qend] != _IN:
             return None

@@ -9,14 +9,20 @@ templates and swaps them in as one snapshot; a file that fails to load keeps its
 
 The UDP loop is the hot path. trio's `sock.recvfrom` costs a trip through the scheduler per packet,
 so the loop owns a non-blocking stdlib socket instead: it waits once for readability, then drains the
-socket (recvfrom until BlockingIOError, at most BATCH packets before it lets other tasks run),
-answering each packet in turn: templates first (edge.dns.fastpath), dnslib when they do not apply
-(edge.dns.answer), then the rate limiter, then sendto. Nothing is logged per query.
+socket (recvfrom until BlockingIOError), answering each packet in turn: templates first
+(edge.dns.fastpath), else edge.dns.answer decides the reply, then the rate limiter, and only then is
+an answer packed (the costly step) and sent. Nothing is logged per query.
+
+A batch (one wake-up) stops at BATCH packets or BATCH_SECONDS of work, whichever comes first; the
+packets left wait in the kernel for the next round. The HTTP server runs in the same thread: however
+packets arrive, it waits at most one batch for its turn. TCP connections take the same budget per
+round of pipelined messages.
 
 TCP (RFC 7766): one task per connection, messages length-prefixed and possibly split across reads or
-pipelined several to a read; each complete message is answered in order, the replies of one read sent
-together. A connection idle for `tcp_idle_timeout` is closed; past `max_tcp_connections`, new
-connections are closed at once. TCP is exempt from rate limiting (its source cannot be spoofed).
+pipelined several to a read; complete messages are answered in order, the replies of one round sent
+together. A connection idle for `tcp_idle_timeout` is closed; past `max_tcp_connections`, or past
+`max_tcp_connections_per_ip` from one client address (IPv6: one /64), new connections are closed at
+once. TCP is exempt from rate limiting (its source cannot be spoofed).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import trio
 
 from edge.accept import accept_loop
 from edge.config import Config, Listen
-from edge.dns.answer import answer, truncate
+from edge.dns.answer import plan, truncate
 from edge.dns.fastpath import FastPath
 from edge.dns.rrl import DROP, RateLimiter
 from edge.dns.zone import Zones
@@ -43,8 +49,11 @@ from edge.metrics import STATS
 
 logger = logging.getLogger("edge.dns")
 
-#: Packets answered in a row before the UDP loop lets other tasks (TCP, reloads) run.
+#: Packets answered in a row, at most, before the UDP loop lets other tasks (HTTP, TCP, reloads) run.
 BATCH = 512
+#: Seconds of answering in a row, at most, before a loop lets other tasks run: the longest an HTTP
+#: request can wait behind one round of DNS (a wildcard answer takes ~5 us, any other ~40 us).
+BATCH_SECONDS = 0.002
 #: Largest UDP query read; anything longer is cut and answered FORMERR.
 MAX_UDP_QUERY = 4096
 #: Seconds between two warnings about malformed packets (the ones between are counted).
@@ -64,6 +73,7 @@ class _State:
             else None
         )
         self.tcp_open = 0
+        self.tcp_by_client: dict[str | bytes, int] = {}
         self._warned_at = -WARN_EVERY
         self._unwarned = 0
         self.signature = self._signature()
@@ -155,101 +165,126 @@ def _bind(listen: Listen):
 
 
 async def _udp_loop(sock: socket.socket, state: _State) -> None:
-    recvfrom, sendto = sock.recvfrom, sock.sendto
     wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(sock)
+        await _udp_batch(sock, state)
+
+
+async def _udp_batch(sock: socket.socket, state: _State, budget: float = BATCH_SECONDS) -> int:
+    """Answer the packets waiting on `sock` until it is empty, BATCH were read, or `budget` seconds
+    have passed; return how many were read. The rest waits in the kernel for the next round."""
+    recvfrom, sendto = sock.recvfrom, sock.sendto
     monotonic = time.monotonic
     edns_size = state.edns_size
     stats = STATS
     answers = stats.dns_answers
-    while True:
-        await wait_readable(sock)
-        fast, zones = state.snapshot
-        limiter = state.limiter
-        now = monotonic()
-        for _ in range(BATCH):
-            try:
-                data, addr = recvfrom(MAX_UDP_QUERY)
-            except BlockingIOError:
+    fast, zones = state.snapshot
+    limiter = state.limiter
+    now = monotonic()
+    deadline = now + budget
+    read = 0
+    while read < BATCH:
+        if read:
+            now = monotonic()
+            if now >= deadline:
                 break
-            except OSError:  # e.g. an ICMP error reported on the socket: nothing to answer
+        read += 1
+        try:
+            data, addr = recvfrom(MAX_UDP_QUERY)
+        except BlockingIOError:
+            read -= 1
+            break
+        except OSError:  # e.g. an ICMP error reported on the socket: nothing to answer
+            continue
+        try:
+            result = fast(data)
+        except Exception as exc:  # a bug in the templates must not take the server down
+            state.malformed(addr, f"fast path: {exc!r}")
+            result = None
+        if result is not None:
+            reply, key, decided = result[0], result[1], None
+        else:
+            decided = plan(data, zones, edns_size=edns_size)  # never raises; packs nothing yet
+            if decided.problem is not None:
+                state.malformed(addr, decided.problem)
+            if decided.silent:
                 continue
-            try:
-                result = fast(data)
-            except Exception as exc:  # a bug in the templates must not take the server down
-                state.malformed(addr, f"fast path: {exc!r}")
-                result = None
-            if result is None:
-                result = answer(data, zones, edns_size=edns_size)  # never raises
-                if result[2] is not None:
-                    state.malformed(addr, result[2])
-            reply = result[0]
-            if reply is None:
-                continue
-            if limiter is not None:
-                verdict = limiter.check(addr[0], result[1], now)
-                if verdict:
-                    stats.dns_rate_limited += 1
-                    if verdict == DROP:
-                        continue
-                    reply = truncate(reply)  # SLIP: TC=1 and no records, so a real client retries on TCP
-            answers[reply[3] & 15] += 1
+            reply, key = None, decided.key
+        if limiter is not None:
+            # Before an answer is packed: a flood over the rate costs the lookup, not the packing.
+            verdict = limiter.check(addr[0], key, now)
+            if verdict:
+                stats.dns_rate_limited += 1
+                if verdict == DROP:
+                    continue
+                # SLIP: TC=1 and no records, so a real client retries on TCP
+                reply = decided.slip() if decided is not None else truncate(reply)
+        if reply is None and decided is not None:
+            reply = decided.wire()
+        if reply is None:
+            continue
+        answers[reply[3] & 15] += 1
+        try:
+            sendto(reply, addr)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
             try:
                 sendto(reply, addr)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                try:
-                    sendto(reply, addr)
-                except OSError:
-                    pass
             except OSError:
                 pass
+        except OSError:
+            pass
+    return read
+
+
+def _client_of(host: str) -> str | bytes:
+    """What the per-client TCP connection cap counts by: the address, or for IPv6 its /64 (one host
+    commonly holds a whole /64)."""
+    if ":" not in host or (host.startswith("::ffff:") and "." in host):
+        return host
+    try:
+        return socket.inet_pton(socket.AF_INET6, host.partition("%")[0])[:8]
+    except OSError:
+        return host
 
 
 async def _tcp_connection(stream: trio.SocketStream, state: _State) -> None:
     dns = state.config.dns
-    if state.tcp_open >= dns.max_tcp_connections:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:  # gone already
+        await stream.aclose()
+        return
+    client = _client_of(peer[0])
+    open_here = state.tcp_by_client.get(client, 0)
+    if state.tcp_open >= dns.max_tcp_connections or open_here >= dns.max_tcp_connections_per_ip:
         await stream.aclose()
         return
     state.tcp_open += 1
+    state.tcp_by_client[client] = open_here + 1
     try:
         buf = bytearray()
-        deadline = 0.0
+        deadline = trio.current_time() + dns.tcp_idle_timeout
         while True:
-            # Between messages the clock restarts; inside one it does not: a message must arrive
-            # whole within tcp_idle_timeout of its first byte, so a client trickling a byte at a time
-            # cannot hold a connection slot for ever (RFC 7766 6.2.3 leaves the policy to servers).
-            if not buf:
-                deadline = trio.current_time() + dns.tcp_idle_timeout
-            chunk = b""
-            with trio.move_on_at(deadline):
-                chunk = await stream.receive_some(65536)
-            if not chunk:  # EOF, or idle (or trickling) for too long
-                return
-            buf += chunk
-            replies = []
-            close = False
-            while len(buf) >= 2:
-                size = (buf[0] << 8) | buf[1]
-                if len(buf) < 2 + size:
-                    break
-                message = bytes(buf[2 : 2 + size])
-                del buf[: 2 + size]
-                fast, zones = state.snapshot
-                try:
-                    result = fast(message)
-                except Exception as exc:  # a bug in the templates must not take the server down
-                    state.malformed(("tcp",), f"fast path: {exc!r}")
-                    result = None
-                if result is None:
-                    result = answer(message, zones, tcp=True, edns_size=state.edns_size)  # never raises
-                if result[2] is not None:
-                    state.malformed(stream.socket.getpeername(), result[2])
-                if result[0] is None:  # nothing we can answer: the stream may be out of step, close it
-                    close = True
-                    break
-                STATS.dns_answers[result[0][3] & 15] += 1
-                replies.append(len(result[0]).to_bytes(2, "big") + result[0])
-            if replies:
+            if not _whole_message(buf):
+                # Between messages the clock restarts; inside one it does not: a message must arrive
+                # whole within tcp_idle_timeout of its first byte, so a client trickling a byte at a
+                # time cannot hold a connection slot for ever (RFC 7766 6.2.3 leaves the policy to
+                # servers).
+                if not buf:
+                    deadline = trio.current_time() + dns.tcp_idle_timeout
+                chunk = b""
+                with trio.move_on_at(deadline):
+                    chunk = await stream.receive_some(65536)
+                if not chunk:  # EOF, or idle (or trickling) for too long
+                    return
+                buf += chunk
+                continue
+            replies, close = _tcp_batch(buf, state, peer)
+            # The next message's clock starts now at the latest (its first bytes may be in buf).
+            deadline = trio.current_time() + dns.tcp_idle_timeout
+            if replies:  # sending yields: other tasks run between two rounds of one connection
                 with trio.move_on_after(dns.tcp_idle_timeout) as scope:
                     await stream.send_all(b"".join(replies))
                 if scope.cancelled_caught:
@@ -260,8 +295,47 @@ async def _tcp_connection(stream: trio.SocketStream, state: _State) -> None:
         pass
     finally:
         state.tcp_open -= 1
+        left = state.tcp_by_client.pop(client) - 1
+        if left:
+            state.tcp_by_client[client] = left
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+def _whole_message(buf: bytearray) -> bool:
+    return len(buf) >= 2 and len(buf) >= 2 + ((buf[0] << 8) | buf[1])
+
+
+def _tcp_batch(buf: bytearray, state: _State, peer: tuple, budget: float = BATCH_SECONDS) -> tuple[list[bytes], bool]:
+    """Answer the whole messages at the start of `buf`, removing them, until none is left or `budget`
+    seconds have passed. Returns the framed replies, and True when the connection must close (a
+    message we cannot answer: the stream may be out of step)."""
+    deadline = time.monotonic() + budget
+    replies: list[bytes] = []
+    fast, zones = state.snapshot
+    while _whole_message(buf):
+        if replies and time.monotonic() >= deadline:
+            break
+        size = (buf[0] << 8) | buf[1]
+        message = bytes(buf[2 : 2 + size])
+        del buf[: 2 + size]
+        try:
+            result = fast(message)
+        except Exception as exc:  # a bug in the templates must not take the server down
+            state.malformed(peer, f"fast path: {exc!r}")
+            result = None
+        if result is not None:
+            reply = result[0]
+        else:
+            decided = plan(message, zones, tcp=True, edns_size=state.edns_size)  # never raises
+            if decided.problem is not None:
+                state.malformed(peer, decided.problem)
+            reply = decided.wire()
+        if reply is None:
+            return replies, True
+        STATS.dns_answers[reply[3] & 15] += 1
+        replies.append(len(reply).to_bytes(2, "big") + reply)
+    return replies, False
 
 
 async def _watch_folder(state: _State) -> None:

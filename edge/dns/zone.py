@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dnslib import QTYPE, RR, DNSLabel
 
@@ -43,6 +44,11 @@ class Zone:
     def key(self) -> Key:
         return key_of(self.apex)
 
+    @cached_property
+    def depth(self) -> int:
+        """Labels of the deepest existing name (the apex's included)."""
+        return max((len(key) for key in self.names), default=len(self.key))
+
     @property
     def negative_ttl(self) -> int:
         # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
@@ -65,14 +71,15 @@ class Lookup:
     source: Key = ()
 
 
-def lookup(zone: Zone, qname: DNSLabel, qtype: int) -> Lookup:
-    """Answer `qname`/`qtype` from `zone` (the caller checked that qname is in it)."""
+def lookup(zone: Zone, qname: DNSLabel, qtype: int, qkey: Key | None = None) -> Lookup:
+    """Answer `qname`/`qtype` from `zone` (the caller checked that qname is in it); `qkey` is
+    key_of(qname) when the caller has it already."""
     answers: list[RR] = []
     name = qname
     seen: set[Key] = set()
     first: Key | None = None
+    key = key_of(name) if qkey is None else qkey
     for _ in range(CNAME_CHAIN_MAX):
-        key = key_of(name)
         seen.add(key)
         source = _source_of(zone, key)
         if first is None:
@@ -89,7 +96,7 @@ def lookup(zone: Zone, qname: DNSLabel, qtype: int) -> Lookup:
             # Follow the chain only inside this zone; a resolver chases the rest.
             if tkey in seen or len(tkey) < n or tkey[len(tkey) - n :] != zone.key:
                 return Lookup(answers, source=first)
-            name = target
+            name, key = target, tkey
             continue
         rrset = node.get(qtype)
         if qtype == QTYPE.ANY and node:
@@ -106,12 +113,16 @@ def _source_of(zone: Zone, key: Key) -> Key | None:
     """The node that answers for `key`: itself if it exists, else `*.<closest encloser>` if that exists."""
     if key in zone.names:
         return key
-    for i in range(1, len(key) - len(zone.key) + 1):
-        encloser = key[i:]
-        if encloser in zone.names:
-            wildcard = (b"*",) + encloser
-            return wildcard if wildcard in zone.nodes else None
-    return None
+    # The closest encloser, walking down from the apex: `names` holds every ancestor of every name,
+    # so the first missing one ends the walk (a few steps, not one per label of a long name).
+    encloser = zone.key
+    for i in range(len(key) - len(zone.key) - 1, 0, -1):
+        below = key[i:]
+        if below not in zone.names:
+            break
+        encloser = below
+    wildcard = (b"*",) + encloser
+    return wildcard if wildcard in zone.nodes else None
 
 
 def _owned(rrset: list[RR], owner: DNSLabel) -> list[RR]:

@@ -82,3 +82,58 @@ def packets(count: int, seed: int = 0):
             yield mutate(rng, rng.choice(SEEDS + TRAPS))
         else:
             yield rng.randbytes(rng.randint(0, 300))
+
+
+# --- the costliest messages a client could send (issue 15, item 1) -----------------------------------
+
+#: A first name as long as names get: 126 one-letter labels (253 bytes with the root).
+LONG_NAME = b"\x01a" * 126 + b"\x00"
+_A_IN = b"\x00\x01\x00\x01"
+
+
+def _fill(size: int, first: bytes, unit: bytes) -> tuple[bytes, int]:
+    """`first`, then as many copies of `unit` as fit in `size` bytes with a 12-byte header."""
+    count = (size - 12 - len(first)) // len(unit)
+    return first + unit * count, count
+
+
+def _head(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
+    return struct.pack("!HHHHHH", 0x5EED, 0x0100, qd, an, ns, ar)
+
+
+def worst(size: int = 4096) -> dict[str, bytes]:
+    """The messages that cost the most to parse as their header asks, `size` bytes at most (4096: a
+    UDP packet as edge reads it; 65535: a TCP message), by label."""
+    out = {}
+    body, n = _fill(size, LONG_NAME + _A_IN, b"\xc0\x0c" + _A_IN)
+    out["questions: long name, then pointers"] = _head(qd=1 + n) + body
+    body, n = _fill(size, b"", b"\x00" + _A_IN)
+    out["questions: many plain ones"] = _head(qd=n) + body
+    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + b"\x7f\x00\x00\x01"
+    body, n = _fill(size, LONG_NAME + _A_IN, record)
+    out["answer records with pointer names"] = _head(an=n) + body
+    out["authority records with pointer names"] = _head(ns=n) + body
+    out["additional records with pointer names"] = _head(ar=n) + body
+    return out
+
+
+def fat_but_well_formed(size: int = 4096) -> dict[str, bytes]:
+    """Queries the header allows (one question, one additional record) whose one record is as large
+    as `size` lets it be, by label: dnslib would parse every option or string in it."""
+    question = b"\x083000-abc\x07sandbox\x09localhost\x00" + _A_IN
+    room = size - 12 - len(question) - 11
+    options = b"\x00\x01\x00\x00" * (room // 4)
+    strings = b"\x00" * room
+    return {
+        "OPT with thousands of empty options": _head(ar=1)
+        + question
+        + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00"
+        + struct.pack("!H", len(options))
+        + options,
+        "TXT of thousands of empty strings": _head(ar=1)
+        + question
+        + b"\x00\x00\x10\x00\x01\x00\x00\x00\x00"
+        + struct.pack("!H", len(strings))
+        + strings,
+        "longest name the question may have": _head() + b"\x01a" * 108 + question,
+    }

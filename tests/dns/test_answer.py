@@ -125,6 +125,8 @@ def _header(wire: bytes, **counts) -> bytes:
         ("trailing bytes", lambda w: w + b"\x00\x00"),
         ("cut in the question", lambda w: w[:20]),
         ("two questions", lambda w: _header(w + w[12:], qd=2)),
+        ("ARCOUNT 2 with one OPT", lambda w: _header(w + b"\x00\x00\x29\x04\xd0" + b"\x00" * 6, ar=2)),
+        ("ANCOUNT 1, the question again as its record", lambda w: _header(w + w[12:-4] + b"\x00" * 10, an=1)),
     ],
 )
 def test_header_that_does_not_match_content_is_formerr(label, mutate):
@@ -183,7 +185,7 @@ def test_opt_in_query_means_opt_in_every_reply(label, name, rdtype):
 
 
 def test_opt_on_notimp_and_formerr_for_two_opts():
-    """NOTIMP carries OPT; two OPT records are FORMERR, with OPT."""
+    """NOTIMP carries OPT; two OPT records are FORMERR from the header alone: header and question."""
     query = q(use_edns=0)
     query.set_opcode(dns.opcode.NOTIFY)
     reply = ask(query)
@@ -191,7 +193,8 @@ def test_opt_on_notimp_and_formerr_for_two_opts():
     wire = q(use_edns=0).to_wire()
     doubled = _header(wire + wire[-11:], ar=2)
     reply = ask(doubled)
-    assert reply.rcode() == dns.rcode.FORMERR and reply.edns == 0
+    assert reply.rcode() == dns.rcode.FORMERR and reply.edns == -1
+    assert reply.question[0].name.to_text() == f"3000-abc.{Q}."
 
 
 def test_edns_version_above_zero_is_badvers():

@@ -64,6 +64,7 @@ def test_fast_path_gives_the_same_bytes_as_the_dnslib_path(label, packet):
         ("a response", bytes([0, 0, 0x81]) + wire(f"a.{Q}")[3:]),
         ("trailing bytes", wire(f"a.{Q}") + b"\x00"),
         ("OPT cut short", wire(f"a.{Q}", use_edns=0)[:-3]),
+        ("name over 255 bytes", wire(Q)[:12] + (b"\x3f" + b"a" * 63) * 4 + wire(Q)[12:]),
     ],
 )
 def test_fast_path_declines_what_it_is_not_sure_of(label, packet):

@@ -135,3 +135,33 @@ async def test_connections_past_the_limit_are_closed(nursery, tmp_path):
                     break
             except (AssertionError, trio.BrokenResourceError):
                 await trio.sleep(0.05)
+
+
+async def test_one_client_address_cannot_hold_more_than_its_share_of_connections(nursery, tmp_path):
+    """Past max_tcp_connections_per_ip from one address, closed at once; another address still gets in."""
+    write_zone(tmp_path)
+    host, port = await start_dns(nursery, tmp_path, max_tcp_connections=8, max_tcp_connections_per_ip=2)
+    mine = [await trio.open_tcp_stream(host, port, local_address="127.0.0.1") for _ in range(2)]
+    for i, stream in enumerate(mine):
+        await stream.send_all(framed(f"a{i}.{Q}", i))
+        assert (await read_reply(stream)).id == i
+    third = await trio.open_tcp_stream(host, port, local_address="127.0.0.1")
+    with trio.fail_after(3):
+        try:
+            await third.send_all(framed(f"c.{Q}", 3))
+            assert await third.receive_some(100) == b""
+        except trio.BrokenResourceError:
+            pass  # reset instead of FIN: closed either way
+    other = await trio.open_tcp_stream(host, port, local_address="127.0.0.3")
+    await other.send_all(framed(f"d.{Q}", 4))
+    assert (await read_reply(other)).id == 4
+    await mine[0].aclose()
+    with trio.fail_after(3):
+        while True:  # the address's slot frees up once the server sees the close
+            again = await trio.open_tcp_stream(host, port, local_address="127.0.0.1")
+            await again.send_all(framed(f"e.{Q}", 5))
+            try:
+                if (await read_reply(again)).id == 5:
+                    break
+            except (AssertionError, trio.BrokenResourceError):
+                await trio.sleep(0.05)
