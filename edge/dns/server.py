@@ -9,9 +9,9 @@ templates and swaps them in as one snapshot; a file that fails to load keeps its
 
 The UDP loop is the hot path. trio's `sock.recvfrom` costs a trip through the scheduler per packet,
 so the loop owns a non-blocking stdlib socket instead: it waits once for readability, then drains the
-socket (recvfrom until BlockingIOError), answering each packet in turn: templates first
-(edge.dns.fastpath), else edge.dns.answer decides the reply, then the rate limiter, and only then is
-an answer packed (the costly step) and sent. Nothing is logged per query.
+socket (recvfrom until BlockingIOError), answering each packet in turn with edge.dns.respond (the
+templates, else edge.dns.answer; the rate limiter before an answer is packed), then sendto. TCP
+answers with the same function, without the rate limiter. Nothing is logged per query.
 
 A batch (one wake-up) stops at BATCH packets or BATCH_SECONDS of work, whichever comes first; the
 packets left wait in the kernel for the next round. The HTTP server runs in the same thread: however
@@ -39,9 +39,9 @@ import trio
 
 from edge.accept import accept_loop
 from edge.config import Config, Listen
-from edge.dns.answer import plan, truncate
 from edge.dns.fastpath import FastPath
-from edge.dns.rrl import DROP, RateLimiter
+from edge.dns.respond import respond
+from edge.dns.rrl import RateLimiter
 from edge.dns.zone import Zones
 from edge.dns.zonefile import load_zones, zone_path
 from edge.errors import EdgeError
@@ -197,34 +197,15 @@ async def _udp_batch(sock: socket.socket, state: _State, budget: float = BATCH_S
             break
         except OSError:  # e.g. an ICMP error reported on the socket: nothing to answer
             continue
-        try:
-            result = fast(data)
-        except Exception as exc:  # a bug in the templates must not take the server down
-            state.malformed(addr, f"fast path: {exc!r}")
-            result = None
-        if result is not None:
-            reply, key, decided = result[0], result[1], None
-        else:
-            decided = plan(data, zones, edns_size=edns_size)  # never raises; packs nothing yet
-            if decided.problem is not None:
-                state.malformed(addr, decided.problem)
-            if decided.silent:
-                continue
-            reply, key = None, decided.key
-        if limiter is not None:
-            # Before an answer is packed: a flood over the rate costs the lookup, not the packing.
-            verdict = limiter.check(addr[0], key, now)
-            if verdict:
-                stats.dns_rate_limited += 1
-                if verdict == DROP:
-                    continue
-                # SLIP: TC=1 and no records, so a real client retries on TCP
-                reply = decided.slip() if decided is not None else truncate(reply)
-        if reply is None and decided is not None:
-            reply = decided.wire()
+        out = respond(data, fast, zones, edns_size=edns_size, limiter=limiter, client=addr[0], now=now)
+        if out.problem is not None:
+            state.malformed(addr, out.problem)
+        if out.limited:
+            stats.dns_rate_limited += 1
+        reply = out.reply
         if reply is None:
             continue
-        answers[reply[3] & 15] += 1
+        answers[out.rcode] += 1
         try:
             sendto(reply, addr)
         except BlockingIOError:
@@ -313,28 +294,21 @@ def _tcp_batch(buf: bytearray, state: _State, peer: tuple, budget: float = BATCH
     deadline = time.monotonic() + budget
     replies: list[bytes] = []
     fast, zones = state.snapshot
+    edns_size = state.edns_size
     while _whole_message(buf):
         if replies and time.monotonic() >= deadline:
             break
         size = (buf[0] << 8) | buf[1]
         message = bytes(buf[2 : 2 + size])
         del buf[: 2 + size]
-        try:
-            result = fast(message)
-        except Exception as exc:  # a bug in the templates must not take the server down
-            state.malformed(peer, f"fast path: {exc!r}")
-            result = None
-        if result is not None:
-            reply = result[0]
-        else:
-            decided = plan(message, zones, tcp=True, edns_size=state.edns_size)  # never raises
-            if decided.problem is not None:
-                state.malformed(peer, decided.problem)
-            reply = decided.wire()
-        if reply is None:
+        # TCP is exempt from rate limiting: its source cannot be spoofed.
+        out = respond(message, fast, zones, edns_size=edns_size, tcp=True)
+        if out.problem is not None:
+            state.malformed(peer, out.problem)
+        if out.reply is None:
             return replies, True
-        STATS.dns_answers[reply[3] & 15] += 1
-        replies.append(len(reply).to_bytes(2, "big") + reply)
+        STATS.dns_answers[out.rcode] += 1
+        replies.append(len(out.reply).to_bytes(2, "big") + out.reply)
     return replies, False
 
 

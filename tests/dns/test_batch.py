@@ -1,5 +1,5 @@
-"""The server's rounds: a batch stops at its time budget, the rest is answered next round; rate limiting
-comes before an answer is packed. Real loopback UDP sockets, the server's functions called directly."""
+"""The server's rounds: a batch stops at its time budget, the rest is answered next round. Real loopback
+UDP sockets, the server's functions called directly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import dns.message
 import pytest
 
 from edge import config as config_mod
-from edge.dns import answer as answer_mod
 from edge.dns import server
 from tests.dns.support import write_zone
 
@@ -71,18 +70,6 @@ async def test_udp_batch_with_time_to_spare_answers_everything_waiting(tmp_path,
     send_queries(cli, srv, [f"3000-n{i}.{Q}" for i in range(25)])
     assert await server._udp_batch(srv, state, budget=1.0) == 25
     assert len(replies(cli)) == 25
-
-
-async def test_rate_limited_answers_are_never_packed(tmp_path, sockets, monkeypatch):
-    """Over the rate, answers are dropped before they are packed: 10 queries, 1 answer packed and sent."""
-    srv, cli = sockets
-    state = state_for(tmp_path, rrl_rate=1, rrl_slip=0)
-    packed = []
-    real_pack = answer_mod.Records.pack
-    monkeypatch.setattr(answer_mod.Records, "pack", lambda self: packed.append(1) or real_pack(self))
-    send_queries(cli, srv, [f"ns1.{Q}"] * 10)  # not a template: the dnslib path packs it
-    assert await server._udp_batch(srv, state, budget=1.0) == 10
-    assert len(replies(cli)) == 1 and len(packed) == 1
 
 
 def framed(names: list[str]) -> bytearray:
