@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(_load_config(args), http=False, admin=False)
         if args.command == "zone":
-            from edge.dns.zone import check_files
+            from edge.dns.zonefile import check_files
 
             return check_files(args.files)
         if args.command == "sandbox":

@@ -149,10 +149,3 @@ class Zones:
             if len(key) >= n and key[len(key) - n :] == zone.key:
                 return zone
         return None
-
-
-def check_files(paths: list[str]) -> int:
-    """`edge zone check FILE...` (the CLI's entry point): see edge.dns.zonefile.check_files."""
-    from edge.dns.zonefile import check_files as check
-
-    return check(paths)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from dnslib import QTYPE, DNSLabel
 
@@ -82,3 +85,13 @@ def test_zones_find_the_longest_apex():
     assert zones.find(key_of(DNSLabel("a.example.test"))) is outer
     assert zones.find(key_of(DNSLabel("example.org"))) is None
     assert zones.find(key_of(DNSLabel("xexample.test"))) is None
+
+
+def test_zone_module_does_not_import_zonefile():
+    """zone.py (records, lookup) stands below zonefile.py (files -> zones): no import back up, even lazily."""
+    import edge.dns.zone
+
+    tree = ast.parse(Path(edge.dns.zone.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not any(name and name.startswith("edge.dns.zonefile") for name in imported)
