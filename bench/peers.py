@@ -14,6 +14,7 @@ edge reaches each by the port in the Host (`<port>-bench.sandbox.localhost`); ng
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -396,11 +397,45 @@ def edge_flags() -> frozenset[str]:
     return frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", out))
 
 
+@cache
+def edge_config_keys() -> frozenset[str]:
+    """The config keys this checkout's edge knows, dotted (`workers`, `http.fast_lane`)."""
+    code = (
+        "import dataclasses as d, edge.config as c\n"
+        "cfg = c.Config()\n"
+        "for f in d.fields(cfg):\n"
+        "    v = getattr(cfg, f.name)\n"
+        "    print(f.name, *(f'{f.name}.{g.name}' for g in (d.fields(v) if d.is_dataclass(v) else ())))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=EDGE_SRC, env=_edge_env()
+    )
+    return frozenset(done.stdout.split())
+
+
+def toml(config: dict) -> str:
+    """A config for `edge serve --config` from {"key": value, "table": {"key": value}} (scalars only)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        return json.dumps(str(v))  # a TOML basic string is a JSON string for what the harness writes
+
+    lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    for table, keys in config.items():
+        if isinstance(keys, dict):
+            lines += [f"[{table}]", *(f"{k} = {value(v)}" for k, v in keys.items())]
+    return "\n".join(lines) + "\n"
+
+
 @contextmanager
-def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
+def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, config: dict | None = None):
     """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process).
 
-    Its stderr goes to a file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
+    `config` ({"http": {"fast_lane": False}}) goes to it as a --config file. Its stderr goes to a
+    file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
     """
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
         env = _edge_env({"EDGE_STATE_DIR": d})
@@ -419,6 +454,9 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
             if "--workers" not in edge_flags():
                 raise RuntimeError("this edge has no `serve --workers` yet")
             extra += ["--workers", str(workers)]
+        if config:
+            (Path(d) / "edge.toml").write_text(toml(config))
+            extra += ["--config", str(Path(d) / "edge.toml")]
         err = open(Path(d) / "edge.err", "wb")  # noqa: SIM115 (closed when the process has stopped)
         proc = subprocess.Popen(
             [
@@ -451,10 +489,12 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU):
 
 
 @contextmanager
-def proxy(name: str, be: Backend, workers: int | None = None, cpu: str = PROXY_CPU):
-    """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`."""
+def proxy(
+    name: str, be: Backend, workers: int | None = None, cpu: str = PROXY_CPU, config: dict | None = None
+):
+    """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`; `config` is edge's (see edge())."""
     if name == "edge":
-        with edge(be.host, workers, cpu) as (port, proc):
+        with edge(be.host, workers, cpu, config) as (port, proc):
             yield Proxy("edge", port, proc.pid)
     else:
         port = free_port()

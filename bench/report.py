@@ -1,6 +1,10 @@
 """bench/results/http.json -> a Markdown table and PNG plots (matplotlib, Agg: no display needed).
 
 python bench/report.py        re-render http.md and the plots from the last http.json
+
+What goes where comes from the scenarios' registry (bench.scenarios.SCENARIOS): each entry's rows in
+the main table and the CPU table, its note under the table, its own table ("levels", "variants").
+Nothing here names a scenario.
 """
 
 from __future__ import annotations
@@ -9,22 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# (scenario key, path inside it, figure label, unit, True when higher is better)
-ROWS = (
-    ("small", (), "rps", "small requests", "req/s", True),
-    ("small", (), "rps_per_cpu", "small requests per proxy CPU-second", "req/CPU-s", True),
-    ("small", (), "p50", "small requests, latency p50", "ms", False),
-    ("small", (), "p99", "small requests, latency p99", "ms", False),
-    ("bulk", ("download",), "mbps", "100 MiB download", "MB/s", True),
-    ("bulk", ("download",), "mbps_per_cpu", "100 MiB download per proxy CPU-second", "MB/CPU-s", True),
-    ("bulk", ("upload",), "mbps", "100 MiB upload", "MB/s", True),
-    ("bulk", ("upload",), "mbps_per_cpu", "100 MiB upload per proxy CPU-second", "MB/CPU-s", True),
-    ("websocket", (), "mps", "WebSocket echo", "messages/s", True),
-    ("websocket", (), "mps_per_cpu", "WebSocket echo per proxy CPU-second", "messages/CPU-s", True),
-    ("idle", (), "bytes_per_connection", "memory per idle keep-alive connection", "bytes", False),
-)
+from bench.scenarios import SCENARIOS, Scenario  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fmt(v: float) -> str:
@@ -39,13 +32,14 @@ def _cell(s: dict) -> tuple[str, str]:
     return fmt(s["median"]), f"{fmt(s['min'])}-{fmt(s['max'])}"
 
 
+def _counts(side: dict) -> str:
+    """One side's error counts summed over runs: `non2xx 3, socket_errors 1`, or `none`."""
+    counts = {k: side.get(k, 0) for k in ("non2xx", "socket_errors", "not_served")}
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
+
+
 def _errors(sc: dict, names=("edge", "nginx")) -> str:
-    parts = []
-    for name in names:
-        counts = {k: sc.get(name, {}).get(k, 0) for k in ("non2xx", "socket_errors", "not_served")}
-        bad = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-        parts.append(f"{name}: {bad or 'none'}")
-    return "; ".join(parts)
+    return "; ".join(f"{name}: {_counts(sc.get(name, {}))}" for name in names)
 
 
 def _pct(side: dict, key: str, worst: bool = False) -> str:
@@ -55,29 +49,111 @@ def _pct(side: dict, key: str, worst: bool = False) -> str:
     return f"{text} (max {side[key]['max']:.0f})" if worst else text
 
 
-def _cpu_rows(sc: dict) -> list[str]:
-    parts = [("small requests", sc.get("small"))]
-    bulk = sc.get("bulk") or {}
-    parts += [("100 MiB download", bulk.get("download")), ("100 MiB upload", bulk.get("upload"))]
-    parts += [("WebSocket echo", sc.get("websocket"))]
-    for c, lv in ((sc.get("sweep") or {}).get("levels") or {}).items():
-        parts.append((f"sweep, {c} connections", lv))
+def _at(result: dict | None, path: tuple[str, ...]) -> dict | None:
+    for p in path:
+        result = (result or {}).get(p)
+    return result
+
+
+def _comparisons(s: Scenario, result: dict) -> list[tuple[str, dict]]:
+    """(label, edge / nginx comparison) of a scenario: one per distinct `at` of its rows, or per level."""
+    if s.table == "levels":
+        return [(f"{s.name}, {c} connections", lv) for c, lv in (result.get("levels") or {}).items()]
+    seen: dict[tuple[str, ...], str] = {}
+    for row in s.rows:
+        seen.setdefault(row.at, row.label)
+    return [(label, c) for at, label in seen.items() if (c := _at(result, at))]
+
+
+def _cpu_rows(sc: dict, registry: tuple[Scenario, ...]) -> list[str]:
     rows = []
-    for label, s in parts:
-        if not s or "proxy_cpu_pct" not in s.get("edge", {}) or "proxy_cpu_pct" not in s.get("nginx", {}):
+    for s in registry:
+        if not isinstance(sc.get(s.name), dict):
             continue
-        e, n = s["edge"], s["nginx"]
-        rows.append(
-            f"| {label} | {e['proxy_cpu_pct']['median']:.0f} | {n['proxy_cpu_pct']['median']:.0f} | "
-            f"{_pct(e, 'irq_cpu_pct')} / {_pct(n, 'irq_cpu_pct')} | "
-            f"{_pct(e, 'steal_cpu_pct')} / {_pct(n, 'steal_cpu_pct')} | "
-            f"{_pct(e, 'others_cpu_pct', True)} / {_pct(n, 'others_cpu_pct', True)} | "
-            f"{_pct(e, 'load_core_busy_pct')} / {_pct(n, 'load_core_busy_pct')} |"
-        )
+        for label, c in _comparisons(s, sc[s.name]):
+            if "proxy_cpu_pct" not in c.get("edge", {}) or "proxy_cpu_pct" not in c.get("nginx", {}):
+                continue
+            e, n = c["edge"], c["nginx"]
+            rows.append(
+                f"| {label} | {e['proxy_cpu_pct']['median']:.0f} | {n['proxy_cpu_pct']['median']:.0f} | "
+                f"{_pct(e, 'irq_cpu_pct')} / {_pct(n, 'irq_cpu_pct')} | "
+                f"{_pct(e, 'steal_cpu_pct')} / {_pct(n, 'steal_cpu_pct')} | "
+                f"{_pct(e, 'others_cpu_pct', True)} / {_pct(n, 'others_cpu_pct', True)} | "
+                f"{_pct(e, 'load_core_busy_pct')} / {_pct(n, 'load_core_busy_pct')} |"
+            )
     return rows
 
 
-def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
+def _note(s: Scenario, result: dict) -> str | None:
+    """The scenario's line under the main table; None when its result lacks what the note names."""
+    if not s.note:
+        return None
+    # {errors}: per comparison the rows point at (once each), named by its key when it is not the result
+    comparisons = {row.at: _at(result, row.at) for row in s.rows}
+    errors = ", ".join(" ".join((*at[-1:], _errors(c))) for at, c in comparisons.items() if c and "edge" in c)
+    return _fill(s.note, {**result, "errors": errors})
+
+
+def _fill(template: str, result: dict) -> str | None:
+    """template.format_map(result); None when the result lacks a field it names (an older http.json)."""
+    try:
+        return template.format_map(result)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _levels(s: Scenario, result: dict) -> list[str]:
+    """A comparison per connection count: throughput, per CPU-second, latency, errors."""
+    lines = [
+        "",
+        _fill(s.title, result) or f"{s.name}:",
+        "",
+        "| connections | edge req/s | nginx req/s | edge / nginx | per CPU-s, edge / nginx | edge p50 ms | nginx p50 ms "
+        "| edge p99 ms | nginx p99 ms | errors (edge / nginx) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c, lv in result["levels"].items():
+        errs = " / ".join(
+            str(lv[n].get("non2xx", 0) + lv[n].get("socket_errors", 0)) for n in ("edge", "nginx")
+        )
+        lines.append(
+            f"| {c} | {fmt(lv['edge']['rps']['median'])} | {fmt(lv['nginx']['rps']['median'])} | "
+            f"{lv['ratio']['rps']:.3f} | {lv['ratio'].get('rps_per_cpu', 0):.3f} | "
+            f"{fmt(lv['edge']['p50']['median'])} | "
+            f"{fmt(lv['nginx']['p50']['median'])} | {fmt(lv['edge']['p99']['median'])} | "
+            f"{fmt(lv['nginx']['p99']['median'])} | {errs} |"
+        )
+    return lines
+
+
+def _variants(s: Scenario, result: dict) -> list[str]:
+    """Two set-ups of edge against each other (workers, fast lane): a row each, then their ratio."""
+    # ratio_of names the numerator first; results from before it was recorded are workers' (2 / 1).
+    top, bottom = result.get("ratio_of") or ("2 workers", "1 worker")
+    cols = (("rps_per_cpu", "req/s per proxy CPU-s"), ("p50", "p50 ms"), ("p99", "p99 ms"))
+    lines = [
+        "",
+        _fill(s.title, result) or f"{s.name}:",
+        "",
+        "| set-up | req/s median | min-max | " + " | ".join(h for _, h in cols) + " | errors |",
+        "|---|---:|---:|" + "---:|" * len(cols) + "---|",
+    ]
+    for label in (bottom, top):
+        r = result[label]
+        figures = " | ".join(fmt(r[f]["median"]) if f in r else "-" for f, _ in cols)
+        lines.append(f"| {label} | {_cell(r['rps'])[0]} | {_cell(r['rps'])[1]} | {figures} | {_counts(r)} |")
+    ratio = result.get("ratio", {})
+    text = f"\n{top} / {bottom}: {ratio.get('rps', 0):.2f}x req/s"
+    if "rps_per_cpu" in ratio:
+        text += f", {ratio['rps_per_cpu']:.2f}x per proxy CPU-second"
+    lines.append(text)
+    return lines
+
+
+def markdown(
+    out: dict, plots: list[Path] = (), brief: bool = False, registry: tuple[Scenario, ...] = SCENARIOS
+) -> str:
+    """http.md: the main edge / nginx table, the scenarios' notes, the CPU table, their own tables, micro."""
     m, sc = out["meta"], out["scenarios"]
     lines = (
         []
@@ -97,56 +173,33 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
         "| scenario | unit | edge median | edge min-max | nginx median | nginx min-max | edge / nginx |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for key, path, fig, label, unit, _higher in ROWS:
-        s = sc.get(key)
-        for p in path:
-            s = (s or {}).get(p)
-        if not s or "error" in s or fig not in s.get("edge", {}):
-            why = (s or {}).get("error", "not run")
-            lines.append(f"| {label} | {unit} | {why} | | | | |")
-            continue
-        e, n = _cell(s["edge"][fig]), _cell(s["nginx"][fig])
-        lines.append(
-            f"| {label} | {unit} | {e[0]} | {e[1]} | {n[0]} | {n[1]} | {s['ratio'].get(fig, 0):.3f} |"
-        )
+    for s in registry:
+        for row in s.rows:
+            c = _at(sc.get(s.name), row.at)
+            if not c or "error" in c or row.fig not in c.get("edge", {}):
+                got = sc.get(s.name) or {}
+                why = got.get("error") or got.get("skipped") or "not run"
+                lines.append(f"| {row.label} | {row.unit} | {why} | | | | |")
+                continue
+            e, n = _cell(c["edge"][row.fig]), _cell(c["nginx"][row.fig])
+            lines.append(
+                f"| {row.label} | {row.unit} | {e[0]} | {e[1]} | {n[0]} | {n[1]} | {c['ratio'].get(row.fig, 0):.3f} |"
+            )
     lines.append("")
     lines.append("Ratios are edge / nginx: above 1 is better for edge on rates, worse on latency and memory.")
     notes = []
-    if "small" in sc and "edge" in sc["small"]:
-        notes.append(
-            f"small requests: wrk -t1 -c{sc['small']['setup']['connections']} "
-            f"-d{sc['small']['setup']['seconds']:g}s; errors {_errors(sc['small'])}"
-        )
-    if "bulk" in sc and "download" in sc["bulk"]:
-        b = sc["bulk"]
-        notes.append(
-            f"bulk: {b['download']['setup']['bodies_per_run']} bodies of 100 MiB per run on one "
-            f"connection; straight to the backend (no proxy, the ceiling on this machine): download "
-            f"{fmt(b['download']['direct']['mbps']['median'])} MB/s, upload "
-            f"{fmt(b['upload']['direct']['mbps']['median'])} MB/s; errors down {_errors(b['download'])}, "
-            f"up {_errors(b['upload'])}"
-        )
-    if "websocket" in sc and "direct" in sc["websocket"]:
-        w = sc["websocket"]
-        st = w["setup"]
-        notes.append(
-            f"WebSocket: {st['connections']} connections x {st['in_flight_per_connection']} messages in "
-            f"flight, {st['payload_bytes']}-byte payloads; straight to the echo server (no proxy, the "
-            f"ceiling on this machine): {fmt(w['direct']['mps']['median'])} messages/s"
-        )
-    if "idle" in sc and "edge" in sc["idle"]:
-        i = sc["idle"]
-        notes.append(
-            f"idle: {i['setup']['connections']:,} connections; RSS before -> after (medians, KiB): "
-            f"edge {fmt(i['edge']['rss_before_kib']['median'])} -> {fmt(i['edge']['rss_after_kib']['median'])}, "
-            f"nginx worker {fmt(i['nginx']['rss_before_kib']['median'])} -> "
-            f"{fmt(i['nginx']['rss_after_kib']['median'])}; second request on 100 of them: "
-            f"{_errors(i)}"
-        )
+    for s in (s for s in registry if s.name in sc):
+        result = sc[s.name] or {"skipped": "not measured"}  # an older http.json has None for a skip
+        if "error" in result:
+            notes.append(f"{s.name}: FAILED {result['error']}")
+        elif "skipped" in result:
+            notes.append(f"{s.name}: skipped, {result['skipped']}")
+        elif (note := _note(s, result)) is not None:
+            notes.append(note)
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
 
-    cpu = _cpu_rows(sc)
+    cpu = _cpu_rows(sc, registry)
     if cpu:
         lines += [
             "",
@@ -161,45 +214,14 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
             *cpu,
         ]
 
-    sw = sc.get("sweep")
-    if sw and "levels" in sw:
-        lines += [
-            "",
-            f"Throughput and latency against concurrency (wrk -t1, {sw['setup']['seconds']:g} s per point):",
-            "",
-            "| connections | edge req/s | nginx req/s | edge / nginx | per CPU-s, edge / nginx | edge p50 ms | nginx p50 ms "
-            "| edge p99 ms | nginx p99 ms | errors (edge / nginx) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for c, lv in sw["levels"].items():
-            errs = " / ".join(
-                str(lv[n].get("non2xx", 0) + lv[n].get("socket_errors", 0)) for n in ("edge", "nginx")
-            )
-            lines.append(
-                f"| {c} | {fmt(lv['edge']['rps']['median'])} | {fmt(lv['nginx']['rps']['median'])} | "
-                f"{lv['ratio']['rps']:.3f} | {lv['ratio'].get('rps_per_cpu', 0):.3f} | "
-                f"{fmt(lv['edge']['p50']['median'])} | "
-                f"{fmt(lv['nginx']['p50']['median'])} | {fmt(lv['edge']['p99']['median'])} | "
-                f"{fmt(lv['nginx']['p99']['median'])} | {errs} |"
-            )
-    wk = sc.get("workers")
-    if wk and "1 worker" in wk:
-        lines += [
-            "",
-            "`edge serve --workers`: small requests (wrk -t1), 1 worker on core 0 against 2 workers on "
-            "cores 0-1, which they share with wrk and the backend:",
-            "",
-            "| workers | req/s median | min-max | p99 ms |",
-            "|---|---:|---:|---:|",
-        ]
-        for label in ("1 worker", "2 workers"):
-            r = wk[label]
-            lines.append(
-                f"| {label} | {_cell(r['rps'])[0]} | {_cell(r['rps'])[1]} | {fmt(r['p99']['median'])} |"
-            )
-        lines.append(f"\n2 workers / 1 worker: {wk['ratio'].get('rps', 0):.2f}x")
-    elif "workers" in sc and sc["workers"] is None:
-        lines += ["", "`edge serve --workers`: not in this edge yet, so no 1-vs-2-worker figure."]
+    for s in registry:
+        result = sc.get(s.name)
+        if not isinstance(result, dict) or "error" in result or "skipped" in result:
+            continue
+        if s.table == "levels" and result.get("levels"):
+            lines += _levels(s, result)
+        elif s.table == "variants":
+            lines += _variants(s, result)
     mi = out.get("micro")
     if mi and mi.get("ns"):
         lines += [
@@ -218,10 +240,11 @@ def markdown(out: dict, plots: list[Path] = (), brief: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(out: dict, folder: Path) -> list[Path]:
-    """Throughput and latency against concurrency, edge beside nginx; [] when there is no sweep."""
-    sw = out["scenarios"].get("sweep")
-    if not sw or "levels" not in sw:
+def plots(out: dict, folder: Path, registry: tuple[Scenario, ...] = SCENARIOS) -> list[Path]:
+    """Throughput and latency against concurrency, edge beside nginx; [] when no "levels" scenario ran."""
+    found = [out["scenarios"].get(s.name) for s in registry if s.table == "levels"]
+    sw = next((r for r in found if isinstance(r, dict) and r.get("levels")), None)
+    if sw is None:
         return []
     import matplotlib
 

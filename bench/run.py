@@ -5,10 +5,11 @@
     .venv/bin/python bench/run.py --only small,bulk --runs 1 --seconds 3
     .venv/bin/python bench/run.py --workers 2  pass `--workers 2` to every edge (when edge has it)
 
-Order: micro-benchmarks of the pure stages (bench/micro.py), then the HTTP scenarios
-(bench/scenarios.py: small, sweep, bulk, websocket, idle, workers), then the DNS comparison
-(bench/dns_bench.py, its own results). This process pins itself to the load core; the proxies are
-pinned to core 0. One line per step on stderr: step count, elapsed time, the figure just measured.
+Order: micro-benchmarks of the pure stages (bench/micro.py), then the HTTP scenarios in the order of
+their registry (bench/scenarios.py SCENARIOS: small, sweep, bulk, websocket, idle, workers, fastlane),
+then the DNS comparison (bench/dns_bench.py, its own results). This process pins itself to the load
+core; the proxies are pinned to core 0. One line per step on stderr: step count, elapsed time, the
+figure just measured.
 
 Writes bench/results/http.json, bench/results/http.md and the PNG plots (bench/report.py); a --quick
 pass writes them to bench/results/quick/ instead (not committed) and leaves the DNS figures alone.
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import micro, peers, report, scenarios  # noqa: E402
-from bench.peers import LOAD_CPU, PROXY_CPU, backend, edge_flags, need, raise_nofile  # noqa: E402
+from bench.peers import LOAD_CPU, PROXY_CPU, backend, need, raise_nofile  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -48,15 +49,7 @@ class Progress:
 
 
 def steps(a: argparse.Namespace) -> int:
-    per = {
-        "small": 2 * a.runs,
-        "sweep": 2 * a.runs * len(a.sweep),
-        "bulk": 3 * a.runs,
-        "websocket": 3 * a.runs,
-        "idle": 2 * a.runs,
-        "workers": 2 * a.runs if "--workers" in edge_flags() else 1,
-    }
-    return (a.micro > 0) + sum(per[s] for s in a.only) + (not a.no_dns)
+    return (a.micro > 0) + sum(scenarios.BY_NAME[s].steps(a) for s in a.only) + (not a.no_dns)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,13 +57,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="short runs, once each: a smoke test of the harness")
     ap.add_argument(
         "--only",
-        default=",".join(scenarios.SCENARIOS),
-        help=f"comma-separated scenarios (default all: {','.join(scenarios.SCENARIOS)})",
+        default=",".join(scenarios.BY_NAME),
+        help=f"comma-separated scenarios (default all: {','.join(scenarios.BY_NAME)})",
     )
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per proxy (default 3)")
-    ap.add_argument("--seconds", type=float, default=10, help="wrk duration for small requests (default 10)")
     ap.add_argument(
-        "--connections", type=int, default=50, help="wrk connections for small requests (default 50)"
+        "--seconds",
+        type=float,
+        default=10,
+        help="wrk duration for small requests, workers, fastlane (default 10)",
+    )
+    ap.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        help="wrk connections for small requests, workers, fastlane (default 50)",
     )
     ap.add_argument("--sweep", default="1,4,16,64,256", help="connection counts for the concurrency sweep")
     ap.add_argument("--sweep-seconds", type=float, default=4, help="wrk duration per sweep point (default 4)")
@@ -112,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.results is None:
         a.results = RESULTS / "quick" if a.quick else RESULTS
     a.only = [s for s in a.only.split(",") if s]
-    unknown = set(a.only) - set(scenarios.SCENARIOS)
+    unknown = set(a.only) - set(scenarios.BY_NAME)
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     a.sweep = [int(c) for c in a.sweep.split(",")]
@@ -209,13 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             bench = scenarios.Bench(a, be, progress.step)
             for name in a.only:
                 try:
-                    out["scenarios"][name] = scenarios.SCENARIOS[name](bench)
+                    out["scenarios"][name] = scenarios.BY_NAME[name].run(bench)
                 except Exception as exc:  # one broken scenario must not lose the others' figures
                     out["scenarios"][name] = {"error": repr(exc)}
                     progress.step(f"{name}: FAILED {exc!r}")
                 if peers.LOGS:  # what the proxies logged at warning or worse while it ran
-                    if out["scenarios"][name] is not None:
-                        out["scenarios"][name]["logs"] = list(peers.LOGS)
+                    out["scenarios"][name]["logs"] = list(peers.LOGS)
                     for entry in peers.LOGS:
                         print(
                             f"  {entry['proxy']} logged {entry['lines']} warnings/errors; last: "

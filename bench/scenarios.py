@@ -4,6 +4,10 @@ Each scenario alternates the two proxies run by run (edge first on even runs, ng
 ones, so slow drift of the machine does not favour one side), and returns, per proxy and per figure,
 the median, min and max of the runs, plus the ratio edge / nginx of the medians. Error counts
 (non-2xx, socket errors, connections not served) are summed over runs, never hidden in a median.
+
+`SCENARIOS`, at the end, is the whole suite: one `Scenario` entry per scenario says how to run it,
+how many progress lines it prints and how bench/report.py shows its figures. bench/run.py (--only,
+the step count) and bench/report.py read nothing else, so a new scenario is a function and an entry.
 """
 
 from __future__ import annotations
@@ -13,9 +17,21 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from bench import clients
-from bench.peers import BIG_BYTES, PROXY_CPU, Backend, CoreWatch, edge_flags, proxy, spread, tree_rss_kib, wrk
+from bench.peers import (
+    BIG_BYTES,
+    PROXY_CPU,
+    Backend,
+    CoreWatch,
+    edge_config_keys,
+    edge_flags,
+    proxy,
+    spread,
+    tree_rss_kib,
+    wrk,
+)
 
 NAMES = ("edge", "nginx")
 COUNTS = ("non2xx", "socket_errors", "not_served")
@@ -36,8 +52,8 @@ class Bench:
     step: Callable[[str], None]  # prints one progress line
 
 
-def order(run: int) -> tuple[str, ...]:
-    return NAMES if run % 2 == 0 else NAMES[::-1]
+def order(run: int, names: tuple[str, ...] = NAMES) -> tuple[str, ...]:
+    return names if run % 2 == 0 else names[::-1]
 
 
 def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[str, str] = NAMES) -> dict:
@@ -51,6 +67,7 @@ def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[
             if any(c in r for r in rs):
                 out[name][c] = sum(r.get(c, 0) for r in rs)
     a, b = names
+    out["ratio_of"] = [a, b]
     out["ratio"] = {
         f: out[a][f]["median"] / out[b][f]["median"]
         for f in figures
@@ -267,12 +284,12 @@ def idle(b: Bench) -> dict:
     return out
 
 
-def workers(b: Bench) -> dict | None:
+def workers(b: Bench) -> dict:
     """`edge serve --workers 1` on core 0 against `--workers 2` on both cores (shared with wrk)."""
     a = b.args
     if "--workers" not in edge_flags():
         b.step("workers: skipped, this edge has no `serve --workers`")
-        return None
+        return {"skipped": "this edge has no `serve --workers`"}
     shapes = (("1 worker", 1, PROXY_CPU), ("2 workers", 2, "0,1"))
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in shapes}
     for i in range(a.runs):
@@ -284,7 +301,7 @@ def workers(b: Bench) -> dict | None:
             b.step(
                 f"workers run {i + 1}/{a.runs} {label:9}  {r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms"
             )
-    out = compare(runs, ("rps", "p50", "p99"), names=("2 workers", "1 worker"))
+    out = compare(runs, ("rps", "rps_per_cpu", "p50", "p99"), names=("2 workers", "1 worker"))
     out["setup"] = {
         "connections": a.connections,
         "seconds": a.seconds,
@@ -293,11 +310,151 @@ def workers(b: Bench) -> dict | None:
     return out
 
 
-SCENARIOS = {
-    "small": small,
-    "sweep": sweep,
-    "bulk": bulk,
-    "websocket": websocket,
-    "idle": idle,
-    "workers": workers,
-}
+def fastlane(b: Bench) -> dict:
+    """Small requests through two `edge serve`s on core 0, `http.fast_lane` on and off, alternating.
+
+    The figure edge/http/README.md quotes (the fast lane against the h11 lane). Both proxies start
+    fresh, are warmed up, then take turns as edge and nginx do in `small`.
+    """
+    a = b.args
+    if "http.fast_lane" not in edge_config_keys():
+        b.step("fastlane: skipped, this edge has no http.fast_lane")
+        return {"skipped": "this edge has no http.fast_lane"}
+    lanes = {"fast lane": True, "h11 lane": False}
+    runs: dict[str, list[dict]] = {lane: [] for lane in lanes}
+    with ExitStack() as stack:
+        px = {
+            lane: stack.enter_context(proxy("edge", b.be, a.workers, config={"http": {"fast_lane": on}}))
+            for lane, on in lanes.items()
+        }
+        for p in px.values():
+            _wrk(b, p, a.connections, 1)  # warm-up
+        for i in range(a.runs):
+            for lane in order(i, tuple(lanes)):
+                r = _wrk(b, px[lane], a.connections, a.seconds)
+                runs[lane].append(r)
+                b.step(
+                    f"fastlane run {i + 1}/{a.runs} {lane:9}  {r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms"
+                    f"  errors {r['non2xx'] + r['socket_errors']}" + noise(r)
+                )
+    out = compare(runs, ("rps", "rps_per_cpu", "p50", "p99"), names=("fast lane", "h11 lane"))
+    out["setup"] = {
+        "connections": a.connections,
+        "seconds": a.seconds,
+        "tool": "wrk -t1",
+        "config": {lane: f"http.fast_lane = {str(on).lower()}" for lane, on in lanes.items()},
+    }
+    return out
+
+
+# --- the registry -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """A line of the main edge / nginx table: figure `fig` of the comparison at `at` in the result."""
+
+    label: str
+    unit: str
+    fig: str
+    at: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario of the suite, as bench/run.py runs it and bench/report.py shows it.
+
+    `run` returns what http.json keeps under `name` ({"skipped": why} when this edge cannot run it);
+    `steps` is how many progress lines it prints. The report takes the rest:
+      rows   its lines in the main edge / nginx table; the first row at each `at` is also its line in
+             the CPU table
+      note   one line under the main table: str.format_map over the result, plus {errors}, the
+             summed error counts of each comparison in `rows`
+      table  "levels": a comparison per connection count (result["levels"]), a table and the plots;
+             "variants": two set-ups of edge against each other, `title` above, their ratio below
+    """
+
+    name: str
+    run: Callable[[Bench], dict]
+    steps: Callable[[argparse.Namespace], int]
+    rows: tuple[Row, ...] = ()
+    note: str = ""
+    table: Literal["", "levels", "variants"] = ""
+    title: str = ""
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "small",
+        small,
+        lambda a: 2 * a.runs,
+        rows=(
+            Row("small requests", "req/s", "rps"),
+            Row("small requests per proxy CPU-second", "req/CPU-s", "rps_per_cpu"),
+            Row("small requests, latency p50", "ms", "p50"),
+            Row("small requests, latency p99", "ms", "p99"),
+        ),
+        note="small requests: wrk -t1 -c{setup[connections]} -d{setup[seconds]:g}s; errors {errors}",
+    ),
+    Scenario(
+        "sweep",
+        sweep,
+        lambda a: 2 * a.runs * len(a.sweep),
+        table="levels",
+        title="Throughput and latency against concurrency (wrk -t1, {setup[seconds]:g} s per point):",
+    ),
+    Scenario(
+        "bulk",
+        bulk,
+        lambda a: 3 * a.runs,
+        rows=(
+            Row("100 MiB download", "MB/s", "mbps", ("download",)),
+            Row("100 MiB download per proxy CPU-second", "MB/CPU-s", "mbps_per_cpu", ("download",)),
+            Row("100 MiB upload", "MB/s", "mbps", ("upload",)),
+            Row("100 MiB upload per proxy CPU-second", "MB/CPU-s", "mbps_per_cpu", ("upload",)),
+        ),
+        note="bulk: {download[setup][bodies_per_run]} bodies of 100 MiB per run on one connection; straight "
+        "to the backend (no proxy, the ceiling on this machine): download "
+        "{download[direct][mbps][median]:,.0f} MB/s, upload {upload[direct][mbps][median]:,.0f} MB/s; "
+        "errors {errors}",
+    ),
+    Scenario(
+        "websocket",
+        websocket,
+        lambda a: 3 * a.runs,
+        rows=(
+            Row("WebSocket echo", "messages/s", "mps"),
+            Row("WebSocket echo per proxy CPU-second", "messages/CPU-s", "mps_per_cpu"),
+        ),
+        note="WebSocket: {setup[connections]} connections x {setup[in_flight_per_connection]} messages in "
+        "flight, {setup[payload_bytes]}-byte payloads; straight to the echo server (no proxy, the ceiling "
+        "on this machine): {direct[mps][median]:,.0f} messages/s",
+    ),
+    Scenario(
+        "idle",
+        idle,
+        lambda a: 2 * a.runs,
+        rows=(Row("memory per idle keep-alive connection", "bytes", "bytes_per_connection"),),
+        note="idle: {setup[connections]:,} connections; RSS before -> after (medians, KiB): edge "
+        "{edge[rss_before_kib][median]:,.0f} -> {edge[rss_after_kib][median]:,.0f}, nginx worker "
+        "{nginx[rss_before_kib][median]:,.0f} -> {nginx[rss_after_kib][median]:,.0f}; second request on "
+        "100 of them: {errors}",
+    ),
+    Scenario(
+        "workers",
+        workers,
+        lambda a: 2 * a.runs if "--workers" in edge_flags() else 1,
+        table="variants",
+        title="`edge serve --workers`: small requests (wrk -t1 -c{setup[connections]}), 1 worker on core 0 "
+        "against 2 workers on cores 0-1, which they share with wrk and the backend:",
+    ),
+    Scenario(
+        "fastlane",
+        fastlane,
+        lambda a: 2 * a.runs if "http.fast_lane" in edge_config_keys() else 1,
+        table="variants",
+        title="The fast lane against the h11 lane: small requests (wrk -t1 -c{setup[connections]}) through "
+        "two `edge serve` on core 0, `http.fast_lane = true` and `= false`, alternating runs:",
+    ),
+)
+BY_NAME = {s.name: s for s in SCENARIOS}
