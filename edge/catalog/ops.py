@@ -54,17 +54,16 @@ def token_matches(token: bytes, token_hash: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(token).hexdigest().encode(), token_hash.encode())
 
 
-#: The fields a write may set. `address` and `public` always have a value; the others may be None.
-FIELDS = ("address", "public", "mask_request_host", "max_connections")
-
-
 def _validate(field: str, value: object) -> object:
-    """One field's value, validated and normalized; None removes a field that may be absent."""
+    """One field's value, validated and normalized. None removes a mask or a limit; `address` and
+    `public` always have a value."""
     if field == "address":
         if value is None:
             raise ValidationError("address", "cannot be removed: a sandbox always has an address")
         return validate_address(value)
     if field == "public":
+        if value is None:
+            raise ValidationError("public", "cannot be removed: give true or false")
         if not isinstance(value, bool):
             raise ValidationError("public", f"{value!r} is not true or false")
         return value
