@@ -85,6 +85,9 @@ class HttpConfig:
     connect_retry: float = 1.0
     #: Seconds to wait for the sandbox's response head after the request was sent; past it, 504.
     response_head_timeout: float = 300.0
+    #: Seconds a write to a client or to a sandbox (splice included) may make no progress; past it
+    #: the exchange (or tunnel) ends and its connections close. nginx's send_timeout is 60 s too.
+    send_timeout: float = 60.0
     #: Seconds an idle pooled upstream connection is kept.
     upstream_idle_timeout: float = 15.0
     #: Idle upstream connections kept per (sandbox, address, port).

@@ -7,6 +7,8 @@
                      sandbox connection and the sandbox's max_connections slot come back at once
                      instead of when the answer finally arrives.
   revokes            whether a catalog change withdraws what an exchange in flight was allowed.
+  SandboxSlot        one exchange held against its sandbox's max_connections, and findable for
+                     revocation while it runs.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from edge.catalog.model import Sandbox
 from edge.config import HttpConfig
+from edge.errors import TooManyConnections
 
 if TYPE_CHECKING:
-    from edge.http.upstream import Upstream
+    from edge.http.deadlines import Wait
 
 #: Descriptors kept back for listeners, the catalog, logs and the like.
 RESERVED_FDS = 64
@@ -49,20 +52,20 @@ def connection_limits(http: HttpConfig, soft_nofile: int | None = None) -> tuple
     return total, min(per_ip, total)
 
 
-def clients_gone(waiting: Iterable[Upstream]) -> list[Upstream]:
-    """The sandbox connections among `waiting` whose client has closed or reset its connection.
+def clients_gone(waiting: Iterable[Wait]) -> list[Wait]:
+    """The waits on a sandbox among `waiting` whose client (`Wait.watch`) has closed or reset its connection.
 
     One poll(0) over all their client sockets. A client that half-closed (FIN) with nothing left
     unread has gone, as nginx also decides; one with unread bytes (a pipelined request, a body) has
     not.
     """
     poller = select.poll()
-    by_fd: dict[int, Upstream] = {}
-    for up in waiting:
-        fd = up.client_fd
+    by_fd: dict[int, Wait] = {}
+    for w in waiting:
+        fd = w.watch
         if fd >= 0:
             poller.register(fd, select.POLLIN | _RDHUP)
-            by_fd[fd] = up
+            by_fd[fd] = w
     gone = []
     for fd, events in poller.poll(0):
         if events & _GONE:
@@ -88,3 +91,41 @@ def revokes(was: Sandbox, now: Sandbox | None) -> str | None:
     if not now.public and (was.public or now.token_hash != was.token_hash):
         return "made private" if was.public else "its token was rotated"
     return None
+
+
+class SandboxSlot:
+    """One exchange held against its sandbox, for as long as it runs (tunnels included):
+
+    - counted against the sandbox's max_connections in this process, or refused with 429;
+    - registered as in flight on the sandbox record it was authorised against, so that a catalog
+      change revoking that record can find and cut it (context.ServerContext.revoke_changed).
+    """
+
+    __slots__ = ("_active", "_inflight", "_ex", "_sandbox")
+
+    def __init__(self, active: dict[str, int], inflight: dict, ex: object, sandbox: Sandbox, port: int) -> None:
+        limit = sandbox.max_connections
+        if limit is not None:
+            n = active.get(sandbox.id, 0)
+            if n >= limit:
+                raise TooManyConnections(sandbox.id, port, limit)
+            active[sandbox.id] = n + 1
+        inflight[ex] = sandbox
+        self._active = active
+        self._inflight = inflight
+        self._ex = ex
+        self._sandbox = sandbox
+
+    def __enter__(self) -> SandboxSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._inflight[self._ex]
+        sandbox = self._sandbox
+        if sandbox.max_connections is not None:
+            active = self._active
+            n = active[sandbox.id] - 1
+            if n:
+                active[sandbox.id] = n
+            else:
+                del active[sandbox.id]

@@ -1,12 +1,18 @@
-"""The HTTP server: listeners (listen.py), one ClientConnection per accepted socket, graceful stop.
+"""The HTTP server: listeners, admission, one connection task per accepted socket, graceful stop.
 
 `serve(config, live, *, task_status)` binds `config.http.listen`, reports the bound addresses through
-`task_status.started()`, and serves until cancelled. The upstream pool's reaper runs beside it.
+`task_status.started()`, and serves until cancelled or until `stop` is set. Beside the connections run
+the deadline sweep (deadlines.py) and the pool's reaper.
+
+Admission: a new connection past `http.max_connections`, or past `max_connections_per_ip` from its
+address, is closed at once and counted (ServerContext.admit). Each admitted socket becomes a
+`ClientSide` over a `SocketTransport` (client.py), and conn.serve_connection takes it from there.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from functools import partial
 
 import trio
@@ -14,7 +20,9 @@ import trio
 from edge.accept import accept_loop
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
-from edge.http.conn import ClientConnection, ServerContext
+from edge.http.client import ClientSide, SocketTransport
+from edge.http.conn import serve_connection
+from edge.http.context import ServerContext
 from edge.http.listen import open_listeners
 from edge.http.loop import OwnListeners
 from edge.metrics import STATS
@@ -33,9 +41,12 @@ async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
         sock.close()
         return
     try:
-        await ClientConnection(ctx, stream, ip.encode()).run()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = ClientSide(SocketTransport(sock, ctx.deadlines), ip.encode(), ctx.http.max_head_bytes)
+        await serve_connection(ctx, client)
     except Exception:  # a bug must cost one connection, never the server
         logger.exception("connection handler failed")
+        sock.close()
     finally:
         ctx.leave(ip)
 
@@ -54,15 +65,15 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
     bound = [tuple(sock.getsockname()[:2]) for sock in listeners]
     for host, port in bound:
         own.add(host, port)
-    ctx = ServerContext(config, live, own)
+    ctx = ServerContext(config, live, own, bound[0][1])
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ctx.pool.run_reaper)
-            nursery.start_soon(ctx.reap_idle)
+            nursery.start_soon(ctx.deadlines.run)
             async with trio.open_nursery() as handlers:
                 accepting = trio.CancelScope()
 
-                async def accept(sock) -> None:
+                async def accept(sock: socket.socket) -> None:
                     with accepting:
                         try:
                             await accept_loop(sock, handlers, partial(_handle, ctx))
@@ -77,7 +88,8 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                 await stop.wait()
                 # Graceful stop: no new connections; idle keep-alive connections close now; requests in
                 # flight get shutdown_grace seconds to finish (each connection closes after its
-                # current exchange), then whatever is left is cancelled.
+                # current exchange), then whatever is left is cancelled. With nothing in flight the
+                # handlers' nursery ends at once.
                 accepting.cancel()
                 for sock in listeners:
                     trio.lowlevel.notify_closing(sock)
@@ -85,14 +97,9 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                 ctx.drain()
                 logger.info("http: draining %d connections for up to %.1f s",
                             STATS.http_active_connections, config.http.shutdown_grace)
-                handlers.start_soon(_cancel_after, config.http.shutdown_grace, handlers.cancel_scope)
+                handlers.cancel_scope.deadline = trio.current_time() + config.http.shutdown_grace
             nursery.cancel_scope.cancel()
     finally:
         ctx.pool.close_all()
         for sock in listeners:
             sock.close()
-
-
-async def _cancel_after(seconds: float, scope: trio.CancelScope) -> None:
-    await trio.sleep(seconds)
-    scope.cancel()

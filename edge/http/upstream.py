@@ -1,13 +1,17 @@
-"""Connections to sandboxes: connect with a short retry, and a pool of idle keep-alive connections.
+"""The sandbox side: connections to sandboxes, the pool of idle ones, and the one send-with-retry.
 
 A pooled connection is keyed by (sandbox ID, address, port), so a sandbox that moves to another address
-never gets a connection meant for the old one. A connection goes back to the pool only when its
-exchange ended cleanly and nothing at all follows the response: not in h11's buffer (checked at
-release), not on the socket (checked at every reuse, whatever the idle time, by a non-blocking
-peek). Bytes nobody asked for mean the connection is closed, never read as the next answer: a
-sandbox that sends a second response after the first (by bug or on purpose) would otherwise hand it
-to the next client, and that client's answer to the one after (response desynchronisation).
-Idle connections past `upstream_idle_timeout` are closed by a reaper so sandboxes do not hold them.
+never gets a connection meant for the old one. A connection goes back to the pool only when
+`exchange.upstream_may_return` says so (its exchange ended cleanly and nothing at all follows the
+response, not even in h11's buffer), and before every reuse, whatever its idle time, a non-blocking
+peek checks that nothing arrived since: bytes nobody asked for mean the connection is closed, never
+read as the next answer. A sandbox that sends a second response after the first (by bug or on
+purpose) would otherwise hand it to the next client, and that client's answer to the one after
+(response desynchronisation). Idle connections past `upstream_idle_timeout` are closed by a reaper.
+
+`forward_with_retry` is the one way both lanes get a sandbox connection and use it: when a pooled
+connection turns out dead before the sandbox said anything (the keep-alive race), an idempotent
+request without a body is sent once more on a new connection.
 """
 
 from __future__ import annotations
@@ -15,82 +19,106 @@ from __future__ import annotations
 import errno
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import h11
 import trio
 
 from edge.config import HttpConfig
 from edge.errors import PortNotOpen, UpstreamError, UpstreamTimeout
+from edge.http.deadlines import Deadlines, Expired, Wait
+from edge.http.exchange import Exchange, clock, upstream_may_return
 from edge.metrics import STATS
 
 _REFUSED = frozenset((errno.ECONNREFUSED, errno.ECONNRESET))
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 Key = tuple[str, str, int]
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+#: Methods safe to resend when a pooled connection turns out dead before any answer.
+RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+
+
+class Stale:
+    """The outcome of an attempt on a pooled connection that was dead before the sandbox said anything."""
+
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+STALE = Stale()
+T = TypeVar("T")
 
 
 class Upstream:
-    """One connection to a sandbox port: the stream, its h11 client state, and pool bookkeeping."""
+    """One connection to a sandbox port: a transport (client.Transport's shape, so bodies and tunnels
+    treat both sides alike), an h11 client state while the h11 lane uses it, and pool bookkeeping."""
 
-    __slots__ = ("key", "sock", "stream", "fd", "h11", "idle_since", "reused", "expired", "client_fd")
+    __slots__ = ("key", "sock", "fd", "splice_fd", "rd", "wr", "h11", "idle_since", "reused", "_d")
 
-    def __init__(self, key: Key, sock: socket.socket) -> None:
+    def __init__(self, key: Key, sock: socket.socket, deadlines: Deadlines) -> None:
         self.key = key
-        #: The standard-library socket under `stream` (for the liveness peek without trio's wrappers).
         self.sock = sock
-        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        self.fd = sock.fileno()
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.fd = self.splice_fd = sock.fileno()
+        self.rd = Wait(self.fd)
+        self.wr = Wait(self.fd)
+        self.h11: h11.Connection | None = None
         self.idle_since = 0.0
         self.reused = False
-        #: Why a wait on this connection was ended from outside (see expire), or None.
-        self.expired: str | None = None
-        #: The client socket of the exchange this connection serves (-1 when none): the reaper
-        #: watches it while the sandbox has not answered.
-        self.client_fd = -1
+        self._d = deadlines
 
-    def expire(self, why: str) -> None:
-        """End a wait on this connection from outside: "timeout" (the response head is late),
-        "client" (the client left) or "revoked" (a catalog change). The waiting task gets
-        ClosedResourceError and sees `expired`; the connection is closed by its owner, never reused."""
-        self.expired = why
-        trio.lowlevel.notify_closing(self.stream.socket)
+    def pending(self) -> bool:
+        return False
+
+    async def recv(self, max_bytes: int, deadline: float | None, kind: str) -> bytes:
+        return await self._d.recv(self.rd, max_bytes, deadline, kind)
+
+    async def send(self, data: bytes | memoryview) -> None:
+        await self._d.send_all(self.wr, data)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
 
     def close(self) -> None:
-        self.stream.socket.close()
+        self.sock.close()
 
 
-async def connect(key: Key, config: HttpConfig) -> socket.socket:
+async def connect(key: Key, config: HttpConfig, deadlines: Deadlines) -> Upstream:
     """Open a TCP connection to the sandbox port, retrying a refused port for `connect_retry` seconds.
 
     E2B's edge retries too: a sandbox's server is often still starting when the first request comes.
+    Each attempt is a non-blocking connect bounded by connect_timeout (a "connect" deadline).
     """
     sandbox_id, address, port = key
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    retry_until = trio.current_time() + config.connect_retry
+    now = trio.current_time()
+    retry_until = now + config.connect_retry
     delay = 0.02
     while True:
-        raw = socket.socket(family, socket.SOCK_STREAM)
-        raw.setblocking(False)
-        sock = trio.socket.from_stdlib_socket(raw)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        up = Upstream(key, sock, deadlines)
         try:
-            with trio.fail_after(config.connect_timeout):
-                await sock.connect((address, port))
-            return raw
-        except trio.TooSlowError:
+            err = sock.connect_ex((address, port))
+            if err == errno.EINPROGRESS:
+                await deadlines.writable(up.wr, trio.current_time() + config.connect_timeout, "connect")
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not err:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return up
+        except Expired:
             sock.close()
             raise UpstreamTimeout(sandbox_id, port, "connect") from None
-        except OSError as exc:
-            sock.close()
-            if exc.errno not in _REFUSED:
-                raise UpstreamError(sandbox_id, port, f"connect: {exc.strerror}") from None
-            if trio.current_time() + delay > retry_until:
-                raise PortNotOpen(sandbox_id, port) from None
-            await trio.sleep(delay)
-            delay = min(delay * 2, 0.2)
         except BaseException:
             sock.close()
             raise
+        sock.close()
+        if err not in _REFUSED:
+            raise UpstreamError(sandbox_id, port, f"connect: {errno.errorcode.get(err, err)}")
+        if trio.current_time() + delay > retry_until:
+            raise PortNotOpen(sandbox_id, port)
+        await trio.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def quiet(sock: socket.socket) -> bool:
@@ -110,16 +138,16 @@ def quiet(sock: socket.socket) -> bool:
 
 
 class Pool:
-    def __init__(self, config: HttpConfig) -> None:
+    def __init__(self, config: HttpConfig, deadlines: Deadlines) -> None:
         self._config = config
+        self._deadlines = deadlines
         self._idle: dict[Key, deque[Upstream]] = {}
 
     async def acquire(self, key: Key, fresh: bool = False) -> Upstream:
-        """A clean idle connection for `key`, or a new one. The caller owns it until release()."""
+        """A clean idle connection for `key`, or a new one. The caller owns it until finish()."""
         idle = None if fresh else self._idle.get(key)
         if idle:
-            now = trio.current_time()
-            limit = now - self._config.upstream_idle_timeout
+            limit = trio.current_time() - self._config.upstream_idle_timeout
             while idle:
                 up = idle.pop()  # most recently used first: the likeliest to still be open
                 # Every reuse peeks, however short the idle time: the bytes that desynchronise a
@@ -129,7 +157,7 @@ class Pool:
                     return up
                 up.close()
         try:
-            return Upstream(key, await connect(key, self._config))
+            return await connect(key, self._config, self._deadlines)
         except PortNotOpen:
             STATS.upstream_connect_failures["refused"] += 1
             raise
@@ -140,32 +168,18 @@ class Pool:
             STATS.upstream_connect_failures["error"] += 1
             raise
 
-    def release(self, up: Upstream) -> None:
-        """Give a connection back after a request; pooled only when h11 says the cycle ended cleanly
-        and h11 holds no byte past the response."""
-        conn = up.h11
-        fresh = conn.our_state is h11.IDLE and conn.their_state is h11.IDLE  # replaced after a splice
-        if conn.trailing_data[0]:
-            up.close()  # the sandbox sent more than the response: never read as the next answer
+    def finish(self, up: Upstream, ex: Exchange) -> None:
+        """After an exchange: back to the pool when `upstream_may_return(ex)`, else closed."""
+        if not upstream_may_return(ex):
+            up.close()
             return
-        if fresh or (conn.our_state is h11.DONE and conn.their_state is h11.DONE):
-            if not fresh:
-                try:
-                    conn.start_next_cycle()
-                except h11.LocalProtocolError:
-                    up.close()
-                    return
-            self.keep(up)
-            return
-        up.close()
-
-    def keep(self, up: Upstream) -> None:
-        """Pool a connection whose last exchange ended cleanly (the caller knows), if there is room."""
         idle = self._idle.get(up.key)
         if idle is None:
             idle = self._idle[up.key] = deque()
         if len(idle) < self._config.upstream_pool_size:
             up.idle_since = trio.current_time()
+            up.rd.watch = -1
+            up.h11 = None
             idle.append(up)
         else:
             up.close()
@@ -190,3 +204,36 @@ class Pool:
             for up in idle:
                 up.close()
         self._idle.clear()
+
+
+async def forward_with_retry(pool: Pool, key: Key, ex: Exchange, retry: bool,
+                             attempt: Callable[[Upstream], Awaitable[T | Stale]]) -> T:
+    """Get a sandbox connection for `ex` and run `attempt` on it (send the request, relay the answer).
+
+    When the attempt finds a pooled connection dead before any answer (STALE), the connection is
+    closed and, if `retry` (an idempotent request without a body) and nothing revoked the exchange,
+    the attempt runs once more on a new connection. After the attempt the connection goes back to the
+    pool or is closed (`Pool.finish`); after an error it is closed.
+    """
+    fresh = False
+    while True:
+        t0 = clock()
+        up = await pool.acquire(key, fresh)
+        ex.connect_ms = round((clock() - t0) * 1000, 3)
+        ex.upstream = up
+        up.rd.watch = ex.client.io.fd  # the deadline sweep notices the client leaving meanwhile
+        try:
+            result = await attempt(up)
+        except BaseException:
+            up.close()
+            raise
+        finally:
+            ex.upstream = None
+        if not isinstance(result, Stale):
+            pool.finish(up, ex)
+            return result
+        up.close()
+        if not retry or ex.revoked:
+            raise UpstreamError(key[0], key[2], "connection closed before a response")
+        retry = False
+        fresh = True

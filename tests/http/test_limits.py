@@ -48,7 +48,7 @@ def test_only_changes_that_withdraw_access_revoke(label, was, now, why):
 
 class _Waiting:
     def __init__(self, fd: int) -> None:
-        self.client_fd = fd
+        self.watch = fd
 
 
 def test_a_client_that_closed_is_gone_one_with_unread_bytes_is_not():

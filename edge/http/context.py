@@ -1,0 +1,123 @@
+"""What every connection of one HTTP server shares. Built once per server; read per request.
+
+It owns the server-wide state: the deadline table (deadlines.py), the sandbox connection pool, the
+counts behind the connection caps and the per-sandbox limits, and the exchanges in flight, which a
+catalog change may revoke.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+
+from edge.catalog.model import Sandbox, Snapshot
+from edge.catalog.store import LiveCatalog
+from edge.config import Config
+from edge.http.deadlines import Deadlines
+from edge.http.exchange import Exchange
+from edge.http.limits import connection_limits, revokes
+from edge.http.loop import OwnListeners
+from edge.http.route import Router
+from edge.http.upstream import Pool
+from edge.metrics import STATS
+
+logger = logging.getLogger("edge.http")
+
+
+def via_token(config: Config) -> bytes:
+    """The edge's own Via token: the same in every worker of one edge (they share the listener),
+    different for another edge (another host or listener), so a loop through either is caught."""
+    seed = f"{socket.gethostname()} {config.http.listen}".encode()
+    return b"edge-" + hashlib.sha256(seed).hexdigest()[:8].encode()
+
+
+class ServerContext:
+    __slots__ = ("config", "http", "router", "live", "pool", "deadlines", "scheme", "secure", "access_log",
+                 "own", "via", "via_entry", "forwarded_port", "max_open", "max_per_ip", "open", "per_ip",
+                 "active", "inflight", "draining")
+
+    def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners, port: int) -> None:
+        http = self.http = config.http
+        self.config = config
+        self.router = Router(config.domains)
+        self.live = live
+        self.deadlines = Deadlines(http)
+        self.pool = Pool(http, self.deadlines)
+        self.scheme = http.scheme.encode()
+        self.secure = http.scheme == "https"
+        self.access_log = config.access_log
+        #: The edge's own listeners: a sandbox target among them is a loop (508).
+        self.own = own
+        self.via = via_token(config)
+        self.via_entry = b"1.1 " + self.via
+        #: X-Forwarded-Port sent upstream: the port this server listens on.
+        self.forwarded_port = str(port).encode()
+        #: Client connections at most, in all and per client address; `open` and `per_ip` count
+        #: those admitted.
+        self.max_open, self.max_per_ip = connection_limits(http)
+        self.open = 0
+        self.per_ip: dict[str, int] = {}
+        #: In-flight exchanges and tunnels per sandbox with a max_connections limit (limits.SandboxSlot).
+        self.active: dict[str, int] = {}
+        #: Exchanges in flight -> the sandbox record they were authorised against (limits.SandboxSlot).
+        self.inflight: dict[Exchange, Sandbox] = {}
+        #: Set when the server stops: connections end after their current exchange.
+        self.draining = False
+        live.on_change(self.revoke_changed)
+
+    def admit(self, ip: str) -> bool:
+        """Count a new client connection in, or refuse it (the caller closes it at once)."""
+        if self.open >= self.max_open:
+            STATS.http_connections_rejected["total"] += 1
+            return False
+        n = self.per_ip.get(ip, 0)
+        if n >= self.max_per_ip:
+            STATS.http_connections_rejected["per_ip"] += 1
+            return False
+        self.per_ip[ip] = n + 1
+        self.open += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        self.open -= 1
+        n = self.per_ip[ip] - 1
+        if n:
+            self.per_ip[ip] = n
+        else:
+            del self.per_ip[ip]
+
+    def drain(self) -> None:
+        """Stop keep-alive: connections waiting for a request close now, busy ones after their exchange."""
+        self.draining = True
+        deadlines = self.deadlines
+        for w in [w for w in deadlines.table if w.kind == "idle"]:
+            deadlines.expire(w, "idle")
+
+    def revoke_changed(self, old: Snapshot, new: Snapshot) -> None:
+        """A new catalog snapshot: cut the exchanges and tunnels it revokes (removed sandbox, new
+        address, made private, token rotated). Keep-alive requests are checked anew anyway."""
+        if not self.inflight:
+            return
+        for ex, was in list(self.inflight.items()):
+            why = revokes(was, new.get(was.id))
+            if why is not None:
+                logger.info("sandbox %s: %s; closing an open connection", was.id, why)
+                STATS.http_revoked += 1
+                self.revoke(ex)
+
+    def revoke(self, ex: Exchange) -> None:
+        """Cut one exchange or tunnel: both sockets shut down (not closed, so no descriptor number is
+        reused under a task still holding it), so every wait on them ends; nothing is retried."""
+        ex.revoked = True
+        try:
+            ex.client.io.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        up = ex.upstream
+        if up is not None:
+            try:
+                up.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.deadlines.expire(up.rd, "revoked")
