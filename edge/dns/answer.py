@@ -41,8 +41,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from dnslib import CLASS, QTYPE, RR, DNSLabel
-from dnslib.label import DNSBuffer
+from dnslib import CLASS, QTYPE, RR, DNSLabel  # type: ignore[import-untyped]  # dnslib ships no types
+from dnslib.label import DNSBuffer  # type: ignore[import-untyped]
 
 from edge.dns.zone import Zones, lookup
 
@@ -150,7 +150,7 @@ def _plan(data: bytes, zones: Zones, tcp: bool, edns_size: int) -> Plan:
 
 def _question_name(data: bytes) -> tuple[int, tuple[bytes, ...]]:
     """The offset just past the uncompressed name at offset 12, and its labels; Malformed otherwise."""
-    labels = []
+    labels: list[bytes] = []
     i, n = 12, len(data)
     while True:
         if i >= n:

@@ -49,8 +49,8 @@ def respond(
         verdict = limiter.check(client, found[1], now) if limiter is not None else SEND
         if verdict == DROP:
             return Response(None, -1, True, problem)
-        reply = found[0] if verdict == SEND else truncate(found[0])
-        return Response(reply, reply[3] & 0xF, verdict != SEND, problem)
+        wire = found[0] if verdict == SEND else truncate(found[0])
+        return Response(wire, wire[3] & 0xF, verdict != SEND, problem)
 
     decided = plan(data, zones, tcp=tcp, edns_size=edns_size)  # packs nothing yet
     problem = decided.problem or problem

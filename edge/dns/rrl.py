@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Hashable
 
 SEND, DROP, SLIP = 0, 1, 2
 
@@ -36,7 +37,7 @@ class RateLimiter:
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self.max_entries = max_entries
-        self._buckets: dict[tuple, list] = {}  # (prefix, key) -> [tokens, last time, drops]
+        self._buckets: dict[tuple[bytes, Hashable], list[float]] = {}  # -> [tokens, last time, drops]
         self._prefixes: dict[str, bytes] = {}
 
     def prefix(self, host: str) -> bytes:
@@ -62,14 +63,14 @@ class RateLimiter:
             self._prefixes[host] = found
         return found
 
-    def check(self, host: str, key: object, now: float) -> int:
+    def check(self, host: str, key: Hashable, now: float) -> int:
         bucket_key = (self.prefix(host), key)
         bucket = self._buckets.get(bucket_key)
         rate = self.rate
         if bucket is None:
             if len(self._buckets) >= self.max_entries:
                 self._prune(now)
-            self._buckets[bucket_key] = [rate - 1.0, now, 0]
+            self._buckets[bucket_key] = [rate - 1.0, now, 0.0]
             return SEND
         tokens = bucket[0] + (now - bucket[1]) * rate
         bucket[1] = now

@@ -12,11 +12,11 @@ Zones are built from BIND files by edge.dns.zonefile.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from dnslib import QTYPE, RR, DNSLabel
+from dnslib import QTYPE, RR, DNSLabel  # type: ignore[import-untyped]  # dnslib ships no types
 
 Key = tuple[bytes, ...]  # a name's labels in lower case, leftmost first
 
@@ -52,7 +52,7 @@ class Zone:
     @property
     def negative_ttl(self) -> int:
         # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
-        return min(self.soa.ttl, self.soa.rdata.times[4])
+        return int(min(self.soa.ttl, self.soa.rdata.times[4]))
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Zones:
         self.by_key: dict[Key, Zone] = {z.key: z for z in zones}
         self._longest_first = sorted(self.by_key.values(), key=lambda z: -len(z.key))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Zone]:
         return iter(self._longest_first)
 
     def __len__(self) -> int:
