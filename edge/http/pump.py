@@ -23,6 +23,7 @@ from edge.errors import (
     NotImplementedByEdge,
     RequestTimeout,
     UpstreamError,
+    UpstreamTimeout,
 )
 from edge.http.deadlines import Expired
 from edge.http.exchange import Exchange, Outcome
@@ -111,6 +112,8 @@ async def pump(ctx: ServerContext, ex: Exchange, up: Upstream, event: object) ->
     except BrokenBody as exc:
         if exc.source:
             raise BadRequest("The client connection failed before the request body ended") from None
+        if exc.timed_out:
+            raise UpstreamTimeout(ex.sandbox or "", ex.port or 0, "sending the request body") from None
         raise UpstreamError(ex.sandbox or "", ex.port or 0, f"sending the request body: {exc}") from None
     except Expired as exc:
         if exc.kind == "body":

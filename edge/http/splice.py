@@ -40,9 +40,11 @@ class BrokenBody(Exception):
     """A body stopped before its end: `source` True when the sending side failed or ended early,
     False when the receiving side failed (closed, reset, or made no progress for send_timeout)."""
 
-    def __init__(self, source: bool, why: str) -> None:
+    def __init__(self, source: bool, why: str, timed_out: bool = False) -> None:
         super().__init__(why)
         self.source = source
+        #: The receiving side made no progress for send_timeout (rather than failing).
+        self.timed_out = timed_out
 
 
 class Pipe:
@@ -109,7 +111,7 @@ async def _copy(d: Deadlines, src: Transport, dst: Transport, limit: int | None,
         try:
             await dst.send(data)
         except (OSError, Expired) as exc:
-            raise BrokenBody(False, str(exc) or type(exc).__name__) from None
+            raise BrokenBody(False, str(exc) or type(exc).__name__, isinstance(exc, Expired)) from None
         moved += len(data)
         count(len(data))
     return _check_end(moved, limit)
@@ -150,7 +152,7 @@ async def _splice(d: Deadlines, src: Transport, dst: Transport, limit: int | Non
             try:
                 await d.writable(dst.wr)
             except Expired as exc:
-                raise BrokenBody(False, f"no progress for send_timeout ({exc.kind})") from None
+                raise BrokenBody(False, f"no progress for send_timeout ({exc.kind})", True) from None
             since_yield = 0
             continue
         except OSError as exc:
