@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from edge import config as config_mod
 from edge.catalog.model import (
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # a flag is spelled whole, never guessed from a prefix
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -206,7 +207,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     cmd = args.sandbox_command
-    sandbox_id = validate_id(args.id) if cmd in ("add", "update", "show", "rm", "token") else None
+    sandbox_id = validate_id(args.id) if cmd in ("add", "update", "show", "rm", "token") else ""  # list: none
     # Validate everything before touching the catalog.
     if cmd == "add":
         validate_address(args.address)

@@ -203,7 +203,7 @@ def _convert(value: object, typ: object, key: str) -> object:
             value = [value]
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
-    elif dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
+    elif isinstance(typ, type) and dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
         return _build(typ, value, key + ".")
     raise ConfigError(f"{key}: {value!r} is not a valid value (expected {getattr(typ, '__name__', typ)})")
 

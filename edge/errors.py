@@ -9,6 +9,8 @@ these at the boundary where they are caught, once.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class EdgeError(Exception):
     """Base class. `status` is the HTTP status a client sees; `code` a stable short name."""
@@ -188,7 +190,10 @@ class UpstreamError(EdgeError):
         self.port = port
 
 
-def first_in_group(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def first_in_group(exc: BaseException, kind: type[_E]) -> _E | None:
     """The first exception of `kind` in `exc` or, depth first, in the exception groups around it.
 
     trio's nurseries wrap what a child raised in groups; a server that cannot start raises from inside

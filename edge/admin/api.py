@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -226,7 +227,7 @@ class BodyLimit:
 # --- the app ------------------------------------------------------------------------------------------
 
 _E = {"model": ErrorOut}
-_AUTH = {401: {**_E, "description": "No bearer token, or a wrong one"}}
+_AUTH: dict[int | str, dict[str, Any]] = {401: {**_E, "description": "No bearer token, or a wrong one"}}
 _INVALID = {
     400: {**_E, "description": "The body is not valid JSON"},
     422: {**_E, "description": "A field is invalid: `field` and `reason` say which and why"},
@@ -281,9 +282,10 @@ def create_app(ctx: AdminContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.edge = ctx
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(EdgeError, _on_edge_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    # Starlette types a handler as taking any Exception; each of these gets only the class it is added for.
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(EdgeError, _on_edge_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected)
     # Starlette runs the last added outermost: the token is checked before any of the body is read.
     app.add_middleware(BodyLimit, limit=ctx.max_body)

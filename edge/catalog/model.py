@@ -27,7 +27,7 @@ def validate_id(sandbox_id: str) -> str:
     return sandbox_id
 
 
-def validate_address(address: str) -> str:
+def validate_address(address: object) -> str:
     """An IPv4 or IPv6 address where the sandbox's ports are reachable from the edge, normalized.
 
     Only writes call this: a record already in a catalog is loaded as it is (see `address_refusal`).
@@ -89,7 +89,7 @@ def validate_port(port: object) -> int:
     return int(text)
 
 
-def validate_mask(mask: str | None) -> str | None:
+def validate_mask(mask: object) -> str | None:
     """A Host mask such as `localhost:${PORT}`: printable ASCII, no spaces, no control characters."""
     if mask is None or mask == "":
         return None
@@ -136,7 +136,7 @@ class Sandbox:
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         """The record as users see it: never the token hash."""
         doc = asdict(self)
         del doc["token_hash"]

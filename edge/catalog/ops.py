@@ -25,6 +25,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from edge.catalog.model import (
     Sandbox,
@@ -54,7 +55,7 @@ def token_matches(token: bytes, token_hash: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(token).hexdigest().encode(), token_hash.encode())
 
 
-def _validate(field: str, value: object) -> object:
+def _validate(field: str, value: object) -> Any:  # the field's own type: str, bool, int or None
     """One field's value, validated and normalized. None removes a mask or a limit; `address` and
     `public` always have a value."""
     if field == "address":

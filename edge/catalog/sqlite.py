@@ -118,7 +118,9 @@ class SqliteStore:
 
     def put(self, sandbox: Sandbox) -> Sandbox:
         """Insert or update; `created_at` is kept from the first insert. Writes the record as given."""
-        return self.modify(sandbox.id, lambda old: sandbox)
+        stored = self.modify(sandbox.id, lambda old: sandbox)
+        assert stored is not None  # the change always returns a record
+        return stored
 
     def modify(self, sandbox_id: str, change: Callable[[Sandbox | None], Sandbox | None]) -> Sandbox | None:
         """Read the record (None if absent), write what `change` makes of it, in one transaction.

@@ -41,8 +41,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from dnslib import CLASS, QTYPE, RR, DNSLabel  # type: ignore[import-untyped]  # dnslib ships no types
-from dnslib.label import DNSBuffer  # type: ignore[import-untyped]
+from dnslib import CLASS, QTYPE, RR, DNSLabel
+from dnslib.label import DNSBuffer
 
 from edge.dns.zone import Zones, lookup
 

@@ -84,8 +84,8 @@ class _State:
         self.snapshot = (FastPath.build(zones, self.edns_size).answer, zones)
         self.zones = zones
 
-    def _signature(self) -> tuple:
-        sig = []
+    def _signature(self) -> tuple[object, ...]:
+        sig: list[tuple[object, ...]] = []
         for domain in self.config.domains:
             try:
                 st = zone_path(self.config.dns.zones, domain).stat()

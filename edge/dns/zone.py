@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from dnslib import QTYPE, RR, DNSLabel  # type: ignore[import-untyped]  # dnslib ships no types
+from dnslib import QTYPE, RR, DNSLabel
 
 Key = tuple[bytes, ...]  # a name's labels in lower case, leftmost first
 

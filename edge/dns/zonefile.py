@@ -368,7 +368,8 @@ def check_files(paths: list[str]) -> int:
             load_file(path)
         except ZoneError as exc:
             status = 1
-            for err in exc.details.get("errors", [exc]):
+            errors = exc.details.get("errors")
+            for err in errors if isinstance(errors, list) else [exc]:
                 print(err.message, file=sys.stderr)
         else:
             print(f"{path}: ok")
