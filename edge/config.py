@@ -140,6 +140,40 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class CertFiles:
+    """A certificate chain and its private key, PEM files."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class HttpsConfig:
+    #: The HTTPS listener, e.g. "0.0.0.0:443"; empty: no HTTPS listener.
+    listen: Listen | None = None
+    #: Static certificate pairs, [{cert = "fullchain.pem", key = "privkey.pem"}]: each serves the names
+    #: its certificate carries, and is reloaded when its files change on disk.
+    certs: tuple[CertFiles, ...] = ()
+    #: The HTTP listener answers 308 to the https URL for sandbox hosts.
+    redirect_http: bool = False
+    #: Seconds a new TLS connection has to finish its handshake (a silent one is closed after it).
+    handshake_timeout: float = 10.0
+    #: Ask OpenSSL for kernel TLS (kTLS): with it, large bodies and tunnels keep moving by splice(2)
+    #: into the TLS socket. Used only where the kernel has it; never needed for correctness.
+    ktls: bool = True
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    #: ACME directory URL (e.g. Let's Encrypt's); empty: no automatic certificates.
+    directory: str = ""
+    #: Contact address given to the CA.
+    email: str = ""
+    #: Extra trust (a PEM bundle) for the directory's own TLS: a private or test CA.
+    ca_bundle: str = ""
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     listen: Listen = Listen("127.0.0.1", 8081)
     #: Bearer token for the admin API. Empty: EDGE_ADMIN_TOKEN, else generated once into
@@ -166,6 +200,8 @@ class Config:
     #: HTTP worker processes sharing the HTTP port (SO_REUSEPORT) and the catalog; 1: all in one process.
     workers: int = 1
     http: HttpConfig = HttpConfig()
+    https: HttpsConfig = HttpsConfig()
+    acme: AcmeConfig = AcmeConfig()
     dns: DnsConfig = DnsConfig()
     admin: AdminConfig = AdminConfig()
 
@@ -179,6 +215,8 @@ class Config:
 
 def _convert(value: object, typ: object, key: str) -> object:
     if typ is Listen:
+        if value == "" and key.endswith("https.listen"):
+            return None  # optional listener: empty means none
         if isinstance(value, Listen):
             return value
         if isinstance(value, str):
@@ -198,6 +236,9 @@ def _convert(value: object, typ: object, key: str) -> object:
     elif typ is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is CertFiles:
+        if isinstance(value, list | tuple):
+            return tuple(_convert(v, CertFiles, f"{key}[{i}]") for i, v in enumerate(value))
     elif typing.get_origin(typ) is tuple:
         if isinstance(value, str):
             value = [value]
@@ -214,6 +255,9 @@ def _build(cls: type, raw: Mapping[str, object], prefix: str = "") -> object:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    for f in dataclasses.fields(cls):
+        if f.name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{f.name} is required")
     kwargs = {}
     for name, value in raw.items():
         typ = hints[name]

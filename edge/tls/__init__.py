@@ -1,0 +1,1 @@
+"""TLS for the edge: certificates by SNI (certs.py) and certificates obtained by ACME DNS-01 (acme.py)."""
