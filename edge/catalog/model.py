@@ -148,14 +148,61 @@ class Sandbox:
         return host if http_port in (None, 80, 443) else f"{host}:{http_port}"
 
 
+#: The name ACME DNS-01 validates: `_acme-challenge.<name>` (RFC 8555 section 8.4).
+CHALLENGE_LABEL = "_acme-challenge"
+#: Seconds a challenge value is served after it was written, unless removed before: a crashed ACME
+#: run leaves nothing in the zone for longer than this.
+CHALLENGE_LIFETIME = 3600.0
+#: A DNS-01 value is the base64url SHA-256 of a key authorization (43 characters); other clients'
+#: values are taken if they are base64url too, up to one TXT string (255 bytes).
+_CHALLENGE_VALUE = re.compile(r"[A-Za-z0-9_-]{1,255}\Z")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Challenge:
+    """One TXT value served at `fqdn` (lower case, no trailing dot) until `expires_at` (Unix seconds)."""
+
+    fqdn: str
+    value: str
+    expires_at: float
+
+
+def challenge_domain(fqdn: object, domains: Iterable[str]) -> tuple[str, str]:
+    """`(fqdn, domain)`: the name normalized (lower case, no trailing dot) and the configured domain it is
+    under. Only `_acme-challenge.<domain>` or `_acme-challenge.<name>.<domain>` is accepted."""
+    if not isinstance(fqdn, str) or not fqdn.isascii():
+        raise ValidationError("fqdn", f"{fqdn!r} is not a domain name")
+    name = fqdn.strip().rstrip(".").lower()
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValidationError("fqdn", f"{fqdn!r} is not a domain name")
+    if labels[0] != CHALLENGE_LABEL:
+        raise ValidationError("fqdn", f"{fqdn!r} does not start with {CHALLENGE_LABEL}.")
+    for domain in sorted((normalize_domain(d) for d in domains), key=len, reverse=True):
+        if name.endswith("." + domain):
+            return name, domain
+    raise ValidationError("fqdn", f"{fqdn!r} is not under a domain this edge serves ({', '.join(domains)})")
+
+
+def validate_challenge_value(value: object) -> str:
+    if not isinstance(value, str) or not _CHALLENGE_VALUE.match(value):
+        raise ValidationError("value", f"{value!r} is not a DNS-01 value: 1-255 base64url characters")
+    return value
+
+
 class Snapshot:
-    """An immutable view of the whole catalog at one moment. Readers never lock."""
+    """An immutable view of the whole catalog at one moment. Readers never lock.
 
-    __slots__ = ("by_id", "version")
+    `challenges`: the ACME DNS-01 TXT values the DNS server serves, sorted (so two snapshots with the
+    same values compare equal)."""
 
-    def __init__(self, sandboxes: Iterable[Sandbox] = (), version: int = 0) -> None:
+    __slots__ = ("by_id", "version", "challenges")
+
+    def __init__(self, sandboxes: Iterable[Sandbox] = (), version: int = 0,
+                 challenges: Iterable[Challenge] = ()) -> None:
         self.by_id: Mapping[str, Sandbox] = MappingProxyType({s.id: s for s in sandboxes})
         self.version = version
+        self.challenges: tuple[Challenge, ...] = tuple(sorted(challenges))
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         return self.by_id.get(sandbox_id)

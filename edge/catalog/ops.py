@@ -11,6 +11,10 @@ two writers cannot lose each other's fields):
 Every address, mask and limit is validated here, before the transaction (edge.catalog.model);
 records already in a catalog are loaded as they are.
 
+ACME DNS-01 challenges (`present_challenge`, `cleanup_challenge`: edge's own ACME task, the admin API's
+POST /present and /cleanup) are TXT values at `_acme-challenge.<name>` under a configured domain, each
+served until it is removed or its lifetime (an hour) has passed.
+
 Private sandboxes: a traffic access token is random (256 bits from `secrets`), shown once, and stored
 only as its SHA-256. A fast hash is right here: the token has full entropy, so there is nothing for a
 slow hash to protect, and the edge hashes the presented token on every request to a private sandbox.
@@ -23,13 +27,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from edge.catalog.model import (
+    CHALLENGE_LIFETIME,
+    Challenge,
     Sandbox,
+    challenge_domain,
     validate_address,
+    validate_challenge_value,
     validate_id,
     validate_mask,
     validate_max_connections,
@@ -38,6 +47,8 @@ from edge.catalog.store import Store
 from edge.errors import SandboxExists, SandboxIsPublic, SandboxNotFound, ValidationError
 
 TOKEN_BYTES = 32
+#: Values served at one name at most: an ACME order for `D` and `*.D` needs two; a few clients at once, a few more.
+MAX_CHALLENGES_PER_NAME = 16
 
 
 def new_token() -> str:
@@ -190,3 +201,24 @@ def rotate_token(store: Store, sandbox_id: str) -> tuple[Sandbox, str]:
     record, token = _written(store, sandbox_id, change)
     assert token is not None
     return record, token
+
+
+def present_challenge(store: Store, domains: Iterable[str], fqdn: object, value: object, *,
+                      lifetime: float = CHALLENGE_LIFETIME, now: float | None = None) -> Challenge:
+    """Serve `value` as a TXT record at `fqdn` (`_acme-challenge.` under a configured domain) for
+    `lifetime` seconds, beside any other values there. Presenting the same value again renews it."""
+    name, _ = challenge_domain(fqdn, tuple(domains))
+    value = validate_challenge_value(value)
+    now = time.time() if now is None else now
+    others = [c for c in store.challenges() if c.fqdn == name and c.value != value]
+    if len(others) >= MAX_CHALLENGES_PER_NAME:
+        raise ValidationError("fqdn", f"{name} holds {len(others)} values already; clean some up first")
+    challenge = Challenge(name, value, now + lifetime)
+    store.add_challenge(challenge)
+    return challenge
+
+
+def cleanup_challenge(store: Store, domains: Iterable[str], fqdn: object, value: object) -> bool:
+    """Stop serving `value` at `fqdn`; False when it was not there (already gone: not an error)."""
+    name, _ = challenge_domain(fqdn, tuple(domains))
+    return store.remove_challenge(name, validate_challenge_value(value))

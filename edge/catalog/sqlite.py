@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.catalog.model import Sandbox, Snapshot
+from edge.catalog.model import Challenge, Sandbox, Snapshot
 from edge.errors import CatalogError
 
 log = logging.getLogger("edge.catalog")
@@ -50,6 +50,20 @@ _SCHEMA = [
     """CREATE TRIGGER IF NOT EXISTS sandboxes_upd AFTER UPDATE ON sandboxes
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
     """CREATE TRIGGER IF NOT EXISTS sandboxes_del AFTER DELETE ON sandboxes
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
+    # ACME DNS-01 values the DNS servers serve (edge/tls/acme.py and POST /present write them). They
+    # move the same version, so every edge sharing the catalog serves them within one poll.
+    """CREATE TABLE IF NOT EXISTS challenges (
+        fqdn TEXT NOT NULL,
+        value TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (fqdn, value)
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS challenges_ins AFTER INSERT ON challenges
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
+    """CREATE TRIGGER IF NOT EXISTS challenges_upd AFTER UPDATE ON challenges
+        BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
+    """CREATE TRIGGER IF NOT EXISTS challenges_del AFTER DELETE ON challenges
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
 ]
 _COLUMNS = "id, address, public, mask_request_host, created_at, updated_at, max_connections, token_hash"
@@ -169,17 +183,50 @@ class SqliteStore:
 
     def snapshot(self) -> Snapshot:
         # One read transaction, so the version matches the rows exactly.
+        now = time.time()
         try:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
                     version = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
                     rows = self._db.execute(f"SELECT {_COLUMNS} FROM sandboxes").fetchall()
+                    held = self._db.execute(
+                        "SELECT fqdn, value, expires_at FROM challenges WHERE expires_at > ?", (now,)
+                    ).fetchall()
                 finally:
                     self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
-        return Snapshot((_row(r) for r in rows), version)
+        return Snapshot((_row(r) for r in rows), version, (Challenge(*c) for c in held))
+
+    # --- ACME DNS-01 challenges ------------------------------------------------------------------------
+
+    def add_challenge(self, challenge: Challenge) -> None:
+        """Serve `challenge` (the same fqdn and value again: a new expiry). Expired values go at the same time."""
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM challenges WHERE expires_at <= ?", (time.time(),))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO challenges (fqdn, value, expires_at) VALUES (?, ?, ?)",
+                    (challenge.fqdn, challenge.value, challenge.expires_at),
+                )
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {exc}") from None
+
+    def remove_challenge(self, fqdn: str, value: str) -> bool:
+        try:
+            with self._lock:
+                cur = self._db.execute("DELETE FROM challenges WHERE fqdn = ? AND value = ?", (fqdn, value))
+                return cur.rowcount > 0
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {exc}") from None
+
+    def challenges(self) -> tuple[Challenge, ...]:
+        """The values still served (not expired), sorted."""
+        rows = self._run("SELECT fqdn, value, expires_at FROM challenges WHERE expires_at > ? ORDER BY fqdn, value",
+                         (time.time(),))
+        return tuple(Challenge(*r) for r in rows)
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,11 @@ socket (recvfrom until BlockingIOError), answering each packet in turn with edge
 templates, else edge.dns.answer; the rate limiter before an answer is packed), then sendto. TCP
 answers with the same function, without the rate limiter. Nothing is logged per query.
 
+ACME DNS-01 values come from the live catalog (`serve(config, live)`): the zones from the files and
+the catalog's challenges are merged into the zones served (edge.dns.challenges) at the start, on
+each catalog change that touches a challenge, on each zone reload, and when a value expires. Nothing
+of this is on the query path: a query reads the merged zones like any other.
+
 A batch (one wake-up) stops at BATCH packets or BATCH_SECONDS of work, whichever comes first; the
 packets left wait in the kernel for the next round. The HTTP server runs in the same thread: however
 packets arrive, it waits at most one batch for its turn. TCP connections take the same budget per
@@ -38,7 +43,10 @@ from functools import partial
 import trio
 
 from edge.accept import accept_loop
+from edge.catalog.model import Snapshot
+from edge.catalog.store import LiveCatalog
 from edge.config import Config, Listen
+from edge.dns.challenges import with_challenges
 from edge.dns.fastpath import FastPath
 from edge.dns.respond import respond
 from edge.dns.rrl import RateLimiter
@@ -63,8 +71,11 @@ WARN_EVERY = 10.0
 class _State:
     """The zones being served, as one snapshot swapped whole on reload, plus the server's counters."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, live: LiveCatalog | None = None) -> None:
         self.config = config
+        self.challenges = live.snapshot.challenges if live is not None else ()
+        #: When the first challenge value served expires (time.time()); None: none is served.
+        self.challenges_expire: float | None = None
         dns = config.dns
         self.edns_size = max(512, min(dns.edns_udp_size, 65535))  # RFC 6891 6.2.5: below 512 means 512
         self.limiter = (
@@ -80,9 +91,22 @@ class _State:
         self._install(load_zones(config.domains, dns.zones, config.http.listen.host))
 
     def _install(self, zones: Zones) -> None:
+        """Serve `zones` (from the files) with the current challenge values merged in."""
+        self.zones = zones  # the files' zones, without challenges: what a reload keeps on error
+        served, self.challenges_expire = with_challenges(zones, self.challenges, time.time())
         # One tuple, read once per batch of packets: a reload never mixes old templates and new zones.
-        self.snapshot = (FastPath.build(zones, self.edns_size).answer, zones)
-        self.zones = zones
+        self.snapshot = (FastPath.build(served, self.edns_size).answer, served)
+
+    def catalog_changed(self, old: Snapshot, new: Snapshot) -> None:
+        """LiveCatalog listener: merge again when the challenge values changed."""
+        if new.challenges != self.challenges:
+            self.challenges = new.challenges
+            logger.info("serving %d ACME challenge value(s)", len(new.challenges))
+            self._install(self.zones)
+
+    def expire_challenges(self, now: float) -> None:
+        if self.challenges_expire is not None and now >= self.challenges_expire:
+            self._install(self.zones)
 
     def _signature(self) -> tuple[object, ...]:
         sig: list[tuple[object, ...]] = []
@@ -120,9 +144,13 @@ class _State:
         self._warned_at, self._unwarned = now, 0
 
 
-async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve DNS on config.dns.listen (UDP and TCP) until cancelled; report [(host, port)] when bound."""
-    state = _State(config)
+async def serve(config: Config, live: LiveCatalog | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve DNS on config.dns.listen (UDP and TCP) until cancelled; report [(host, port)] when bound.
+
+    `live`: the catalog, whose ACME challenge values are served as TXT records (none without it)."""
+    state = _State(config, live)
+    if live is not None:
+        live.on_change(state.catalog_changed)
     udp, tcp, bound = _bind(config.dns.listen)
     with udp, tcp:
         async with trio.open_nursery() as nursery:
@@ -317,6 +345,7 @@ async def _watch_folder(state: _State) -> None:
         await trio.sleep(state.config.dns.zones_poll)
         if state.changed():
             state.reload("a zone file changed")
+        state.expire_challenges(time.time())
 
 
 async def _watch_sighup(state: _State, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
