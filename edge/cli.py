@@ -295,9 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
+            cfg = _load_config(args)
+            if cfg.workers > 1:  # N HTTP processes; DNS and the admin API in the supervisor
+                from edge.workers import supervise
+
+                return supervise(cfg)
             from edge.app import run
 
-            return run(_load_config(args))
+            return run(cfg)
         if args.command == "dns":
             from edge.app import run
 

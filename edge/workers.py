@@ -23,14 +23,20 @@ import os
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from edge import lifecycle, metrics
 from edge import log as edge_log
-from edge import metrics
 from edge.config import Config, Listen
+from edge.errors import ConfigError
 
 logger = logging.getLogger("edge.workers")
 
@@ -46,7 +52,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(config: Config, index: int, run_dir: str, ready) -> None:
+def _worker(config: Config, index: int, run_dir: str, ready: Queue[int]) -> None:
     _die_with_parent()
     edge_log.setup(config.log_format, access=config.access_log)
     try:
@@ -55,7 +61,7 @@ def _worker(config: Config, index: int, run_dir: str, ready) -> None:
         pass
 
 
-async def _worker_main(config: Config, index: int, run_dir: Path, ready) -> None:
+async def _worker_main(config: Config, index: int, run_dir: Path, ready: Queue[int]) -> None:
     from edge.catalog.store import LiveCatalog, open_store, watch
     from edge.http.server import serve as serve_http
 
@@ -65,21 +71,12 @@ async def _worker_main(config: Config, index: int, run_dir: Path, ready) -> None
             await nursery.start(watch, open_store(config.catalog_url), live, config.catalog_poll)
             stop = trio.Event()
             done = trio.Event()
-
-            async def serve_then_done(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                try:
-                    await serve_http(config, live, reuse_port=True, stop=stop, task_status=task_status)
-                finally:
-                    done.set()
-
-            await nursery.start(serve_then_done)
+            serving = partial(serve_http, config, live, reuse_port=True, stop=stop)
+            await nursery.start(lifecycle.serve_until_done, serving, done)
             nursery.start_soon(_write_snapshots, run_dir / f"worker-{index}.json")
             ready.put(index)
-            async for _ in signals:
-                stop.set()  # drain like a single-process edge, bounded by http.shutdown_grace
-                break
-            await done.wait()
-            nursery.cancel_scope.cancel()
+            # Drain like a single-process edge, bounded by http.shutdown_grace, whatever signals follow.
+            await lifecycle.stop_on_signal(signals, stop, done, nursery.cancel_scope, second_signal_stops=False)
 
 
 async def _write_snapshots(path: Path) -> None:
@@ -90,8 +87,8 @@ async def _write_snapshots(path: Path) -> None:
         await trio.sleep(SNAPSHOT_EVERY)
 
 
-def _read_snapshots(run_dir: Path):
-    def read() -> list[dict]:
+def _read_snapshots(run_dir: Path) -> Callable[[], list[dict[str, Any]]]:
+    def read() -> list[dict[str, Any]]:
         out = []
         for f in run_dir.glob("worker-*.json"):
             try:
@@ -114,9 +111,7 @@ def _reserve_port(listen: Listen) -> socket.socket:
 
 def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
-    from edge.app import _announce, main
-    from edge.errors import ConfigError, EdgeError, first_in_group
-
+    edge_log.setup(config.log_format, access=config.access_log)
     try:
         reserved = _reserve_port(config.http.listen)
     except OSError as exc:
@@ -124,15 +119,16 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     listen = Listen(config.http.listen.host, reserved.getsockname()[1])
     config = replace(config, http=replace(config.http, listen=listen))
     ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Queue()
+    ready: Queue[int] = ctx.Queue()
     config.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=config.state_dir) as run_dir:
         metrics.WORKER_SNAPSHOTS.append(_read_snapshots(Path(run_dir)))
-        procs: list = [None] * config.workers
+        procs: list[BaseProcess | None] = [None] * config.workers
 
         def start(i: int) -> None:
-            procs[i] = ctx.Process(target=_worker, args=(config, i, run_dir, ready), name=f"edge-worker-{i}", daemon=True)
-            procs[i].start()
+            proc = ctx.Process(target=_worker, args=(config, i, run_dir, ready), name=f"edge-worker-{i}", daemon=True)
+            procs[i] = proc
+            proc.start()
 
         try:
             for i in range(config.workers):
@@ -142,22 +138,17 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
                     ready.get(timeout=60)
                 except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
                     raise ConfigError("http workers did not start; see their errors above") from None
-            _announce("http", (listen.host, listen.port))
+            lifecycle.announce("http", (listen.host, listen.port))
             logger.info("%d http workers up", config.workers)
 
             async def supervised() -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_restart_dead, procs, start)
-                    await main(config, http=False, dns=dns, admin=admin, http_listening=[("http", (listen.host, listen.port))])
+                    await lifecycle.serve(config, http=False, dns=dns, admin=admin,
+                                          http_listening=[("http", (listen.host, listen.port))])
                     nursery.cancel_scope.cancel()
 
-            try:
-                trio.run(supervised)
-            except BaseExceptionGroup as group:
-                first = first_in_group(group, EdgeError)
-                if first is None:
-                    raise
-                raise first from None
+            lifecycle.run(supervised)
         finally:
             reserved.close()
             for p in procs:
@@ -170,7 +161,7 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     return 0
 
 
-async def _restart_dead(procs: list, start) -> None:
+async def _restart_dead(procs: list[BaseProcess | None], start: Callable[[int], None]) -> None:
     """A worker that exits on its own is started again (a crash must not shrink the edge for good)."""
     while True:
         await trio.sleep(1.0)

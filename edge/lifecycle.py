@@ -1,0 +1,139 @@
+"""An edge process's life: its servers in one nursery, a line per listener, a stop on SIGINT/SIGTERM.
+
+Both ways to run edge use this module, and neither imports the other: `edge serve` in one process
+(edge.app) runs `serve()` with every server; `edge serve --workers N` (edge.workers) runs it in the
+supervisor without HTTP, and each worker runs its own HTTP server with `serve_until_done` and
+`stop_on_signal` from here.
+
+Stopping has one shape everywhere: the first signal sets `stop`, the HTTP server drains (bounded by
+http.shutdown_grace) and sets `drained`, then the nursery is cancelled. Each server is
+`serve(config, ..., *, task_status)` and reports the addresses it bound; `announce()` prints them
+(tests bind port 0 and read them back). `run()` starts trio and hands a server that could not start
+(bad zone file, port in use) to the CLI as its own EdgeError, not as the exception groups around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+
+from edge.catalog.store import LiveCatalog, open_store, watch
+from edge.config import Config
+from edge.errors import EdgeError, first_in_group
+
+logger = logging.getLogger("edge")
+
+#: A listener as the servers report it: (kind, socket address), kind "http", "dns" or "admin".
+Listener = tuple[str, tuple[Any, ...]]
+
+
+async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True,
+                http_listening: list[Listener] | None = None) -> None:
+    """The catalog watcher and the chosen servers in one nursery, until a signal stops them.
+
+    `http_listening`: HTTP listeners served elsewhere (a supervisor's workers), for /v1/status."""
+    if admin:  # refuse a bad admin setup (no token for a public address) before anything binds
+        from edge.admin.auth import server_token
+
+        server_token(config)
+    stopping = trio.Event()  # set on SIGINT/SIGTERM: the HTTP server drains, then everything stops
+    http_done = trio.Event()
+    if not http:
+        http_done.set()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signal, signals, stopping, http_done, nursery.cancel_scope)
+            listening: list[Listener] = list(http_listening or [])  # for the admin API's /v1/status
+            from edge.http.loop import OwnListeners
+
+            own = OwnListeners()  # every listener of this edge: the HTTP server refuses loops to them (508)
+            if http:
+                store = open_store(config.catalog_url)
+                live = LiveCatalog()
+                await nursery.start(watch, store, live, config.catalog_poll)
+                from edge.http.server import serve as serve_http
+
+                serving = partial(serve_http, config, live, stop=stopping, own=own)
+                bound = await nursery.start(serve_until_done, serving, http_done)
+                for kind, addr in bound:  # "http", and "https" when configured
+                    announce(kind, addr)
+                listening += bound
+            if dns:
+                from edge.dns.server import serve as serve_dns
+
+                bound = await nursery.start(serve_dns, config)
+                for addr in bound:
+                    announce("dns", addr)
+                    own.add(addr[0], addr[1])
+                listening += [("dns", addr) for addr in bound]
+            if admin:
+                from edge.admin.server import serve as serve_admin
+
+                if not http:  # the admin API writes the catalog; the HTTP block did not open it here
+                    store, live = open_store(config.catalog_url), LiveCatalog()
+                    await nursery.start(watch, store, live, config.catalog_poll)
+                bound = await nursery.start(partial(serve_admin, listeners=listening), config, store, live)
+                for addr in bound:
+                    announce("admin", addr)
+                    own.add(addr[0], addr[1])
+            logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
+
+
+def announce(kind: str, addr: tuple[Any, ...]) -> None:
+    host, port = addr[0], addr[1]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # A fixed, parseable line: "edge: <kind> listening on <addr>"
+    print(f"edge: {kind} listening on {shown}", flush=True)
+
+
+async def serve_until_done(
+    serving: Callable[..., Awaitable[None]], done: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run `serving(task_status=...)` (an HTTP server that drains when its stop event is set), and
+    set `done` however it ends: `stop_on_signal` waits for that before it cancels everything."""
+    try:
+        await serving(task_status=task_status)
+    finally:
+        done.set()
+
+
+async def stop_on_signal(signals: AsyncIterator[int], stopping: trio.Event, drained: trio.Event,
+                         scope: trio.CancelScope, *, second_signal_stops: bool = True) -> None:
+    """First signal: set `stopping` (the HTTP server drains, bounded by http.shutdown_grace), wait
+    for `drained`, then cancel `scope`. A second signal stops at once, unless `second_signal_stops`
+    is False (a worker: Ctrl-C reaches it with its supervisor, whose SIGTERM then comes second)."""
+    async for signum in signals:
+        logger.info("stopping on %s", signal.Signals(signum).name)
+        stopping.set()
+        break
+    if not second_signal_stops:
+        await drained.wait()
+        scope.cancel()
+        return
+    async with trio.open_nursery() as waiting:
+        async def second_signal() -> None:
+            async for _ in signals:
+                waiting.cancel_scope.cancel()
+                return
+
+        waiting.start_soon(second_signal)
+        await drained.wait()
+        waiting.cancel_scope.cancel()
+    scope.cancel()
+
+
+def run(async_fn: Callable[[], Awaitable[object]]) -> None:
+    """trio.run(async_fn); a server that cannot start (bad zone file, port in use) raises an EdgeError
+    inside a nursery: it is raised as itself, so the user sees one line and not a traceback."""
+    try:
+        trio.run(async_fn)
+    except BaseExceptionGroup as group:
+        first = first_in_group(group, EdgeError)
+        if first is None:
+            raise
+        raise first from None
