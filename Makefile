@@ -59,8 +59,15 @@ bench-deps:
 bench: $(BENCH_STAMP) bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# ruff (lint and format), mypy and import-linter, each configured in pyproject.toml (mypy and
+# lint-imports take their targets from there: all of edge/). Every check runs, so one failure does
+# not hide the next; lint fails if any did.
+LINT_STEPS := "ruff check edge tests bench" "ruff format --check edge tests bench" "mypy" "lint-imports"
+
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check edge tests bench
+	@status=0; for step in $(LINT_STEPS); do \
+	  echo "$(BIN)/$$step"; $(BIN)/$$step || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info
