@@ -30,10 +30,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/edge serve
 
-# curl and dig are the real clients some end-to-end tests drive.
+# curl and dig are the real clients some end-to-end tests drive; pebble (the ACME test CA) and lego
+# (an ACME client) are the real peers of the ACME tests (tests/e2e/test_acme.py). Installed if missing.
 test-deps:
-	@command -v curl >/dev/null && command -v dig >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl dnsutils >/dev/null; }
+	@missing=""; \
+	for t in curl:curl dig:dnsutils pebble:pebble lego:lego; do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "test: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: $(TEST_STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

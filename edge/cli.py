@@ -11,6 +11,8 @@
     edge sandbox token ID --rotate [--json]           new traffic access token of a private sandbox, shown once
     edge host ID PORT                                 the public host for a port (E2B's getHost)
     edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
+    edge cert list [--config FILE] [--json]           certificates on disk: domains, names, expiry, source
+    edge cert renew DOMAIN [--config FILE] [--admin ADDR:PORT] [--no-wait] [--json]   an ACME order now
 """
 
 from __future__ import annotations
@@ -135,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
     status.add_argument("--admin", metavar="ADDR:PORT", help="the admin API (default: admin.listen, 127.0.0.1:8081)")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
+
+    cert = sub.add_parser("cert", help="TLS certificates (edge/tls/README.md)").add_subparsers(
+        dest="cert_command", required=True, parser_class=_Parser
+    )
+    cert_list = cert.add_parser("list", help="the certificates edge serves, read from disk: domains, names, expiry")
+    cert_list.add_argument("--json", action="store_true")
+    cert_list.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
+    cert_list.add_argument("--domain", action="append", metavar="D", help="domain served; repeat for several")
+    renew = cert.add_parser("renew", help="have the running edge order a new certificate for DOMAIN now (ACME)")
+    renew.add_argument("domain")
+    renew.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
+    renew.add_argument("--admin", metavar="ADDR:PORT", help="the admin API (default: admin.listen, 127.0.0.1:8081)")
+    renew.add_argument("--no-wait", action="store_true", help="return once the order is asked for, not when it ends")
+    renew.add_argument("--timeout", type=_whole, default=300, metavar="S",
+                       help="seconds to wait for the order to end (default 300)")
+    renew.add_argument("--json", action="store_true", help="print the domain's state as JSON")
     return parser
 
 
@@ -256,12 +274,20 @@ def _host(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from edge.admin import status
+
+    doc = _admin_call(_load_config(args), "GET", "/v1/status")
+    print(json.dumps(doc) if args.json else status.format_text(doc))
+    return 0
+
+
+def _admin_call(cfg, method: str, path: str) -> dict:
+    """Ask the running edge's admin API (token found as the server finds it); its JSON answer."""
     import urllib.error
     import urllib.request
 
-    from edge.admin import auth, status
+    from edge.admin import auth
 
-    cfg = _load_config(args)
     try:
         token, no_token = auth.resolve_token(cfg).value, None  # config, env or the file the server wrote
     except EdgeError as exc:
@@ -270,7 +296,7 @@ def _status(args: argparse.Namespace) -> int:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # a wildcard: ask locally
     where = f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(f"http://{where}/v1/status", headers=headers)
+    request = urllib.request.Request(f"http://{where}{path}", headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             doc = json.load(response)
@@ -287,7 +313,50 @@ def _status(args: argparse.Namespace) -> int:
         raise EdgeError(f"no edge answering at {where} ({reason}); is `edge serve` running?") from None
     except ValueError:
         raise EdgeError(f"admin API at {where} did not answer with JSON") from None
-    print(json.dumps(doc) if args.json else status.format_text(doc))
+    return doc
+
+
+def _cert(args: argparse.Namespace) -> int:
+    import time
+
+    from edge.admin.status import format_certificates
+
+    cfg = _load_config(args)
+    if args.cert_command == "list":
+        from edge.tls.certs import CertStore
+        from edge.tls.renewal import report
+
+        doc = report(cfg.domains, cfg.acme.directory, CertStore(cfg).info(), {}, time.time())
+        if args.json:
+            print(json.dumps(doc))
+            return 0
+        for line in format_certificates(doc["domains"])[1:]:
+            print(line.strip())
+        for other in (c for c in doc["certificates"] if c["domain"] is None):
+            print(f"(no domain)  {', '.join(other['names'])}  {other['source']}, {other['cert']}")
+        return 0
+    # renew: the running edge's ACME task does the work (it serves the challenge from its own DNS)
+    answer = _admin_call(cfg, "POST", f"/v1/certs/{args.domain}/renew")
+    domain, asked = answer["domain"], answer["requested_at"]
+    if args.no_wait:
+        print(json.dumps(answer) if args.json else f"renewal of {domain} asked for; `edge cert list` shows the result")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        row = next(r for r in _admin_call(cfg, "GET", "/v1/certs")["domains"] if r["domain"] == domain)
+        acme = row.get("acme") or {}
+        if not acme.get("renewing") and (acme.get("last_attempt") or 0) >= asked:
+            break
+        if time.monotonic() > deadline:
+            raise EdgeError(f"renewal of {domain} still running after {args.timeout} s; see `edge status`")
+        time.sleep(0.5)
+    failed = acme.get("last_error") and (acme.get("last_success") or 0) < asked
+    if args.json:
+        print(json.dumps(row))
+    elif not failed:
+        print(format_certificates([row])[1].strip())
+    if failed:
+        raise EdgeError(f"renewal of {domain} failed: {acme['last_error']}")
     return 0
 
 
@@ -317,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _host(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "cert":
+            return _cert(args)
     except SandboxNotFound as exc:
         print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
         return 1

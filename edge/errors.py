@@ -89,6 +89,16 @@ class SandboxIsPublic(EdgeError):
         self.sandbox_id = sandbox_id
 
 
+class AcmeNotConfigured(EdgeError):
+    """A certificate renewal was asked of an edge without `[acme] directory`."""
+
+    status = 409
+    code = "acme_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__("ACME is off: set [acme] directory in the config file for edge to obtain certificates")
+
+
 # --- the HTTP edge ----------------------------------------------------------------------------------
 
 

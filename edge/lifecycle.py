@@ -52,10 +52,18 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
             from edge.http.loop import OwnListeners
 
             own = OwnListeners()  # every listener of this edge: the HTTP server refuses loops to them (508)
+            # The catalog: sandboxes for HTTP, ACME challenge values for DNS, the admin API's writes.
+            store = open_store(config.catalog_url)
+            live = LiveCatalog()
+            await nursery.start(watch, store, live, config.catalog_poll)
+            certs = None  # one CertStore per process: the HTTPS listener, the ACME task, the admin API, metrics
+            if config.https.listen or config.https.certs or config.acme.directory:
+                from edge import metrics
+                from edge.tls.certs import CertStore
+
+                certs = CertStore(config)
+                metrics.watch_certificates(certs.info)
             if http:
-                store = open_store(config.catalog_url)
-                live = LiveCatalog()
-                await nursery.start(watch, store, live, config.catalog_poll)
                 from edge.http.server import serve as serve_http
 
                 serving = partial(serve_http, config, live, stop=stopping, own=own)
@@ -66,21 +74,27 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
             if dns:
                 from edge.dns.server import serve as serve_dns
 
-                bound = await nursery.start(serve_dns, config)
+                bound = await nursery.start(serve_dns, config, live)
                 for addr in bound:
                     announce("dns", addr)
                     own.add(addr[0], addr[1])
                 listening += [("dns", addr) for addr in bound]
+            acme = None
+            if admin and config.acme.directory:  # ACME runs beside the admin API: once per edge, not per worker
+                from edge.tls.acme import Acme
+
+                assert certs is not None
+                acme = Acme(config, certs, store, live if dns else None)
             if admin:
                 from edge.admin.server import serve as serve_admin
 
-                if not http:  # the admin API writes the catalog; the HTTP block did not open it here
-                    store, live = open_store(config.catalog_url), LiveCatalog()
-                    await nursery.start(watch, store, live, config.catalog_poll)
-                bound = await nursery.start(partial(serve_admin, listeners=listening), config, store, live)
+                serving_admin = partial(serve_admin, listeners=listening, certs=certs, acme=acme)
+                bound = await nursery.start(serving_admin, config, store, live)
                 for addr in bound:
                     announce("admin", addr)
                     own.add(addr[0], addr[1])
+            if acme is not None:  # after DNS is up: the first order may start at once
+                await nursery.start(acme.run)
             logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 

@@ -11,6 +11,7 @@ but only the `TOP_SANDBOXES` busiest are exported, so the label set never grows 
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -70,6 +71,8 @@ class Stats:
         self.http_connections_rejected = {"total": 0, "per_ip": 0}
         #: Exchanges and tunnels cut because a catalog change revoked them (removed, moved, private, token).
         self.http_revoked = 0
+        #: ACME orders by outcome (edge/tls/acme.py; only the process running the admin API orders).
+        self.acme_renewals = {"success": 0, "failure": 0}
 
 
     def snapshot(self) -> dict:
@@ -116,6 +119,15 @@ STATS = Stats()
 #: Where a supervisor finds its workers' latest snapshots (edge.workers sets it); empty otherwise.
 WORKER_SNAPSHOTS: list = []
 
+#: What reports the certificates served, for edge_tls_certificate_expiry_seconds: a CertStore's
+#: `info` (edge.lifecycle registers it with `watch_certificates`); none: no series.
+CERTIFICATES: list = []
+
+
+def watch_certificates(info) -> None:
+    """Export the certificates `info()` returns (CertInfo: names, not_after, source) at each scrape."""
+    CERTIFICATES[:] = [info]
+
 
 def combined() -> Stats:
     """This process's counters plus every worker's latest snapshot."""
@@ -125,6 +137,7 @@ def combined() -> Stats:
     total.add(STATS.snapshot())
     total.dns_answers = list(STATS.dns_answers)
     total.dns_rate_limited = STATS.dns_rate_limited
+    total.acme_renewals = dict(STATS.acme_renewals)
     for read in WORKER_SNAPSHOTS:
         for snap in read():
             total.add(snap)
@@ -184,6 +197,23 @@ class _Collector:
         yield dq
         yield CounterMetricFamily("edge_dns_rate_limited", "DNS answers dropped or truncated by RRL",
                                   value=s.dns_rate_limited)
+        acme = CounterMetricFamily("edge_acme_renewals", "ACME certificate orders, by result", labels=["result"])
+        for result, n in s.acme_renewals.items():
+            acme.add_metric([result], n)
+        yield acme
+        expiry = GaugeMetricFamily("edge_tls_certificate_expiry_seconds",
+                                   "Seconds until a certificate expires, per name it serves (domain) and source",
+                                   labels=["domain", "source"])
+        soonest: dict[tuple[str, str], float] = {}
+        for info in CERTIFICATES:
+            for cert in info():
+                for name in cert.names:
+                    key = (name, cert.source)
+                    soonest[key] = min(soonest.get(key, cert.not_after), cert.not_after)
+        now = time.time()
+        for (name, source), not_after in sorted(soonest.items()):
+            expiry.add_metric([name, source], round(not_after - now, 3))
+        yield expiry
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)

@@ -30,8 +30,12 @@ from starlette.routing import Match
 from edge import metrics
 from edge.admin import auth, status
 from edge.admin.schemas import (
+    CertsOut,
+    ChallengeIn,
+    ChallengeOut,
     ErrorOut,
     Health,
+    RenewOut,
     SandboxId,
     SandboxIn,
     SandboxOut,
@@ -41,10 +45,21 @@ from edge.admin.schemas import (
     StatusOut,
 )
 from edge.catalog import ops
+from edge.catalog.model import challenge_domain
 from edge.catalog.store import LiveCatalog, Store
-from edge.errors import CatalogError, EdgeError, SandboxIsPublic, SandboxNotFound, ValidationError
+from edge.errors import (
+    AcmeNotConfigured,
+    CatalogError,
+    EdgeError,
+    SandboxIsPublic,
+    SandboxNotFound,
+    ValidationError,
+)
+from edge.tls.renewal import report as certificates_report
 
 OPEN_PATHS = frozenset({"/healthz"})
+#: lego's httpreq DNS provider authenticates with HTTP Basic: there, the admin token as the password works too.
+BASIC_PATHS = frozenset({"/present", "/cleanup"})
 REALM = 'Bearer realm="edge admin"'
 
 
@@ -60,6 +75,19 @@ class AdminContext:
     started: float = field(default_factory=time.monotonic)
     #: Request bodies past this many bytes get 413 before any route sees them (config admin.max_body_bytes).
     max_body: int = 65536
+    #: The configured domains (ACME challenges are accepted under these only).
+    domains: tuple[str, ...] = ()
+    #: The certificates this process serves (edge.tls.certs.CertStore), if it has any TLS.
+    certs: Any = None
+    #: The ACME task (edge.tls.acme.Acme) when `acme.directory` is set; it runs in this process.
+    acme: Any = None
+
+    def certificates(self) -> dict:
+        """The GET /v1/certs document (edge.tls.renewal.report)."""
+        if self.acme is not None:
+            return self.acme.report()
+        infos = self.certs.info() if self.certs is not None else []
+        return certificates_report(self.domains, "", infos, {}, time.time())
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -163,6 +191,8 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         presented = auth.bearer(header)
+        if presented is None and scope["path"] in BASIC_PATHS:
+            presented = auth.basic_password(header)
         if presented is None:
             response = _error(401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": REALM})
         elif not auth.matches(presented, self.token):
@@ -381,8 +411,73 @@ def create_app(ctx: AdminContext) -> FastAPI:
     @api("GET", "/v1/status", response_model=StatusOut, summary="What `edge status` prints")
     async def get_status(request: Request) -> Response:
         ctx = _ctx(request)
-        doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started)
+        doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started,
+                           certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [])
         return JSONResponse(doc)
+
+    # --- certificates and ACME challenges (edge/tls/README.md) ----------------------------------------
+
+    @api("GET", "/v1/certs", response_model=CertsOut, summary="Certificates and the ACME state of each domain",
+         description="Per configured domain: the certificate serving it and, with ACME on, the task's state"
+         " (next renewal, failures, last error); and every certificate loaded, static and ACME.")
+    async def get_certs(request: Request) -> Response:
+        return JSONResponse(_ctx(request).certificates())
+
+    @api(
+        "POST",
+        "/v1/certs/{domain}/renew",
+        status_code=202,
+        response_model=RenewOut,
+        responses={409: {**_E, "description": "ACME is off (code `acme_not_configured`)"},
+                   422: {**_E, "description": "Not a configured domain"}},
+        summary="Renew a domain's certificate now",
+        description="The ACME task starts an order for the domain at once, whatever its certificate's age; the"
+        " answer comes before the order ends: GET /v1/certs shows its outcome (`last_attempt` after"
+        " `requested_at`, then `last_error` or a new certificate).",
+    )
+    async def renew_cert(domain: str, request: Request) -> Response:
+        ctx = _ctx(request)
+        if ctx.acme is None:
+            raise AcmeNotConfigured()
+        requested = time.time()
+        state = ctx.acme.request_renewal(domain)
+        return JSONResponse({"domain": state.domain, "requested_at": requested, "acme": state.to_json()},
+                            status_code=202)
+
+    _challenge_docs = (" lego's httpreq DNS provider (HTTPREQ_ENDPOINT) and certbot hooks use it; the admin token"
+                       " goes as the bearer token or as the Basic auth password (HTTPREQ_PASSWORD).")
+
+    @api(
+        "POST",
+        "/present",
+        response_model=ChallengeOut,
+        responses={**_INVALID, **_MEDIA, **_STORE},
+        dependencies=[_body_types(*PUT_TYPES)],
+        summary="Serve an ACME DNS-01 TXT value",
+        description="edge's DNS serves `value` as a TXT record at `fqdn` (`_acme-challenge.` under a configured"
+        " domain), beside other values there, for an hour at most, on every edge sharing the catalog."
+        + _challenge_docs,
+    )
+    def present(body: ChallengeIn, request: Request) -> Response:
+        ctx = _ctx(request)
+        held = ops.present_challenge(ctx.store, ctx.domains, body.fqdn, body.value)
+        return JSONResponse({"fqdn": held.fqdn, "value": held.value, "expires_at": held.expires_at, "removed": None})
+
+    @api(
+        "POST",
+        "/cleanup",
+        response_model=ChallengeOut,
+        responses={**_INVALID, **_MEDIA, **_STORE},
+        dependencies=[_body_types(*PUT_TYPES)],
+        summary="Stop serving an ACME DNS-01 TXT value",
+        description="A value that is not there (removed already, or expired) is not an error: `removed` says"
+        " which." + _challenge_docs,
+    )
+    def cleanup(body: ChallengeIn, request: Request) -> Response:
+        ctx = _ctx(request)
+        removed = ops.cleanup_challenge(ctx.store, ctx.domains, body.fqdn, body.value)
+        name, _ = challenge_domain(body.fqdn, ctx.domains)
+        return JSONResponse({"fqdn": name, "value": body.value, "expires_at": None, "removed": removed})
 
     @api(
         "GET",
@@ -399,4 +494,22 @@ def create_app(ctx: AdminContext) -> FastAPI:
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
+    _describe_challenge_names(app, ctx.domains)
     return app
+
+
+def _describe_challenge_names(app: FastAPI, domains: tuple[str, ...]) -> None:
+    """/openapi.json: the fqdn of POST /present and /cleanup matches this edge's own domains."""
+    if not domains:
+        return
+    from edge.admin.schemas import challenge_fqdn_pattern
+
+    made = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = made()  # FastAPI keeps it (app.openapi_schema): this runs once
+        fqdn = doc["components"]["schemas"]["ChallengeIn"]["properties"]["fqdn"]
+        fqdn["pattern"] = challenge_fqdn_pattern(domains)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

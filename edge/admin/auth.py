@@ -17,6 +17,8 @@ Tokens are compared with `hmac.compare_digest`, in time independent of where the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import os
@@ -98,6 +100,26 @@ def bearer(authorization: bytes | str | None) -> bytes | None:
     if scheme.lower() != b"bearer" or not credentials.strip():
         return None
     return credentials.strip()
+
+
+def basic_password(authorization: bytes | str | None) -> bytes | None:
+    """The password of an `Authorization: Basic base64(user:password)` value (RFC 7617), else None.
+
+    Only the ACME challenge endpoints take it (lego's httpreq provider sends Basic auth, with
+    HTTPREQ_USERNAME and HTTPREQ_PASSWORD): the admin token is the password, the user name is ignored."""
+    if not authorization:
+        return None
+    if isinstance(authorization, str):
+        authorization = authorization.encode("latin-1", "replace")
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    _, colon, password = decoded.partition(b":")
+    return password if colon and password else None
 
 
 def _create(path: Path) -> None:

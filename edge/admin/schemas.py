@@ -211,6 +211,95 @@ class Busy(BaseModel):
     requests: int
 
 
+# --- certificates (edge/tls) and ACME challenges -------------------------------------------------------
+
+
+class CertOut(BaseModel):
+    """A certificate pair the edge serves (edge.tls.certs.CertInfo)."""
+
+    names: list[str] = Field(description="The names it serves (its subjectAltNames).")
+    not_before: float = Field(description="Unix time, seconds.")
+    not_after: float = Field(description="Unix time, seconds.")
+    expires_in: int = Field(description="Seconds until not_after (negative: expired).")
+    issuer: str
+    source: str = Field(description="`acme` (obtained by edge, in the state folder) or `static` (https.certs).")
+    cert: str = Field(description="Path of the PEM chain.")
+    key: str = Field(description="Path of the PEM key.")
+    domain: str | None = Field(description="The configured domain it belongs to, if any.")
+
+
+class AcmeStateOut(BaseModel):
+    """What edge's ACME task knows about a domain."""
+
+    failures: int = Field(description="Failed orders in a row; the next try waits 1 min doubling to 1 h.")
+    last_error: str | None
+    last_attempt: float | None = Field(description="Unix time of the last order started.")
+    last_success: float | None
+    renewing: bool = Field(description="An order is asked for or running now.")
+    next_attempt: float | None = Field(description="Unix time of the next order (renewal at 2/3 of the lifetime);"
+                                       " null: none planned (static certificates cover the domain).")
+
+
+class CertDomainOut(BaseModel):
+    domain: str
+    certificate: CertOut | None = Field(description="The certificate serving it (static ones first); null: none yet.")
+    acme: AcmeStateOut | None = Field(description="null when ACME is off.")
+
+
+class CertsOut(BaseModel):
+    """`GET /v1/certs`: per configured domain, and every certificate loaded."""
+
+    acme_directory: str | None
+    domains: list[CertDomainOut]
+    certificates: list[CertOut]
+
+
+class RenewOut(BaseModel):
+    domain: str
+    requested_at: float = Field(description="Unix time of the request: a later `last_attempt` is its order.")
+    acme: AcmeStateOut
+
+
+# lego's httpreq provider (and a certbot hook with curl) sends {"fqdn": "_acme-challenge.<name>.", "value": ...}.
+CHALLENGE_FQDN_PATTERN = r"^_[aA][cC][mM][eE]-[cC][hH][aA][lL][lL][eE][nN][gG][eE]\.[!-~]+$"
+CHALLENGE_VALUE_PATTERN = r"^[A-Za-z0-9_-]{1,255}$"
+_LABEL_PATTERN = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+
+
+def challenge_fqdn_pattern(domains: tuple[str, ...]) -> str:
+    """The names `model.challenge_domain` accepts for these domains, as a JSON Schema pattern (ECMA 262
+    has no case-insensitive flag: each letter is a class)."""
+
+    def spelled(text: str) -> str:
+        # Domain names hold letters, digits, '-', '_' and '.': only the dot needs an escape.
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else "\\." if c == "." else c for c in text)
+
+    under = "|".join(spelled(model.normalize_domain(d)) for d in domains)
+    return rf"^{spelled('_acme-challenge')}(\.{_LABEL_PATTERN})*\.({under})\.?$"
+
+
+class ChallengeIn(BaseModel):
+    """The body of `POST /present` and `POST /cleanup` (lego's httpreq DNS provider)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    fqdn: Annotated[str, WithJsonSchema({
+        "type": "string", "pattern": CHALLENGE_FQDN_PATTERN, "maxLength": 254,
+        "description": "`_acme-challenge.` under a domain this edge serves; a trailing dot is fine.",
+    })]
+    value: Annotated[str, WithJsonSchema({
+        "type": "string", "pattern": CHALLENGE_VALUE_PATTERN,
+        "description": "The TXT value: base64url, as DNS-01 makes it.",
+    })]
+
+
+class ChallengeOut(BaseModel):
+    fqdn: str = Field(description="The name, lower case, without the trailing dot.")
+    value: str
+    expires_at: float | None = Field(description="Unix time the value stops being served (present only).")
+    removed: bool | None = Field(description="Whether the value was there (cleanup only).")
+
+
 class StatusOut(BaseModel):
     """What `edge status` prints. Counters are this process's since it started."""
 
@@ -221,6 +310,7 @@ class StatusOut(BaseModel):
     active_tunnels: int
     requests: dict[str, int] = Field(description="HTTP requests answered by the edge, by status class.")
     busiest: list[Busy] = Field(description="The sandboxes with the most requests, busiest first.")
+    certificates: list[CertDomainOut] = Field(description="Per configured domain: its certificate and ACME state.")
 
 
 class Health(BaseModel):

@@ -31,9 +31,13 @@ async def serve(
     live: LiveCatalog,
     *,
     listeners: Iterable[tuple[str, tuple]] = (),
+    certs=None,
+    acme=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status."""
+    """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status;
+    `certs`: the process's edge.tls.certs.CertStore, `acme`: its edge.tls.acme.Acme task (either may
+    be None), for /v1/certs, the certificate renewals and /v1/status."""
     token = server_token(config)
     shown = [(kind, _show(addr)) for kind, addr in listeners]
     # FastAPI, pydantic and hypercorn take about half a second to import: do it in a worker thread so
@@ -42,7 +46,8 @@ async def serve(
         lambda: [importlib.import_module(m) for m in ("edge.admin.api", "hypercorn.config", "hypercorn.trio")]
     )
     ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown,
-                           max_body=config.admin.max_body_bytes)
+                           max_body=config.admin.max_body_bytes, domains=tuple(config.domains), certs=certs,
+                           acme=acme)
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()

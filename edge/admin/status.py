@@ -7,6 +7,8 @@ fields without breaking an older CLI.
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Iterable
 
 from edge.catalog.model import Snapshot
@@ -22,7 +24,9 @@ def build(
     listeners: Iterable[tuple[str, str]],
     uptime: float,
     busiest: int = BUSIEST,
+    certificates: list | None = None,
 ) -> dict:
+    """`certificates`: the `domains` part of edge.tls.renewal.report (per domain: certificate, ACME state)."""
     top = sorted(stats.sandbox_requests.items(), key=lambda kv: (-kv[1], kv[0]))[:busiest]
     private = sum(1 for s in snapshot.by_id.values() if not s.public)
     return {
@@ -33,6 +37,7 @@ def build(
         "active_tunnels": stats.http_active_tunnels,
         "requests": {("none" if i == 0 else f"{i}xx"): n for i, n in enumerate(stats.http_requests)},
         "busiest": [{"id": sandbox_id, "requests": n} for sandbox_id, n in top],
+        "certificates": list(certificates or []),
     }
 
 
@@ -63,7 +68,40 @@ def format_text(doc: dict) -> str:
             lines.append(f"  {str(b.get('id', '?')):{width}}  {b.get('requests', '?')} requests")
     else:
         lines.append("busiest sandboxes: none yet")
+    lines += format_certificates(doc.get("certificates", []))
     return "\n".join(lines)
+
+
+def format_certificates(rows: list, now: float | None = None) -> list[str]:
+    """Per domain: the names served, when they expire, where from; the ACME task's plans and troubles."""
+    if not rows:
+        return []
+    now = time.time() if now is None else now
+    lines = ["certificates:"]
+    width = max(len(str(r.get("domain", "?"))) for r in rows)
+    for row in rows:
+        cert = row.get("certificate") or None
+        acme = row.get("acme") or {}
+        if cert:
+            left = cert.get("not_after", now) - now
+            text = (f"{', '.join(cert.get('names', []))}  {cert.get('source', '?')}, expires"
+                    f" {_date(cert.get('not_after'))} (in {_duration(left) if left > 0 else 'the past: EXPIRED'})")
+        else:
+            text = "no certificate"
+        if acme.get("renewing"):
+            text += "; renewing now"
+        elif acme.get("next_attempt"):
+            text += f"; next ACME order {_date(acme['next_attempt'])}"
+        if acme.get("last_error"):
+            text += f"; last error ({acme.get('failures', '?')} in a row): {acme['last_error']}"
+        lines.append(f"  {str(row.get('domain', '?')):{width}}  {text}")
+    return lines
+
+
+def _date(ts: object) -> str:
+    if not isinstance(ts, int | float):
+        return "?"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _duration(seconds: float) -> str:

@@ -172,7 +172,7 @@ def challenge_domain(fqdn: object, domains: Iterable[str]) -> tuple[str, str]:
     under. Only `_acme-challenge.<domain>` or `_acme-challenge.<name>.<domain>` is accepted."""
     if not isinstance(fqdn, str) or not fqdn.isascii():
         raise ValidationError("fqdn", f"{fqdn!r} is not a domain name")
-    name = fqdn.strip().rstrip(".").lower()
+    name = fqdn[:-1].lower() if fqdn.endswith(".") else fqdn.lower()
     labels = name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise ValidationError("fqdn", f"{fqdn!r} is not a domain name")

@@ -10,6 +10,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
+from dnslib import QTYPE, DNSRecord
 
 from edge import config as config_mod
 from edge.catalog.model import Challenge, Snapshot
@@ -73,8 +74,10 @@ def test_challenge_rrset_has_one_low_ttl():
     """Every record of the RRset, the zone file's included, has the challenge TTL (RFC 2181 5.2)."""
     held = [Challenge("_acme-challenge.sandbox.localhost", "v", LATER)]
     merged, _ = with_challenges(zones(), held, NOW)
-    reply = query(merged, "_acme-challenge.sandbox.localhost")
-    assert [rrset.ttl for rrset in reply.answer] == [CHALLENGE_TTL]
+    fast = FastPath.build(merged, 1232).answer
+    out = respond(dns.message.make_query("_acme-challenge.sandbox.localhost", "TXT").to_wire(), fast, merged,
+                  edns_size=1232)
+    assert [rr.ttl for rr in DNSRecord.parse(out.reply).rr] == [CHALLENGE_TTL, CHALLENGE_TTL]  # as sent, per record
 
 
 def test_expired_values_are_left_out_and_the_first_expiry_is_reported():
@@ -91,6 +94,8 @@ def test_a_cname_at_the_name_is_left_alone():
     text = ZONE + "_acme-challenge.x IN CNAME elsewhere.example.\n"
     base = Zones([parse_zone(text, origin="sandbox.localhost", filename="t.zone")])
     merged, _ = with_challenges(base, [Challenge("_acme-challenge.x.sandbox.localhost", "v", LATER)], NOW)
+    key = (b"_acme-challenge", b"x", b"sandbox", b"localhost")
+    assert set(merged.find(key).nodes[key]) == {QTYPE.CNAME}
     reply = query(merged, "_acme-challenge.x.sandbox.localhost")
     assert [rrset.rdtype for rrset in reply.answer] == [dns.rdatatype.CNAME]
 

@@ -549,6 +549,7 @@ async def test_openapi_document_describes_every_endpoint(admin):
         ("DELETE", "/v1/sandboxes/{id}"),
         ("GET", "/v1/sandboxes"), ("POST", "/v1/sandboxes/{id}/token"), ("GET", "/v1/status"),
         ("GET", "/metrics"), ("GET", "/healthz"),
+        ("GET", "/v1/certs"), ("POST", "/v1/certs/{domain}/renew"), ("POST", "/present"), ("POST", "/cleanup"),
     }
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     put = doc["paths"]["/v1/sandboxes/{id}"]["put"]
