@@ -66,7 +66,7 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
             if http:
                 from edge.http.server import serve as serve_http
 
-                serving = partial(serve_http, config, live, stop=stopping, own=own)
+                serving = partial(serve_http, config, live, stop=stopping, own=own, certs=certs)
                 bound = await nursery.start(serve_until_done, serving, http_done)
                 for kind, addr in bound:  # "http", and "https" when configured
                     announce(kind, addr)

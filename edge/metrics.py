@@ -73,6 +73,8 @@ class Stats:
         self.http_revoked = 0
         #: ACME orders by outcome (edge/tls/acme.py; only the process running the admin API orders).
         self.acme_renewals = {"success": 0, "failure": 0}
+        #: TLS handshakes that did not complete, by why: timeout, unrecognized_name, protocol, closed.
+        self.tls_handshake_failures = {"timeout": 0, "unrecognized_name": 0, "protocol": 0, "closed": 0}
 
 
     def snapshot(self) -> dict:
@@ -90,6 +92,7 @@ class Stats:
             "sandbox_requests": self.sandbox_requests,
             "http_connections_rejected": self.http_connections_rejected,
             "http_revoked": self.http_revoked,
+            "tls_handshake_failures": self.tls_handshake_failures,
         }
 
     def add(self, snap: dict) -> None:
@@ -112,6 +115,8 @@ class Stats:
         for reason, n in snap.get("http_connections_rejected", {}).items():
             self.http_connections_rejected[reason] = self.http_connections_rejected.get(reason, 0) + n
         self.http_revoked += snap.get("http_revoked", 0)
+        for reason, n in snap.get("tls_handshake_failures", {}).items():
+            self.tls_handshake_failures[reason] = self.tls_handshake_failures.get(reason, 0) + n
 
 
 STATS = Stats()
@@ -179,6 +184,11 @@ class _Collector:
         for reason, n in s.http_connections_rejected.items():
             rej.add_metric([reason], n)
         yield rej
+        tls = CounterMetricFamily("edge_tls_handshake_failures", "TLS handshakes that did not complete, by why",
+                                  labels=["reason"])
+        for reason, n in s.tls_handshake_failures.items():
+            tls.add_metric([reason], n)
+        yield tls
         yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
                                   value=s.http_revoked)
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")

@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class EdgeUnderTest:
-    def __init__(self, port: int, live: LiveCatalog, config) -> None:
+    def __init__(self, port: int, live: LiveCatalog, config, tls_port: int | None = None) -> None:
         self.port = port
+        #: The HTTPS listener's port, when the test configured one.
+        self.tls_port = tls_port
         self.live = live
         self.config = config
 
@@ -66,8 +68,8 @@ def make_edge(nursery, tmp_path, lane):
                 raw[key] = value
         cfg = config_mod.load(env={}, overrides=raw)
         live = LiveCatalog(Snapshot(list(sandboxes), 1))
-        bound = await nursery.start(serve, cfg, live)
-        return EdgeUnderTest(bound[0][1], live, cfg)
+        bound = dict(await nursery.start(serve, cfg, live))  # {"http": (host, port), "https": ...}
+        return EdgeUnderTest(bound["http"][1], live, cfg, bound.get("https", (None, None))[1])
 
     return start
 

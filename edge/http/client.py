@@ -16,12 +16,28 @@ redirect of the edge's own when the connection can still take one.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Protocol
 
 import h11
 
 from edge.http.deadlines import LINGER, Deadlines, Expired, Wait
 from edge.http.pages import REASONS
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """What a connection inherits from the listener that accepted it (made once per listener)."""
+
+    #: X-Forwarded-Proto sent upstream (b"https" on TLS, or behind a TLS terminator by config).
+    scheme: bytes
+    #: Cookies set by the edge are Secure (and `__Host-`).
+    secure: bool
+    #: X-Forwarded-Port sent upstream: the port the client connected to.
+    port: bytes
+    #: On a plain listener with `https.redirect_http`: b"https://" prefix parts for the 308, as
+    #: (scheme and nothing, the port suffix such as b":8443" or b""); None otherwise.
+    redirect_port: bytes | None = None
 
 GONE = (OSError, Expired)
 
@@ -75,11 +91,12 @@ class SocketTransport:
 
 
 class ClientSide:
-    __slots__ = ("io", "ip", "h", "buffered", "_max_head")
+    __slots__ = ("io", "ip", "listener", "h", "buffered", "_max_head")
 
-    def __init__(self, io: Transport, ip: bytes, max_head_bytes: int) -> None:
+    def __init__(self, io: Transport, ip: bytes, listener: Listener, max_head_bytes: int) -> None:
         self.io = io
         self.ip = ip
+        self.listener = listener
         self.h: h11.Connection | None = None
         self.buffered = b""
         self._max_head = max_head_bytes

@@ -33,26 +33,22 @@ def via_token(config: Config) -> bytes:
 
 
 class ServerContext:
-    __slots__ = ("config", "http", "router", "live", "pool", "deadlines", "scheme", "secure", "access_log",
-                 "own", "via", "via_entry", "forwarded_port", "max_open", "max_per_ip", "open", "per_ip",
+    __slots__ = ("config", "http", "router", "live", "pool", "deadlines", "access_log",
+                 "own", "via", "via_entry", "max_open", "max_per_ip", "open", "per_ip",
                  "active", "inflight", "draining")
 
-    def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners, port: int) -> None:
+    def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners) -> None:
         http = self.http = config.http
         self.config = config
         self.router = Router(config.domains)
         self.live = live
         self.deadlines = Deadlines(http)
         self.pool = Pool(http, self.deadlines)
-        self.scheme = http.scheme.encode()
-        self.secure = http.scheme == "https"
         self.access_log = config.access_log
         #: The edge's own listeners: a sandbox target among them is a loop (508).
         self.own = own
         self.via = via_token(config)
         self.via_entry = b"1.1 " + self.via
-        #: X-Forwarded-Port sent upstream: the port this server listens on.
-        self.forwarded_port = str(port).encode()
         #: Client connections at most, in all and per client address; `open` and `per_ip` count
         #: those admitted.
         self.max_open, self.max_per_ip = connection_limits(http)

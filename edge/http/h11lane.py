@@ -176,12 +176,12 @@ async def answer_error(ex: Exchange, exc: EdgeError) -> None:
 
 
 async def redirect(ex: Exchange, plan: Plan) -> None:
-    """The 303 that trades ?edge_token= for a cookie (access.py)."""
+    """A redirect of the edge's own: the 303 that trades ?edge_token= for a cookie (access.py), or
+    the 308 to https (https.redirect_http)."""
     assert plan.redirect is not None
-    location, cookie = plan.redirect
-    ex.status = 303
-    await ex.client.answer(303, [(b"location", location), (b"set-cookie", cookie), (b"cache-control", b"no-store"),
-                                 (b"content-length", b"0")], b"", False, ex.method == b"HEAD")
+    status, headers = plan.redirect
+    ex.status = status
+    await ex.client.answer(status, list(headers), b"", False, ex.method == b"HEAD")
 
 
 def adopt(client: ClientSide, buf: bytes, head: RequestHead, why: str) -> None:

@@ -12,7 +12,7 @@ __all__ = ["BACKLOG", "open_listeners"]
 BACKLOG = 4096
 
 
-def open_listeners(listen: Listen, *, reuse_port: bool = False) -> list[socket.socket]:
+def open_listeners(listen: Listen, *, reuse_port: bool = False, what: str = "http") -> list[socket.socket]:
     """Non-blocking listening sockets for every address `listen.host` resolves to.
 
     reuse_port (SO_REUSEPORT) only for `edge serve --workers N`: on by accident, two unrelated edges
@@ -20,7 +20,7 @@ def open_listeners(listen: Listen, *, reuse_port: bool = False) -> list[socket.s
     try:
         infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
-        raise ConfigError(f"http: cannot listen on {listen}: {exc.strerror}") from None
+        raise ConfigError(f"{what}: cannot listen on {listen}: {exc.strerror}") from None
     sockets: list[socket.socket] = []
     port = listen.port
     try:
@@ -40,5 +40,5 @@ def open_listeners(listen: Listen, *, reuse_port: bool = False) -> list[socket.s
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise ConfigError(f"http: cannot listen on {listen}: {exc.strerror}") from None
+        raise ConfigError(f"{what}: cannot listen on {listen}: {exc.strerror}") from None
     return sockets

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from edge.http.exchange import Exchange
 
 
+_NO_SANDBOX = Sandbox("-", "0.0.0.0")  # the Plan of a redirect that never reaches a sandbox
+
+
 @dataclass(slots=True)
 class Plan:
     """Where a request goes and what it carries there."""
@@ -40,8 +43,8 @@ class Plan:
     tokens: frozenset[bytes] = frozenset()
     #: The Upgrade protocol when the request asks for one.
     upgrade: bytes | None = None
-    #: (Location, Set-Cookie): answer 303 instead of forwarding.
-    redirect: tuple[bytes, bytes] | None = None
+    #: (status, headers): answer this redirect instead of forwarding (303 for a token link, 308 to https).
+    redirect: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
 
 def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes, headers: list,
@@ -60,6 +63,13 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
     port, sandbox_id = ctx.router.route(host)
     ex.port = port
     ex.sandbox = sandbox_id
+    listener = ex.client.listener
+    if listener.redirect_port is not None:
+        # https.redirect_http: a sandbox URL asked over plain HTTP goes to its https twin (308 keeps
+        # the method and body). The Host's own port, if any, is replaced by the HTTPS listener's.
+        bare = host.rsplit(b":", 1)[0] if host.rfind(b":") > host.rfind(b"]") else host
+        location = b"https://" + bare + listener.redirect_port + target
+        return Plan(_NO_SANDBOX, port, redirect=(308, [(b"location", location), (b"content-length", b"0")]))
     sandbox = ctx.live.snapshot.get(sandbox_id)
     if sandbox is None:
         raise SandboxNotFound(sandbox_id, port)
@@ -68,9 +78,11 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
         raise LoopDetected(sandbox_id, port, f"{sandbox.address} port {port} is the edge's own listener")
     plan = Plan(sandbox, port)
     if not sandbox.public:
-        grant = authorize(sandbox, method, headers, target, port, ctx.secure, host)
+        grant = authorize(sandbox, method, headers, target, port, listener.secure, host)
         if grant.redirect is not None:
-            plan.redirect = grant.redirect
+            location, cookie = grant.redirect
+            plan.redirect = (303, [(b"location", location), (b"set-cookie", cookie), (b"cache-control", b"no-store"),
+                                   (b"content-length", b"0")])
             return plan
         headers, target = grant.headers, grant.target
     tokens = connection_tokens(headers)
@@ -84,8 +96,8 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
         host=host,
         upstream_host=masked_host(sandbox.mask_request_host, port) if sandbox.mask_request_host else host,
         client_ip=ex.client.ip,
-        scheme=ctx.scheme,
-        forwarded_port=ctx.forwarded_port,
+        scheme=listener.scheme,
+        forwarded_port=listener.port,
         via=ctx.via,
         upgrade=upgrade,
     )

@@ -1,18 +1,22 @@
 """The HTTP server: listeners, admission, one connection task per accepted socket, graceful stop.
 
-`serve(config, live, *, task_status)` binds `config.http.listen`, reports the bound addresses through
-`task_status.started()`, and serves until cancelled or until `stop` is set. Beside the connections run
-the deadline sweep (deadlines.py) and the pool's reaper.
+`serve(config, live, *, task_status)` binds `config.http.listen` (and `config.https.listen` when
+set), reports the bound addresses through `task_status.started()`, and serves until cancelled or
+until `stop` is set. Beside the connections run the deadline sweep (deadlines.py), the pool's reaper,
+and with HTTPS the certificate watcher (edge/tls/certs.py).
 
 Admission: a new connection past `http.max_connections`, or past `max_connections_per_ip` from its
-address, is closed at once and counted (ServerContext.admit). Each admitted socket becomes a
-`ClientSide` over a `SocketTransport` (client.py), and conn.serve_connection takes it from there.
+address, is closed at once and counted (ServerContext.admit); the limits count plain and TLS
+connections together. Each admitted socket becomes a `ClientSide` over a `SocketTransport`, or over a
+`TlsTransport` once its handshake is done, and conn.serve_connection takes it from there: the lanes
+do not know which.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from functools import partial
 
 import trio
@@ -20,17 +24,20 @@ import trio
 from edge.accept import accept_loop
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
-from edge.http.client import ClientSide, SocketTransport
+from edge.http.client import ClientSide, Listener, SocketTransport
 from edge.http.conn import serve_connection
 from edge.http.context import ServerContext
+from edge.http.deadlines import Expired
 from edge.http.listen import open_listeners
 from edge.http.loop import OwnListeners
+from edge.http.tls import TlsTransport
 from edge.metrics import STATS
+from edge.tls.certs import CertStore
 
 logger = logging.getLogger("edge.http")
 
 
-async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
+async def _handle(ctx: ServerContext, listener: Listener, stream: trio.SocketStream) -> None:
     sock = stream.socket
     try:
         ip = sock.getpeername()[0]
@@ -42,7 +49,7 @@ async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = ClientSide(SocketTransport(sock, ctx.deadlines), ip.encode(), ctx.http.max_head_bytes)
+        client = ClientSide(SocketTransport(sock, ctx.deadlines), ip.encode(), listener, ctx.http.max_head_bytes)
         await serve_connection(ctx, client)
     except Exception:  # a bug must cost one connection, never the server
         logger.exception("connection handler failed")
@@ -51,37 +58,110 @@ async def _handle(ctx: ServerContext, stream: trio.SocketStream) -> None:
         ctx.leave(ip)
 
 
+async def _handle_tls(ctx: ServerContext, listener: Listener, certs: CertStore, stream: trio.SocketStream) -> None:
+    trio_sock = stream.socket
+    try:
+        ip = trio_sock.getpeername()[0]
+    except OSError:
+        trio_sock.close()
+        return
+    if not ctx.admit(ip):
+        trio_sock.close()
+        return
+    io = None
+    try:
+        raw = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach())
+        raw.setblocking(False)  # socket(fileno=) thinks it blocks: then OpenSSL would wait in poll()
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        io = TlsTransport(certs.listening.wrap_socket(raw, server_side=True, do_handshake_on_connect=False),
+                          ctx.deadlines)
+        try:
+            await io.handshake(ctx.config.https.handshake_timeout)
+        except (OSError, Expired) as exc:
+            # A silent client, a name we have no certificate for (it got unrecognized_name), a
+            # protocol or version we refuse: counted, logged at debug, closed.
+            STATS.tls_handshake_failures[_handshake_reason(exc)] += 1
+            logger.debug("tls handshake from %s failed: %s", ip, exc)
+            io.close()
+            return
+        await serve_connection(ctx, ClientSide(io, ip.encode(), listener, ctx.http.max_head_bytes))
+    except Exception:  # a bug must cost one connection, never the server
+        logger.exception("connection handler failed")
+        if io is not None:
+            io.close()
+    finally:
+        ctx.leave(ip)
+
+
+def _handshake_reason(exc: BaseException) -> str:
+    if isinstance(exc, Expired):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        # Our SNI callback refusing a name shows up on this side as OpenSSL's CALLBACK_FAILED.
+        return "unrecognized_name" if exc.reason in ("CALLBACK_FAILED", "UNRECOGNIZED_NAME") else "protocol"
+    return "closed"
+
+
 async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, stop: trio.Event | None = None,
-                own: OwnListeners | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                own: OwnListeners | None = None, certs: CertStore | None = None,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled, or until `stop` is set: then drain gracefully and return.
 
+    Reports [(kind, (host, port)), ...] for every listener bound ("http", "https").
     `own` collects the edge's listening addresses (a request to one of them is a loop: 508); the
-    caller adds the admin and DNS listeners it binds later. Without it, the configured ones count."""
+    caller adds the admin and DNS listeners it binds later. Without it, the configured ones count.
+    `certs` is the certificate store for HTTPS (made here when not given)."""
     listeners = open_listeners(config.http.listen, reuse_port=reuse_port)
+    tls_listeners: list[socket.socket] = []
+    try:
+        if config.https.listen is not None:
+            tls_listeners = open_listeners(config.https.listen, reuse_port=reuse_port, what="https")
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
     if own is None:
         own = OwnListeners()
     for listen in (config.dns.listen, config.admin.listen):
         own.add(listen.host, listen.port)
-    bound = [tuple(sock.getsockname()[:2]) for sock in listeners]
-    for host, port in bound:
+    bound = [("http", tuple(sock.getsockname()[:2])) for sock in listeners]
+    bound += [("https", tuple(sock.getsockname()[:2])) for sock in tls_listeners]
+    for _, (host, port) in bound:
         own.add(host, port)
-    ctx = ServerContext(config, live, own, bound[0][1])
+    ctx = ServerContext(config, live, own)
+    http_port = listeners[0].getsockname()[1]
+    redirect_port = None
+    if tls_listeners and config.https.redirect_http:
+        https_port = tls_listeners[0].getsockname()[1]
+        redirect_port = b"" if https_port == 443 else b":%d" % https_port
+    plain = Listener(config.http.scheme.encode(), config.http.scheme == "https", str(http_port).encode(),
+                     redirect_port)
+    if tls_listeners and certs is None:
+        certs = CertStore(config)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ctx.pool.run_reaper)
             nursery.start_soon(ctx.deadlines.run)
+            if tls_listeners:
+                assert certs is not None
+                nursery.start_soon(_watch_certs, certs)
             async with trio.open_nursery() as handlers:
-                accepting = trio.CancelScope()
+                accepting: list[trio.CancelScope] = []
 
-                async def accept(sock: socket.socket) -> None:
-                    with accepting:
+                async def accept(sock: socket.socket, handler) -> None:
+                    scope = trio.CancelScope()
+                    accepting.append(scope)
+                    with scope:
                         try:
-                            await accept_loop(sock, handlers, partial(_handle, ctx))
+                            await accept_loop(sock, handlers, handler, label="https" if sock in tls_listeners else "http")
                         except trio.ClosedResourceError:
                             pass  # the listener was closed: a graceful stop
 
                 for sock in listeners:
-                    handlers.start_soon(accept, sock)
+                    handlers.start_soon(accept, sock, partial(_handle, ctx, plain))
+                for sock in tls_listeners:
+                    secure = Listener(b"https", True, str(sock.getsockname()[1]).encode())
+                    handlers.start_soon(accept, sock, partial(_handle_tls, ctx, secure, certs))
                 task_status.started(bound)
                 if stop is None:
                     await trio.sleep_forever()
@@ -90,8 +170,9 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                 # flight get shutdown_grace seconds to finish (each connection closes after its
                 # current exchange), then whatever is left is cancelled. With nothing in flight the
                 # handlers' nursery ends at once.
-                accepting.cancel()
-                for sock in listeners:
+                for scope in accepting:
+                    scope.cancel()
+                for sock in listeners + tls_listeners:
                     trio.lowlevel.notify_closing(sock)
                     sock.close()
                 ctx.drain()
@@ -101,5 +182,12 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
             nursery.cancel_scope.cancel()
     finally:
         ctx.pool.close_all()
-        for sock in listeners:
+        for sock in listeners + tls_listeners:
             sock.close()
+
+
+async def _watch_certs(certs: CertStore, every: float = 1.0) -> None:
+    """New or renewed certificate files are used by new connections within a second."""
+    while True:
+        await trio.sleep(every)
+        await trio.to_thread.run_sync(certs.reload)
