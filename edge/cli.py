@@ -58,6 +58,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> None:
     _common(p)
     p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener (default 127.0.0.1:8080)")
+    p.add_argument("--https", metavar="ADDR:PORT", help="HTTPS listener (default: none; certificates: [https] certs or [acme])")
     p.add_argument("--dns", metavar="ADDR:PORT", help="DNS listener, UDP and TCP (default 127.0.0.1:5353)")
     p.add_argument("--admin", metavar="ADDR:PORT", help="admin API listener (default 127.0.0.1:8081)")
     p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
@@ -162,7 +163,7 @@ def _load_config(args: argparse.Namespace):
         overrides["domains"] = args.domain
     if getattr(args, "catalog", None):
         overrides["catalog"] = args.catalog
-    for flag, section in (("http", "http"), ("dns", "dns"), ("admin", "admin")):
+    for flag, section in (("http", "http"), ("https", "https"), ("dns", "dns"), ("admin", "admin")):
         if getattr(args, flag, None):
             overrides.setdefault(section, {})["listen"] = getattr(args, flag)
     if getattr(args, "zones", None):

@@ -118,6 +118,16 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
         raise ConfigError(f"http: cannot listen on {config.http.listen}: {exc.strerror}") from None
     listen = Listen(config.http.listen.host, reserved.getsockname()[1])
     config = replace(config, http=replace(config.http, listen=listen))
+    reserved_tls = None
+    tls_listen = config.https.listen
+    if tls_listen is not None:  # the workers share the HTTPS port the same way
+        try:
+            reserved_tls = _reserve_port(tls_listen)
+        except OSError as exc:
+            reserved.close()
+            raise ConfigError(f"https: cannot listen on {tls_listen}: {exc.strerror}") from None
+        tls_listen = Listen(tls_listen.host, reserved_tls.getsockname()[1])
+        config = replace(config, https=replace(config.https, listen=tls_listen))
     ctx = multiprocessing.get_context("spawn")
     ready: Queue[int] = ctx.Queue()
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,18 +149,23 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
                 except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
                     raise ConfigError("http workers did not start; see their errors above") from None
             lifecycle.announce("http", (listen.host, listen.port))
+            listening = [("http", (listen.host, listen.port))]
+            if tls_listen is not None:
+                lifecycle.announce("https", (tls_listen.host, tls_listen.port))
+                listening.append(("https", (tls_listen.host, tls_listen.port)))
             logger.info("%d http workers up", config.workers)
 
             async def supervised() -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_restart_dead, procs, start)
-                    await lifecycle.serve(config, http=False, dns=dns, admin=admin,
-                                          http_listening=[("http", (listen.host, listen.port))])
+                    await lifecycle.serve(config, http=False, dns=dns, admin=admin, http_listening=listening)
                     nursery.cancel_scope.cancel()
 
             lifecycle.run(supervised)
         finally:
             reserved.close()
+            if reserved_tls is not None:
+                reserved_tls.close()
             for p in procs:
                 if p is not None and p.is_alive():
                     p.terminate()

@@ -42,7 +42,7 @@ class ServerContext:
         self.config = config
         self.router = Router(config.domains)
         self.live = live
-        self.deadlines = Deadlines(http)
+        self.deadlines = Deadlines(http, config.https.handshake_timeout)
         self.pool = Pool(http, self.deadlines)
         self.access_log = config.access_log
         #: The edge's own listeners: a sandbox target among them is a loop (508).

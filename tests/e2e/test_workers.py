@@ -137,3 +137,28 @@ async def test_removing_a_sandbox_cuts_its_tunnels_in_every_worker(tmp_path, nur
         assert time.monotonic() - t0 < 1.5  # catalog_poll (0.25 s) + the cut
     finally:
         proc.stop()
+
+
+async def test_workers_serve_https_on_one_shared_port(tmp_path, nursery):
+    """--workers 2 with --https: both workers take TLS connections on the one port the supervisor reserved."""
+    from tests.tlsutil import TestCA
+
+    ca = TestCA(tmp_path)
+    cert, key = ca.issue(["*.sandbox.localhost"], "w")
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'[https]\ncerts = [{{cert = "{cert}", key = "{key}"}}]\n')
+    env = edge_env(tmp_path)
+    backend = await Backend("w").start(nursery, "127.0.0.2")
+    edge_cli(["sandbox", "add", "multi", "--address", "127.0.0.2"], env)
+    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
+        ["serve", "--config", str(conf), "--workers", "2", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
+         "--dns", "127.0.0.1:0", "--no-access-log"], env, timeout=60))
+    try:
+        port = proc.port("https")
+        host = f"{backend.port}-multi.sandbox.localhost"
+        for _ in range(6):
+            res = await curl("--cacert", str(ca.path), "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/echo")
+            assert b'"backend": "w"' in res.stdout
+        assert len(_workers(proc.pid)) == 2
+    finally:
+        proc.stop()
