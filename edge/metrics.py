@@ -71,6 +71,8 @@ class Stats:
         self.http_connections_rejected = {"total": 0, "per_ip": 0}
         #: Exchanges and tunnels cut because a catalog change revoked them (removed, moved, private, token).
         self.http_revoked = 0
+        #: Waiting client connections closed to make room for new ones at http.max_connections.
+        self.http_idle_reclaimed = 0
         #: ACME orders by outcome (edge/tls/acme.py; only the process running the admin API orders).
         self.acme_renewals = {"success": 0, "failure": 0}
         #: TLS handshakes that did not complete, by why: timeout, unrecognized_name, protocol, closed.
@@ -92,6 +94,7 @@ class Stats:
             "sandbox_requests": self.sandbox_requests,
             "http_connections_rejected": self.http_connections_rejected,
             "http_revoked": self.http_revoked,
+            "http_idle_reclaimed": self.http_idle_reclaimed,
             "tls_handshake_failures": self.tls_handshake_failures,
         }
 
@@ -115,6 +118,7 @@ class Stats:
         for reason, n in snap.get("http_connections_rejected", {}).items():
             self.http_connections_rejected[reason] = self.http_connections_rejected.get(reason, 0) + n
         self.http_revoked += snap.get("http_revoked", 0)
+        self.http_idle_reclaimed += snap.get("http_idle_reclaimed", 0)
         for reason, n in snap.get("tls_handshake_failures", {}).items():
             self.tls_handshake_failures[reason] = self.tls_handshake_failures.get(reason, 0) + n
 
@@ -189,6 +193,9 @@ class _Collector:
         for reason, n in s.tls_handshake_failures.items():
             tls.add_metric([reason], n)
         yield tls
+        yield CounterMetricFamily("edge_http_idle_reclaimed",
+                                  "Waiting client connections closed to admit new ones at http.max_connections",
+                                  value=s.http_idle_reclaimed)
         yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
                                   value=s.http_revoked)
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")

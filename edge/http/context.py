@@ -63,17 +63,31 @@ class ServerContext:
         live.on_change(self.revoke_changed)
 
     def admit(self, ip: str) -> bool:
-        """Count a new client connection in, or refuse it (the caller closes it at once)."""
-        if self.open >= self.max_open:
-            STATS.http_connections_rejected["total"] += 1
-            return False
+        """Count a new client connection in, or refuse it (the caller closes it at once).
+
+        At the total cap, connections that are only waiting (for a first request or between
+        requests) are closed to make room, oldest deadline first, as nginx reuses its idle keep-alive
+        connections: otherwise idle sockets from a handful of addresses would lock every new client
+        out until head_timeout."""
         n = self.per_ip.get(ip, 0)
         if n >= self.max_per_ip:
             STATS.http_connections_rejected["per_ip"] += 1
             return False
+        if self.open >= self.max_open and not self._reclaim_idle():
+            STATS.http_connections_rejected["total"] += 1
+            return False
         self.per_ip[ip] = n + 1
         self.open += 1
         return True
+
+    def _reclaim_idle(self, batch: int = 16) -> bool:
+        """Close up to `batch` waiting connections (they end within this scheduler round)."""
+        deadlines = self.deadlines
+        idle = sorted((when, id(w), w) for w, when in deadlines.table.items() if w.kind == "idle")[:batch]
+        for _, _, w in idle:
+            deadlines.expire(w, "idle")
+        STATS.http_idle_reclaimed += len(idle)
+        return bool(idle)
 
     def leave(self, ip: str) -> None:
         self.open -= 1

@@ -62,18 +62,39 @@ async def scripted(nursery):
 
 
 async def test_connections_past_max_connections_are_closed_at_once_and_counted(make_edge, scripted):
-    """http.max_connections = 3: the 4th connection is closed unanswered; once one leaves, a new one is served."""
+    """http.max_connections = 3, all three busy: the 4th connection is closed unanswered; once one
+    leaves, a new one is served."""
     edge = await make_edge([Sandbox("gamma", "127.0.0.4")], http={"max_connections": 3, "max_connections_per_ip": 3})
-    scripted.scripts = [[OK] for _ in range(5)]
+    scripted.scripts = [[1.5, OK] for _ in range(3)] + [[OK] for _ in range(3)]
     before = STATS.http_connections_rejected["total"]
     held = [await connect(edge) for _ in range(3)]
-    extra = await connect(edge)
-    assert await closed_within(extra, 2) == b""
+    for stream in held:  # each waits for its slow answer: busy, not reclaimable
+        await stream.send_all(f"GET / HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n\r\n".encode())
+    await trio.sleep(0.2)
+    extra = await connect(edge, "127.0.0.5")  # another address: the total cap is what refuses it
+    assert await closed_within(extra, 1) == b""
     assert STATS.http_connections_rejected["total"] == before + 1
-    assert await is_served(held[0], edge, scripted.port)
-    await held[1].aclose()
-    await trio.sleep(0.05)
-    assert await is_served(await connect(edge), edge, scripted.port)
+    await held[1].aclose()  # the edge notices within a deadline tick (1 s) and frees the slot
+    with trio.fail_after(3):
+        while not await is_served(await connect(edge), edge, scripted.port):
+            await trio.sleep(0.1)
+
+
+async def test_at_the_cap_waiting_connections_make_room_for_new_ones(make_edge, scripted):
+    """Three connections that sent nothing hold every slot: a new client (from another address) is
+    served, and waiting ones are closed to make room (counted), as nginx reuses idle keep-alive
+    connections. Without it, idle sockets from a few addresses lock everyone out until head_timeout."""
+    edge = await make_edge([Sandbox("gamma", "127.0.0.4")], http={"max_connections": 3, "max_connections_per_ip": 3})
+    scripted.scripts = [[OK]]
+    rejected, reclaimed = STATS.http_connections_rejected["total"], STATS.http_idle_reclaimed
+    idle = []
+    for _ in range(3):
+        idle.append(await connect(edge))
+        await trio.sleep(0.02)
+    assert await is_served(await connect(edge, "127.0.0.5"), edge, scripted.port)
+    assert STATS.http_connections_rejected["total"] == rejected
+    assert STATS.http_idle_reclaimed > reclaimed
+    assert await closed_within(idle[0], 1) == b""
 
 
 async def test_one_address_cannot_take_every_slot(make_edge, scripted):
