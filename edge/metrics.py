@@ -77,6 +77,8 @@ class Stats:
         self.acme_renewals = {"success": 0, "failure": 0}
         #: TLS handshakes that did not complete, by why: timeout, unrecognized_name, protocol, closed.
         self.tls_handshake_failures = {"timeout": 0, "unrecognized_name": 0, "protocol": 0, "closed": 0}
+        #: TLS connections whose records the kernel does both ways (kTLS): their bodies move by splice.
+        self.tls_ktls_connections = 0
 
 
     def snapshot(self) -> dict:
@@ -96,6 +98,7 @@ class Stats:
             "http_revoked": self.http_revoked,
             "http_idle_reclaimed": self.http_idle_reclaimed,
             "tls_handshake_failures": self.tls_handshake_failures,
+            "tls_ktls_connections": self.tls_ktls_connections,
         }
 
     def add(self, snap: dict) -> None:
@@ -119,6 +122,7 @@ class Stats:
             self.http_connections_rejected[reason] = self.http_connections_rejected.get(reason, 0) + n
         self.http_revoked += snap.get("http_revoked", 0)
         self.http_idle_reclaimed += snap.get("http_idle_reclaimed", 0)
+        self.tls_ktls_connections += snap.get("tls_ktls_connections", 0)
         for reason, n in snap.get("tls_handshake_failures", {}).items():
             self.tls_handshake_failures[reason] = self.tls_handshake_failures.get(reason, 0) + n
 
@@ -193,6 +197,9 @@ class _Collector:
         for reason, n in s.tls_handshake_failures.items():
             tls.add_metric([reason], n)
         yield tls
+        yield CounterMetricFamily("edge_tls_ktls_connections",
+                                  "TLS connections the kernel encrypts both ways (kTLS): bodies move by splice",
+                                  value=s.tls_ktls_connections)
         yield CounterMetricFamily("edge_http_idle_reclaimed",
                                   "Waiting client connections closed to admit new ones at http.max_connections",
                                   value=s.http_idle_reclaimed)

@@ -24,6 +24,7 @@ import ssl
 import trio
 
 from edge.http.deadlines import Deadlines, Wait
+from edge.metrics import STATS
 
 SOL_TLS = 282
 TLS_TX = 1
@@ -65,6 +66,7 @@ class TlsTransport:
                 await d.writable(self.wr, deadline, "handshake")
         if ktls_active(ssl_sock, TLS_TX) and ktls_active(ssl_sock, TLS_RX):
             self.splice_fd = self.fd
+            STATS.tls_ktls_connections += 1
 
     def pending(self) -> bool:
         return self.ssl.pending() > 0

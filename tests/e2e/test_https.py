@@ -230,3 +230,32 @@ async def test_a_renewed_certificate_file_is_used_by_new_connections(make_edge, 
     with trio.fail_after(3):
         while await trio.to_thread.run_sync(serial) == first:
             await trio.sleep(0.2)
+
+
+def _kernel_has_ktls() -> bool:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+            return "tls" in f.read().split()
+    except OSError:
+        return False
+
+
+async def test_with_kernel_tls_bodies_are_spliced_into_the_tls_socket(tls_edge, ca, backend):
+    """Where the kernel has kTLS (Debian's stock kernel: `modprobe tls`), OpenSSL hands the records
+    to it and the edge splices a large body into the TLS socket; the bytes still arrive whole."""
+    if not _kernel_has_ktls():
+        pytest.skip("this kernel has no kTLS (no 'tls' in /proc/sys/net/ipv4/tcp_available_ulp)")
+    before = STATS.tls_ktls_connections
+    res = await curl("--tlsv1.2", "--tls-max", "1.2", "--cacert", str(ca.path), *resolve(tls_edge, backend.port, "demo"),
+                     "-o", "/dev/null", "-w", "%{size_download}", https_url(tls_edge, backend.port, "demo", f"/bytes?n={16 << 20}"))
+    assert res.stdout == str(16 << 20).encode()
+    assert STATS.tls_ktls_connections == before + 1
+
+
+async def test_ktls_is_never_assumed_on_a_socket_without_it(lane):
+    """A plain TCP socket answers no SOL_TLS option: splice into it as TLS would corrupt the stream."""
+    from edge.http.tls import TLS_RX, TLS_TX, ktls_active
+
+    a, b = socket.socketpair()
+    with a, b:
+        assert not ktls_active(a, TLS_TX) and not ktls_active(a, TLS_RX)
