@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -22,6 +24,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.backends import Backend
 from tests.dns.support import udp
 from tests.pebble import Pebble, free_port
 from tests.proc import EdgeProcess, edge_cli, edge_env
@@ -130,6 +133,69 @@ async def test_edge_serve_obtains_a_wildcard_certificate_from_pebble_through_its
     assert "certificate for" in out and "obtained from Pebble" in out
 
 
+async def test_forced_renewal_swaps_the_certificate_for_new_connections_only(tmp_path, pebble, dns_port, nursery):
+    """`edge cert renew` brings a new certificate (a new serial) that new TLS connections get at once,
+    while a connection opened before keeps its certificate and keeps working."""
+    backend = await Backend("b").start(nursery, "127.0.0.2")
+    https_port = free_port()
+    config = write_config(tmp_path, pebble, f'[https]\nlisten = "127.0.0.1:{https_port}"\n')
+    edge, env = await start_edge(tmp_path, config, dns_port)
+    try:
+        await cli(["sandbox", "add", "demo", "--address", "127.0.0.2"], env)
+        await wait_for_certificate(config, env)
+        trust = ssl.create_default_context()
+        trust.load_verify_locations(cadata="".join(
+            c.public_bytes(ssl_encoding()).decode() for c in pebble.roots()))
+        host = f"{backend.port}-demo.{DOMAIN}"
+
+        def connect() -> ssl.SSLSocket:
+            raw = socket.create_connection(("127.0.0.1", https_port), timeout=10)
+            return trust.wrap_socket(raw, server_hostname=host)
+
+        def serial(conn: ssl.SSLSocket) -> int:
+            return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True)).serial_number
+
+        def get(conn: ssl.SSLSocket) -> bytes:
+            conn.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}:{https_port}\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            return head.split(b"\r\n")[0].split(b" ")[1]  # the status code
+
+        with trio.fail_after(10):
+            while True:  # the HTTPS listener's store has it within its reload interval
+                old = await trio.to_thread.run_sync(connect)
+                if old.getpeercert():
+                    break
+        with trio.fail_after(5):  # the sandbox is in the edge's catalog within a poll
+            while await trio.to_thread.run_sync(get, old) != b"200":
+                await trio.sleep(0.1)
+        first = serial(old)
+
+        res = await cli(["cert", "renew", DOMAIN, "--config", str(config), "--admin", edge.listening["admin"]], env)
+        assert res.returncode == 0, res.stderr
+        assert "acme, expires" in res.stdout
+
+        new = await trio.to_thread.run_sync(connect)
+        assert serial(new) != first  # at once: the ACME task reloaded the store it shares with the listener
+        leaf, _ = leaf_and_chain(tmp_path / "state" / "certs" / DOMAIN / "fullchain.pem")
+        assert serial(new) == leaf.serial_number
+        assert (await trio.to_thread.run_sync(get, new)) == b"200"
+        # The connection opened before the renewal: same certificate, still serving requests.
+        assert serial(old) == first
+        assert (await trio.to_thread.run_sync(get, old)) == b"200"
+        old.close()
+        new.close()
+    finally:
+        out = edge.stop()
+    assert out.count("obtained from Pebble") == 2, out[-3000:]
+
+
 async def test_lego_obtains_a_certificate_through_the_httpreq_endpoint(tmp_path, pebble, dns_port):
     """lego's httpreq provider presents its value on the admin API (Basic auth, the token as password);
     pebble checks it on edge's DNS; lego gets its certificate. Certificates edge does not order itself."""
@@ -196,6 +262,12 @@ async def challenge_withdrawn(dns_port: int) -> None:
     with trio.fail_after(5):
         while (await udp(query, ("127.0.0.1", dns_port))).answer:
             await trio.sleep(0.1)
+
+
+def ssl_encoding():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.PEM
 
 
 async def admin_text(edge: EdgeProcess, path: str) -> str:
