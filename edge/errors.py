@@ -19,6 +19,8 @@ class EdgeError(Exception):
     code: str = "internal_error"
     #: True for errors in the client's own bytes: after answering, the connection cannot go on.
     closes_connection: bool = False
+    #: Seconds a client should wait before trying again (Retry-After), when that is known.
+    retry_after: int | None = None
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
@@ -254,6 +256,7 @@ class TooManyConnections(EdgeError):
 
     status = 429
     code = "too_many_connections"
+    retry_after = 1
 
     def __init__(self, sandbox_id: str, port: int, limit: int) -> None:
         super().__init__(

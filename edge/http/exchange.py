@@ -75,6 +75,8 @@ class Exchange:
     revoked: bool = False
     #: What stopped the request-body pump (pump.py), raised by the relaying task once both are done.
     pump_error: Exception | None = None
+    #: For a masked sandbox: (the masked host, the public scheme and host) for its redirects (plan.py).
+    unmask: tuple[bytes, bytes] | None = None
 
 
 def client_may_continue(ex: Exchange) -> bool:

@@ -37,8 +37,8 @@ from edge.http.client import GONE, ClientSide
 from edge.http.deadlines import Expired
 from edge.http.exchange import CLOSE, NEXT, Exchange, Outcome, client_may_continue, clock, finish
 from edge.http.h1 import RequestHead, ResponseHead, parse_response, request_bytes, response_bytes
-from edge.http.h11lane import adopt, answer_error, redirect, settle, settle_upstream
-from edge.http.headers import rewrite_response
+from edge.http.h11lane import adopt, answer_error, answer_plan, settle, settle_upstream
+from edge.http.headers import rewrite_response, unmask_locations
 from edge.http.limits import SandboxSlot
 from edge.http.plan import Plan, make_plan
 from edge.http.relay import log_broken, relay, upstream_expired
@@ -61,9 +61,9 @@ async def fast_exchange(ctx: ServerContext, client: ClientSide, head: RequestHea
     try:
         try:
             plan = make_plan(ctx, ex, method, head.target, head.headers, head.host)
-            if plan.redirect is not None:
+            if plan.answer is not None:
                 adopt(client, buf, head, "answer")
-                await redirect(ex, plan)
+                await answer_plan(ex, plan)
                 return settle(ex)
             out = request_bytes(method, plan.target, plan.headers)
             if head.length:
@@ -131,6 +131,8 @@ async def _relay(ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseH
     ex.status = resp.status
     ex.resp_keepalive = resp.keepalive
     headers = rewrite_response(resp.headers, resp.status, resp.tokens)
+    if ex.unmask is not None:
+        headers = unmask_locations(headers, *ex.unmask)
     if not head.keepalive:
         headers.append((b"connection", b"close"))
     out = response_bytes(resp.start, headers)

@@ -105,8 +105,8 @@ async def _forward(ctx: ServerContext, ex: Exchange, request: h11.Request) -> Ou
             host = value
             break
     plan = make_plan(ctx, ex, request.method, request.target, headers, host)
-    if plan.redirect is not None:
-        await redirect(ex, plan)
+    if plan.answer is not None:
+        await answer_plan(ex, plan)
         return NEXT
     # _parsed=True: every field either came out of h11's parser or was checked when it was made
     # (catalog masks, our own constants), so h11's per-field regexes would only repeat work.
@@ -175,13 +175,13 @@ async def answer_error(ex: Exchange, exc: EdgeError) -> None:
     ex.bytes_out = await ex.client.answer(status, headers, body, exc.closes_connection, ex.method == b"HEAD")
 
 
-async def redirect(ex: Exchange, plan: Plan) -> None:
-    """A redirect of the edge's own: the 303 that trades ?edge_token= for a cookie (access.py), or
-    the 308 to https (https.redirect_http)."""
-    assert plan.redirect is not None
-    status, headers = plan.redirect
+async def answer_plan(ex: Exchange, plan: Plan) -> None:
+    """An answer of the edge's own that is no error (plan.py): the 303 that trades ?edge_token= for
+    a cookie, the 308 to https, a CORS preflight to a private sandbox, the health check."""
+    assert plan.answer is not None
+    status, headers, body = plan.answer
     ex.status = status
-    await ex.client.answer(status, list(headers), b"", False, ex.method == b"HEAD")
+    ex.bytes_out = await ex.client.answer(status, list(headers), body, False, ex.method == b"HEAD")
 
 
 def adopt(client: ClientSide, buf: bytes, head: RequestHead, why: str) -> None:

@@ -186,3 +186,43 @@ def rewrite_response(headers: Headers, status: int, tokens: frozenset[bytes] | N
 
 def masked_host(mask: str, port: int) -> bytes:
     return mask.replace("${PORT}", str(port)).encode("ascii")
+
+
+_LOCATION_FIELDS = frozenset((b"location", b"content-location", b"refresh"))
+
+
+def unmask_locations(headers: list[tuple[bytes, bytes]], masked: bytes, public: bytes) -> list[tuple[bytes, bytes]]:
+    """Point a masked sandbox's own URLs back at its public host, as nginx's `proxy_redirect default`.
+
+    With a Host mask the sandbox believes it is `masked` (e.g. `localhost:4000`), so its redirects say
+    `http://localhost:4000/elsewhere`. In Location, Content-Location and Refresh (`5; url=...`), an
+    absolute URL on `masked` (http or https, host in any case) becomes `public` (scheme and public
+    host, e.g. `https://4000-demo.example.com`) plus the rest. Other URLs are left alone."""
+    out = headers
+    for i, (name, value) in enumerate(headers):
+        if name in _LOCATION_FIELDS:
+            new = _unmask(value, masked, public)
+            if new is not value:
+                if out is headers:
+                    out = list(headers)
+                out[i] = (name, new)
+    return out
+
+
+def _unmask(value: bytes, masked: bytes, public: bytes) -> bytes:
+    start = 0
+    if value[:1].isdigit():  # Refresh: "<seconds>; url=<URL>"
+        at = value.lower().find(b"url=")
+        if at < 0:
+            return value
+        start = at + 4
+    url = value[start:]
+    lower = url.lower()
+    for scheme in (b"http://", b"https://"):
+        if lower.startswith(scheme):
+            rest = url[len(scheme):]
+            host = rest[: len(masked)]
+            after = rest[len(masked):]
+            if host.lower() == masked.lower() and (not after or after[:1] in b"/?#"):
+                return value[:start] + public + after
+    return value

@@ -98,4 +98,6 @@ def render_error(
         (b"vary", b"Origin, Accept"),
         (b"x-edge-error", exc.code.encode()),
     ]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
     return status, headers, body

@@ -24,7 +24,7 @@ import trio
 from edge.errors import UpstreamError, UpstreamTimeout
 from edge.http.deadlines import Expired
 from edge.http.exchange import CLOSE, NEXT, TUNNELLED, Exchange, Outcome
-from edge.http.headers import connection_tokens, rewrite_response
+from edge.http.headers import connection_tokens, rewrite_response, unmask_locations
 from edge.http.splice import BrokenBody, Tunnel, move
 from edge.http.upstream import STALE, Stale, Upstream
 from edge.metrics import STATS
@@ -108,8 +108,10 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
     ex.status = status
     response_headers = list(event.headers)  # h11's Headers iterate slowly: walked once
     tokens = connection_tokens(response_headers)
-    pending = [h.send(h11.Response(status_code=status, headers=rewrite_response(response_headers, status, tokens),
-                                   reason=event.reason, _parsed=True))]
+    out_headers = rewrite_response(response_headers, status, tokens)
+    if ex.unmask is not None:
+        out_headers = unmask_locations(out_headers, *ex.unmask)
+    pending = [h.send(h11.Response(status_code=status, headers=out_headers, reason=event.reason, _parsed=True))]
     ex.resp_keepalive = event.http_version == b"1.1" and b"close" not in tokens
     http = ctx.http
     read_size = http.read_size

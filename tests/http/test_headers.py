@@ -166,3 +166,24 @@ def test_sandbox_set_cookie_naming_the_edge_cookie_is_dropped(label, set_cookie,
     headers = [(b"set-cookie", b"a=1"), (b"set-cookie", set_cookie), (b"x-ok", b"1")]
     out = rewrite_response(headers, status)
     assert out == ([(b"set-cookie", b"a=1"), (b"x-ok", b"1")] if dropped else headers)
+
+
+UNMASK = [
+    ("masked redirect", b"location", b"http://localhost:4000/elsewhere", b"https://4000-d.example.com/elsewhere"),
+    ("host in another case, no path", b"location", b"http://LOCALHOST:4000", b"https://4000-d.example.com"),
+    ("https, query", b"content-location", b"https://localhost:4000?x=1", b"https://4000-d.example.com?x=1"),
+    ("refresh", b"refresh", b"5; url=http://localhost:4000/r", b"5; url=https://4000-d.example.com/r"),
+    ("another port is another host", b"location", b"http://localhost:40000/x", b"http://localhost:40000/x"),
+    ("another host", b"location", b"http://example.org/x", b"http://example.org/x"),
+    ("relative stays", b"location", b"/relative", b"/relative"),
+    ("other fields stay", b"link", b"<http://localhost:4000/a>", b"<http://localhost:4000/a>"),
+]
+
+
+@pytest.mark.parametrize(("label", "name", "value", "want"), UNMASK, ids=[row[0] for row in UNMASK])
+def test_masked_sandbox_redirects_point_back_at_the_public_host(label, name, value, want):
+    """proxy_redirect default: absolute URLs on the masked host become the public scheme and host."""
+    from edge.http.headers import unmask_locations
+
+    got = unmask_locations([(name, value)], b"localhost:4000", b"https://4000-d.example.com")
+    assert got == [(name, want)]
