@@ -78,25 +78,36 @@ def edge(backend_host: str, backend_port: int, rrl_rate: int | None):
         env = _edge_env({"EDGE_STATE_DIR": d})
         subprocess.run(
             [sys.executable, "-m", "edge", "sandbox", "add", SANDBOX, "--address", backend_host],
-            env=env, check=True, capture_output=True, cwd=peers.EDGE_SRC, timeout=60,
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=peers.EDGE_SRC,
+            timeout=60,
         )
-        args = ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                "--no-access-log"]
+        args = ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-access-log"]
         if rrl_rate is not None:
             config = Path(d) / "edge.toml"
             config.write_text(f"[dns]\nrrl_rate = {rrl_rate}\n")
             args += ["--config", str(config)]
         out = Path(d) / "edge.out"
         with open(out, "wb") as sink:
-            proc = subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, "-m", "edge", *args],
-                                    env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=peers.EDGE_SRC)
+            proc = subprocess.Popen(
+                ["taskset", "-c", PROXY_CPU, sys.executable, "-m", "edge", *args],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                cwd=peers.EDGE_SRC,
+            )
         try:
             ports = _wait_listening(out, proc)
             yield ports["http"], ports["dns"], proc.pid
         finally:
             _stop(proc)
-            bad = [line for line in out.read_text(errors="replace").splitlines()
-                   if "Traceback" in line or '"level":"error"' in line]
+            bad = [
+                line
+                for line in out.read_text(errors="replace").splitlines()
+                if "Traceback" in line or '"level":"error"' in line
+            ]
             if bad:
                 print("edge logged errors:\n  " + "\n  ".join(bad[:10]), file=sys.stderr)
 
@@ -314,9 +325,28 @@ def discard(seconds: float) -> None:
 @contextmanager
 def flooder(role: str, dns_port: int, args: argparse.Namespace):
     """Run a flooder process on the load core under nice 19; yields a dict filled with its counts."""
-    cmd = ["taskset", "-c", LOAD_CPU, "nice", "-n", "19", sys.executable, __file__, "--role", role,
-           "--dns-port", str(dns_port), "--seconds", str(args.seconds + 1), "--rate", str(args.rate),
-           "--connections", str(args.connections), "--tcp-rate", str(args.tcp_rate)]
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "nice",
+        "-n",
+        "19",
+        sys.executable,
+        __file__,
+        "--role",
+        role,
+        "--dns-port",
+        str(dns_port),
+        "--seconds",
+        str(args.seconds + 1),
+        "--rate",
+        str(args.rate),
+        "--connections",
+        str(args.connections),
+        "--tcp-rate",
+        str(args.tcp_rate),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
     result: dict = {}
     try:
@@ -368,12 +398,21 @@ def measure(args: argparse.Namespace) -> dict:
                             lat, failed = http_latencies(http_port, backend_port, args.requests, args.seconds)
                     ticks = _cpu_ticks(pid) - cpu0
                     cpu = 100 * ticks / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
-                    figures[phase] = {"p50_ms": 1e3 * pct(lat, 0.5), "p99_ms": 1e3 * pct(lat, 0.99),
-                                      "max_ms": 1e3 * max(lat), "requests": len(lat), "failed": failed,
-                                      "edge_cpu_pct": cpu, **flood}
-                    print(f"run {run + 1} {phase:11s} {len(lat)} requests ({failed} failed)  "
-                          f"p50 {figures[phase]['p50_ms']:.3f} ms  p99 {figures[phase]['p99_ms']:.3f} ms  "
-                          f"max {figures[phase]['max_ms']:.1f} ms  edge CPU {cpu:.0f}%  {flood}", file=sys.stderr)
+                    figures[phase] = {
+                        "p50_ms": 1e3 * pct(lat, 0.5),
+                        "p99_ms": 1e3 * pct(lat, 0.99),
+                        "max_ms": 1e3 * max(lat),
+                        "requests": len(lat),
+                        "failed": failed,
+                        "edge_cpu_pct": cpu,
+                        **flood,
+                    }
+                    print(
+                        f"run {run + 1} {phase:11s} {len(lat)} requests ({failed} failed)  "
+                        f"p50 {figures[phase]['p50_ms']:.3f} ms  p99 {figures[phase]['p99_ms']:.3f} ms  "
+                        f"max {figures[phase]['max_ms']:.1f} ms  edge CPU {cpu:.0f}%  {flood}",
+                        file=sys.stderr,
+                    )
                 base = figures["unloaded"]["p99_ms"]
                 for phase in args.phases:
                     figures[phase]["p99_ratio"] = figures[phase]["p99_ms"] / base
@@ -425,10 +464,15 @@ def main() -> None:
     p.add_argument("--role", choices=("udp", "tcp", "discard"), help=argparse.SUPPRESS)
     p.add_argument("--dns-port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if (not 0 < args.seconds <= 120 or not 0 < args.rate <= 100_000 or not 0 < args.connections <= 64
-            or not 0 <= args.tcp_rate <= 100_000):
-        sys.exit("dns_flood: keep it bounded: --seconds 0-120, --rate 1-100000, --connections 1-64, "
-                 "--tcp-rate 0-100000")
+    if (
+        not 0 < args.seconds <= 120
+        or not 0 < args.rate <= 100_000
+        or not 0 < args.connections <= 64
+        or not 0 <= args.tcp_rate <= 100_000
+    ):
+        sys.exit(
+            "dns_flood: keep it bounded: --seconds 0-120, --rate 1-100000, --connections 1-64, --tcp-rate 0-100000"
+        )
     if args.role == "udp":
         print(json.dumps(flood_udp(args.dns_port, args.rate, args.seconds)))
         return

@@ -62,9 +62,7 @@ def _compile(zone: Zone) -> _Compiled:
         if not rrset:
             continue
         answers = b"".join(
-            b"\xc0\x0c"
-            + struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(rr.rdata.data))
-            + bytes(rr.rdata.data)
+            b"\xc0\x0c" + struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(rr.rdata.data)) + bytes(rr.rdata.data)
             for rr in rrset
         )
         heads_plain, heads_edns = [], []

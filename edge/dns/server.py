@@ -79,9 +79,7 @@ class _State:
         dns = config.dns
         self.edns_size = max(512, min(dns.edns_udp_size, 65535))  # RFC 6891 6.2.5: below 512 means 512
         self.limiter = (
-            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix)
-            if dns.rrl_rate
-            else None
+            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix) if dns.rrl_rate else None
         )
         self.tcp_open = 0
         self.tcp_by_client: dict[str | bytes, int] = {}
@@ -126,9 +124,7 @@ class _State:
         logger.info("reloading zones (%s)", why)
         dns = self.config.dns
         try:
-            zones = load_zones(
-                self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones
-            )
+            zones = load_zones(self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones)
         except Exception as exc:  # e.g. the folder became unreadable: keep serving what we have
             logger.error("zones not reloaded, keeping the previous ones: %r", exc)
             return

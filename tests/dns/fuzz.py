@@ -36,10 +36,7 @@ TRAPS = [
     _HEAD + b"\x02\xff\xfe\x00\x00\x01\x00\x01",  # a label that is not UTF-8
     _HEAD + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01",  # a name over 255 bytes
     _HEAD + b"\x01a" * 200 + b"\x00\x00\x01\x00\x01",  # 200 labels
-    _HEAD[:10]
-    + b"\x00\x01"
-    + SEEDS[0][12:]
-    + b"\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x03abc",  # A rdlen 3
+    _HEAD[:10] + b"\x00\x01" + SEEDS[0][12:] + b"\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x03abc",  # A rdlen 3
     _HEAD[:10]
     + b"\x00\x01"
     + SEEDS[0][12:]

@@ -16,7 +16,10 @@ from tests.dns import fuzz
 from tests.dns.support import ZONE
 
 ZONES = Zones([parse_zone(ZONE, origin="sandbox.localhost", filename="t.zone")])
-WORST = {**{f"UDP {k}": v for k, v in fuzz.worst(4096).items()}, **{f"TCP {k}": v for k, v in fuzz.worst(65535).items()}}
+WORST = {
+    **{f"UDP {k}": v for k, v in fuzz.worst(4096).items()},
+    **{f"TCP {k}": v for k, v in fuzz.worst(65535).items()},
+}
 FAT = {
     **{f"UDP {k}": v for k, v in fuzz.fat_but_well_formed(4096).items()},
     **{f"TCP {k}": v for k, v in fuzz.fat_but_well_formed(65535).items()},

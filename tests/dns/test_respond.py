@@ -73,8 +73,10 @@ def test_rate_limited_answers_are_never_packed(monkeypatch):
     real_pack = answer_mod.Records.pack
     monkeypatch.setattr(answer_mod.Records, "pack", lambda self: packed.append(1) or real_pack(self))
     limiter = RateLimiter(1, slip=0)
-    outs = [respond(wire(f"ns1.{Q}"), FAST, ZONES, edns_size=1232, limiter=limiter, client="192.0.2.1", now=0.0)
-            for _ in range(10)]
+    outs = [
+        respond(wire(f"ns1.{Q}"), FAST, ZONES, edns_size=1232, limiter=limiter, client="192.0.2.1", now=0.0)
+        for _ in range(10)
+    ]
     assert sum(o.reply is not None for o in outs) == 1 and len(packed) == 1
 
 

@@ -141,9 +141,7 @@ def test_edge_zone_check_exit_code_and_output(tmp_path, label, text, code, outpu
     """`edge zone check FILE` prints FILE:LINE: reason per error and exits 1, or 0 when fine."""
     path = tmp_path / "sandbox.localhost.zone"
     path.write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "edge", "zone", "check", str(path)], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", "edge", "zone", "check", str(path)], capture_output=True, text=True)
     assert done.returncode == code
     assert output in done.stdout + done.stderr
     if code:
