@@ -111,6 +111,20 @@ class HttpConfig:
     #: Client connections open at once from one address. 0: a quarter of max_connections. Behind a
     #: load balancer every client shares its address: set it to max_connections there.
     max_connections_per_ip: int = 0
+    #: CIDRs of proxies in front of the edge (a load balancer): their X-Forwarded-For is extended
+    #: with their address instead of replaced, and only they may send a PROXY header when set.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Connections to this listener start with a PROXY protocol header (v1 or v2), as from HAProxy,
+    #: an AWS NLB or nginx's proxy_protocol: its address becomes the client's.
+    proxy_protocol: bool = False
+
+
+@dataclass(frozen=True)
+class SynthesizedZone:
+    """A zone made up for a domain that has no zone file: SOA, NS and `*` at `addresses`."""
+
+    domain: str
+    addresses: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,11 @@ class DnsConfig:
     edns_udp_size: int = 1232
     #: Seconds between checks of the zones folder for changed files (a change reloads the zones).
     zones_poll: float = 1.0
+    #: Zones made up for configured domains without a zone file, and where their `*` points:
+    #: `[dns.synthesize]` `"sandbox.example.com" = ["192.0.2.10", "2001:db8::10"]`. Domains under
+    #: `localhost` get one at loopback unasked; any other domain without a file or an entry here
+    #: refuses the start (edge/dns/README.md).
+    synthesize: tuple[SynthesizedZone, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,8 @@ class HttpsConfig:
     #: Ask OpenSSL for kernel TLS (kTLS): with it, large bodies and tunnels keep moving by splice(2)
     #: into the TLS socket. Used only where the kernel has it; never needed for correctness.
     ktls: bool = True
+    #: Connections to the HTTPS listener start with a PROXY protocol header (before the TLS handshake).
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,11 @@ def _convert(value: object, typ: object, key: str) -> object:
     elif typ is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is SynthesizedZone:
+        if isinstance(value, Mapping):
+            return tuple(_synthesized(domain, v, f"{key}.\"{domain}\"") for domain, v in value.items())
+        if isinstance(value, tuple) and all(isinstance(v, SynthesizedZone) for v in value):
+            return value
     elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is CertFiles:
         if isinstance(value, list | tuple):
             return tuple(_convert(v, CertFiles, f"{key}[{i}]") for i, v in enumerate(value))
@@ -247,6 +273,19 @@ def _convert(value: object, typ: object, key: str) -> object:
     elif isinstance(typ, type) and dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
         return _build(typ, value, key + ".")
     raise ConfigError(f"{key}: {value!r} is not a valid value (expected {getattr(typ, '__name__', typ)})")
+
+
+def _synthesized(domain: str, value: object, key: str) -> SynthesizedZone:
+    """`"example.com" = ["192.0.2.10", "2001:db8::10"]`: one or more IP addresses (a string for one)."""
+    addresses = [value] if isinstance(value, str) else value
+    if not isinstance(addresses, list | tuple) or not addresses or not all(isinstance(a, str) for a in addresses):
+        raise ConfigError(f"{key}: {value!r} is not a list of IP addresses")
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"{key}: {address!r} is not an IP address") from None
+    return SynthesizedZone(domain, tuple(str(ipaddress.ip_address(a)) for a in addresses))
 
 
 def _build(cls: type, raw: Mapping[str, object], prefix: str = "") -> object:
@@ -319,8 +358,17 @@ def _check(config: Config) -> None:
         raise ConfigError(f"http.scheme: {config.http.scheme!r} is not 'http' or 'https'")
     if not 1 <= config.workers <= 256:
         raise ConfigError(f"workers: {config.workers} is not a number from 1 to 256")
+    domains = {normalize_domain(d) for d in config.domains}
+    for zone in config.dns.synthesize:
+        if normalize_domain(zone.domain) not in domains:
+            raise ConfigError(f"dns.synthesize: {zone.domain!r} is not one of the domains ({', '.join(config.domains)})")
     if config.dns.max_tcp_connections_per_ip < 1:
         raise ConfigError("dns.max_tcp_connections_per_ip must be >= 1")
+    for cidr in config.http.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: {cidr!r} is not an address or CIDR") from None
     if config.http.max_connections < 0 or config.http.max_connections_per_ip < 0:
         raise ConfigError("http.max_connections and http.max_connections_per_ip must be >= 0 (0: sized to the descriptor limit)")
     if config.http.max_head_fields < 1 or config.http.max_head_bytes < 1024:

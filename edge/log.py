@@ -28,6 +28,9 @@ ACCESS_FIELDS = (
     "bytes_out",
     "duration_ms",
     "connect_ms",
+    "user_agent",
+    "request_id",
+    "error",
 )
 
 
@@ -66,10 +69,11 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         if fields is not None:
-            f = {k: escape_text(v) for k, v in fields.items()}
+            f = {k: escape_text(fields.get(k, "-")) for k in ACCESS_FIELDS}
             return (
                 f'{f["time"]} {f["client"]} "{f["method"]} {f["host"]}{f["path"]}" {f["status"]} '
-                f'in={f["bytes_in"]} out={f["bytes_out"]} {f["duration_ms"]}ms'
+                f'in={f["bytes_in"]} out={f["bytes_out"]} {f["duration_ms"]}ms "{f["user_agent"]}" '
+                f'id={f["request_id"]}' + (f' error={f["error"]}' if fields.get("error") else "")
             )
         line = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {escape_text(record.getMessage())}"
         if record.exc_info:

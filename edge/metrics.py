@@ -73,6 +73,8 @@ class Stats:
         self.http_revoked = 0
         #: Waiting client connections closed to make room for new ones at http.max_connections.
         self.http_idle_reclaimed = 0
+        #: Connections refused for a missing or malformed PROXY header (or from an untrusted peer).
+        self.http_proxy_header_errors = 0
         #: ACME orders by outcome (edge/tls/acme.py; only the process running the admin API orders).
         self.acme_renewals = {"success": 0, "failure": 0}
         #: TLS handshakes that did not complete, by why: timeout, unrecognized_name, protocol, closed.
@@ -97,6 +99,7 @@ class Stats:
             "http_connections_rejected": self.http_connections_rejected,
             "http_revoked": self.http_revoked,
             "http_idle_reclaimed": self.http_idle_reclaimed,
+            "http_proxy_header_errors": self.http_proxy_header_errors,
             "tls_handshake_failures": self.tls_handshake_failures,
             "tls_ktls_connections": self.tls_ktls_connections,
         }
@@ -122,6 +125,7 @@ class Stats:
             self.http_connections_rejected[reason] = self.http_connections_rejected.get(reason, 0) + n
         self.http_revoked += snap.get("http_revoked", 0)
         self.http_idle_reclaimed += snap.get("http_idle_reclaimed", 0)
+        self.http_proxy_header_errors += snap.get("http_proxy_header_errors", 0)
         self.tls_ktls_connections += snap.get("tls_ktls_connections", 0)
         for reason, n in snap.get("tls_handshake_failures", {}).items():
             self.tls_handshake_failures[reason] = self.tls_handshake_failures.get(reason, 0) + n
@@ -203,6 +207,9 @@ class _Collector:
         yield CounterMetricFamily("edge_http_idle_reclaimed",
                                   "Waiting client connections closed to admit new ones at http.max_connections",
                                   value=s.http_idle_reclaimed)
+        yield CounterMetricFamily("edge_http_proxy_header_errors",
+                                  "Connections closed for a missing, malformed or untrusted PROXY header",
+                                  value=s.http_proxy_header_errors)
         yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
                                   value=s.http_revoked)
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")

@@ -11,7 +11,8 @@ import pytest
 from edge import log as edge_log
 
 FIELDS = dict(client="127.0.0.1", host="3000-a.sandbox.localhost", sandbox="a", port=3000, method="GET", path="/",
-              status=200, bytes_in=0, bytes_out=5, duration_ms=1.5, connect_ms=0.2)
+              status=200, bytes_in=0, bytes_out=5, duration_ms=1.5, connect_ms=0.2, user_agent="curl/8",
+              request_id="r-1", error=None)
 
 # Everything some reader takes for the end of a line, or that would end a quoted field.
 HOSTILE = [
@@ -31,7 +32,7 @@ HOSTILE = [
     ("paragraph separator U+2029", "\u2029"),
 ]
 
-TEXT_LINE = re.compile(r'\S+ 127\.0\.0\.1 "(?:[^"\\]|\\.)*" 200 in=0 out=5 1\.5ms')
+TEXT_LINE = re.compile(r'\S+ 127\.0\.0\.1 "(?:[^"\\]|\\.)*" 200 in=0 out=5 1\.5ms "curl/8" id=r-1')
 
 
 @pytest.fixture

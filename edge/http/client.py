@@ -38,6 +38,8 @@ class Listener:
     #: On a plain listener with `https.redirect_http`: b"https://" prefix parts for the 308, as
     #: (scheme and nothing, the port suffix such as b":8443" or b""); None otherwise.
     redirect_port: bytes | None = None
+    #: Connections start with a PROXY header (a TCP load balancer in front): proxyproto.py.
+    proxy_protocol: bool = False
 
 GONE = (OSError, Expired)
 
@@ -91,12 +93,15 @@ class SocketTransport:
 
 
 class ClientSide:
-    __slots__ = ("io", "ip", "listener", "h", "buffered", "_max_head")
+    __slots__ = ("io", "ip", "listener", "trusted", "h", "buffered", "_max_head")
 
-    def __init__(self, io: Transport, ip: bytes, listener: Listener, max_head_bytes: int) -> None:
+    def __init__(self, io: Transport, ip: bytes, listener: Listener, max_head_bytes: int,
+                 trusted: bool = False) -> None:
         self.io = io
         self.ip = ip
         self.listener = listener
+        #: The peer is one of http.trusted_proxies: its X-Forwarded-For is extended, not replaced.
+        self.trusted = trusted
         self.h: h11.Connection | None = None
         self.buffered = b""
         self._max_head = max_head_bytes

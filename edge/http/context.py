@@ -8,7 +8,9 @@ catalog change may revoke.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
+import os
 import socket
 
 from edge.catalog.model import Sandbox, Snapshot
@@ -35,7 +37,7 @@ def via_token(config: Config) -> bytes:
 class ServerContext:
     __slots__ = ("config", "http", "router", "live", "pool", "deadlines", "access_log",
                  "own", "via", "via_entry", "max_open", "max_per_ip", "open", "per_ip",
-                 "active", "inflight", "draining")
+                 "active", "inflight", "draining", "trusted", "_id_prefix", "_id_count")
 
     def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners) -> None:
         http = self.http = config.http
@@ -60,7 +62,27 @@ class ServerContext:
         self.inflight: dict[Exchange, Sandbox] = {}
         #: Set when the server stops: connections end after their current exchange.
         self.draining = False
+        #: http.trusted_proxies, parsed once.
+        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in http.trusted_proxies)
+        #: Request ids made here: a random prefix per process and a counter (cheap, unique enough to
+        #: find one request in the logs of a fleet).
+        self._id_prefix = os.urandom(6).hex().encode()
+        self._id_count = 0
         live.on_change(self.revoke_changed)
+
+    def trusts(self, peer: str) -> bool:
+        """Is this peer one of http.trusted_proxies (its X-Forwarded-For is extended)?"""
+        if not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+    def new_request_id(self) -> bytes:
+        self._id_count += 1
+        return b"%s-%x" % (self._id_prefix, self._id_count)
 
     def admit(self, ip: str) -> bool:
         """Count a new client connection in, or refuse it (the caller closes it at once).

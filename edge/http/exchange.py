@@ -77,6 +77,11 @@ class Exchange:
     pump_error: Exception | None = None
     #: For a masked sandbox: (the masked host, the public scheme and host) for its redirects (plan.py).
     unmask: tuple[bytes, bytes] | None = None
+    #: For the access log: the client's User-Agent, the request id (the client's X-Request-Id, or
+    #: one the edge made and forwarded), and the error code when the edge answered itself.
+    user_agent: bytes = b""
+    request_id: bytes = b""
+    error: str | None = None
 
 
 def client_may_continue(ex: Exchange) -> bool:
@@ -116,4 +121,7 @@ def finish(ex: Exchange, access_log: bool) -> None:
         bytes_out=ex.bytes_out,
         duration_ms=round(duration * 1000, 3),
         connect_ms=ex.connect_ms,
+        user_agent=ex.user_agent.decode("latin-1"),
+        request_id=ex.request_id.decode("latin-1"),
+        error=ex.error,
     )

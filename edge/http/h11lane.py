@@ -172,6 +172,7 @@ def settle(ex: Exchange) -> Outcome:
 async def answer_error(ex: Exchange, exc: EdgeError) -> None:
     status, headers, body = render_error(exc, ex.headers)
     ex.status = status
+    ex.error = exc.code
     ex.bytes_out = await ex.client.answer(status, headers, body, exc.closes_connection, ex.method == b"HEAD")
 
 

@@ -22,7 +22,9 @@ shadow the cookie that opens private sandboxes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from edge.http.access import COOKIE_NAMES
 
@@ -102,6 +104,14 @@ def is_upgrade(headers: Headers, tokens: frozenset[bytes]) -> bytes | None:
     return None
 
 
+class Rewritten(NamedTuple):
+    """What rewrite_request made, and what it saw on the way (for the access log)."""
+
+    headers: list[tuple[bytes, bytes]]
+    user_agent: bytes
+    request_id: bytes
+
+
 def rewrite_request(
     headers: Headers,
     *,
@@ -113,22 +123,43 @@ def rewrite_request(
     forwarded_port: bytes,
     via: bytes,
     upgrade: bytes | None,
-) -> list[tuple[bytes, bytes]]:
+    new_request_id: Callable[[], bytes],
+    trusted_peer: bool = False,
+) -> Rewritten:
     """The header list to send to the sandbox. `host` is the client's Host; `upstream_host` what to send;
     `tokens` the request's `connection_tokens` (the caller has them already); `forwarded_port` the
-    edge listener's port and `via` the edge's Via token (both made once per server, not per request)."""
+    edge listener's port and `via` the edge's Via token (both made once per server, not per request).
+
+    X-Request-Id: a client's (visible ASCII, at most 200 characters) is kept, else `new_request_id()`
+    makes one; either way the sandbox gets it and the access log names it. X-Forwarded-For is the
+    peer, or, when the peer is a trusted proxy (`trusted_peer`), the X-Forwarded-For it sent with the
+    peer appended (a load balancer in front of the edge)."""
     out = [(b"host", upstream_host)]
-    received = None
+    received = forwarded = None
+    user_agent = request_id = b""
     for name, value in headers:
         if name in _DROP_REQUEST or name.startswith(b"proxy-") or name in tokens:
             if name == b"via":
                 received = value if received is None else received + b", " + value
+            elif name == b"x-forwarded-for" and trusted_peer:
+                forwarded = value if forwarded is None else forwarded + b", " + value
             continue
+        seen = _SEEN.get(name)
+        if seen is not None:
+            if seen == 1:
+                user_agent = value
+            elif request_id or not _REQUEST_ID_OK(value):
+                continue  # a second or malformed id is not passed on: ours replaces it
+            else:
+                request_id = value
         out.append((name, value))
+    if not request_id:
+        request_id = new_request_id()
+        out.append((b"x-request-id", request_id))
     if upgrade is not None:
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", upgrade))
-    out.append((b"x-forwarded-for", client_ip))
+    out.append((b"x-forwarded-for", client_ip if forwarded is None else forwarded + b", " + client_ip))
     out.append((b"x-forwarded-host", host))
     out.append((b"x-forwarded-proto", scheme))
     out.append((b"x-forwarded-port", forwarded_port))
@@ -136,7 +167,12 @@ def rewrite_request(
     # split over several lines, which are joined here in order).
     own = b"1.1 " + via
     out.append((b"via", own if received is None else received + b", " + own))
-    return out
+    return Rewritten(out, user_agent, request_id)
+
+
+# Fields read on the way: 1 the user agent, 2 the request id.
+_SEEN = {b"user-agent": 1, b"x-request-id": 2}
+_REQUEST_ID_OK = re.compile(rb"[\x21-\x7e]{1,200}\Z").match
 
 
 def via_has(headers: Headers, token: bytes) -> bool:

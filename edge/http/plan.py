@@ -109,7 +109,7 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
     if sandbox.mask_request_host:
         upstream_host = masked_host(sandbox.mask_request_host, port)
         ex.unmask = (upstream_host, listener.scheme + b"://" + host)
-    out = plan.headers = rewrite_request(
+    out, ex.user_agent, ex.request_id = rewrite_request(
         headers,
         tokens=tokens,
         host=host,
@@ -119,7 +119,10 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
         forwarded_port=listener.port,
         via=ctx.via,
         upgrade=upgrade,
+        new_request_id=ctx.new_request_id,
+        trusted_peer=ex.client.trusted,
     )
+    plan.headers = out
     # The Via sent is the one received plus ours (last); only a received one can name us already.
     if out[-1][1] != ctx.via_entry and via_has(((b"via", out[-1][1][: -len(ctx.via_entry) - 2]),), ctx.via):
         raise LoopDetected(sandbox_id, port, "the request already passed through this edge (Via)")

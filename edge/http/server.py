@@ -27,7 +27,9 @@ from edge.config import Config
 from edge.http.client import ClientSide, Listener, SocketTransport
 from edge.http.conn import serve_connection
 from edge.http.context import ServerContext
-from edge.http.deadlines import Expired
+from edge.errors import BadRequest, EdgeError
+from edge.http import proxyproto
+from edge.http.deadlines import Expired, Wait
 from edge.http.listen import open_listeners
 from edge.http.loop import OwnListeners
 from edge.http.tls import TlsTransport
@@ -37,60 +39,83 @@ from edge.tls.certs import CertStore
 logger = logging.getLogger("edge.http")
 
 
-async def _handle(ctx: ServerContext, listener: Listener, stream: trio.SocketStream) -> None:
-    sock = stream.socket
+async def _handle(ctx: ServerContext, listener: Listener, certs: CertStore | None, stream: trio.SocketStream) -> None:
+    """Admit one accepted connection and serve it: PROXY header first where the listener expects one,
+    then the TLS handshake on an HTTPS listener, then conn.serve_connection."""
+    trio_sock = stream.socket
     try:
-        ip = sock.getpeername()[0]
+        peer = trio_sock.getpeername()[0]
     except OSError:  # reset before we got to it
-        sock.close()
+        trio_sock.close()
         return
+    raw = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach())
+    raw.setblocking(False)  # socket(fileno=) thinks it blocks: OpenSSL would then wait in poll()
+    ip = peer
+    if listener.proxy_protocol:
+        try:
+            ip = await read_proxy_header(ctx, raw, peer)
+        except (EdgeError, OSError, Expired) as exc:
+            STATS.http_proxy_header_errors += 1
+            logger.info("PROXY header from %s refused: %s", peer, exc)
+            raw.close()
+            return
     if not ctx.admit(ip):  # over http.max_connections or max_connections_per_ip: closed at once
-        sock.close()
+        raw.close()
         return
+    io: SocketTransport | TlsTransport | None = None
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = ClientSide(SocketTransport(sock, ctx.deadlines), ip.encode(), listener, ctx.http.max_head_bytes)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if certs is None:
+            io = SocketTransport(raw, ctx.deadlines)
+        else:
+            io = TlsTransport(certs.listening.wrap_socket(raw, server_side=True, do_handshake_on_connect=False),
+                              ctx.deadlines)
+            try:
+                await io.handshake(ctx.config.https.handshake_timeout)
+            except (OSError, Expired) as exc:
+                # A silent client, a name we have no certificate for (it got unrecognized_name), a
+                # protocol or version we refuse: counted, logged at debug, closed.
+                STATS.tls_handshake_failures[_handshake_reason(exc)] += 1
+                logger.debug("tls handshake from %s failed: %s", ip, exc)
+                io.close()
+                return
+        client = ClientSide(io, ip.encode(), listener, ctx.http.max_head_bytes, ctx.trusts(peer))
         await serve_connection(ctx, client)
     except Exception:  # a bug must cost one connection, never the server
         logger.exception("connection handler failed")
-        sock.close()
+        (io or raw).close()
     finally:
         ctx.leave(ip)
 
 
-async def _handle_tls(ctx: ServerContext, listener: Listener, certs: CertStore, stream: trio.SocketStream) -> None:
-    trio_sock = stream.socket
-    try:
-        ip = trio_sock.getpeername()[0]
-    except OSError:
-        trio_sock.close()
-        return
-    if not ctx.admit(ip):
-        trio_sock.close()
-        return
-    io = None
-    try:
-        raw = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach())
-        raw.setblocking(False)  # socket(fileno=) thinks it blocks: then OpenSSL would wait in poll()
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        io = TlsTransport(certs.listening.wrap_socket(raw, server_side=True, do_handshake_on_connect=False),
-                          ctx.deadlines)
+async def read_proxy_header(ctx: ServerContext, raw: socket.socket, peer: str) -> str:
+    """The client address from the PROXY header this connection must start with (within head_timeout).
+
+    Read by peeking, then taking exactly the header: what follows (HTTP, or a TLS ClientHello) stays
+    on the socket. With http.trusted_proxies set, only those peers may send one."""
+    if ctx.trusted and not ctx.trusts(peer):
+        raise BadRequest(f"{peer} is not in http.trusted_proxies")
+    w = Wait(raw.fileno())
+    deadline = trio.current_time() + ctx.http.head_timeout
+    want = proxyproto.PEEK
+    while True:
         try:
-            await io.handshake(ctx.config.https.handshake_timeout)
-        except (OSError, Expired) as exc:
-            # A silent client, a name we have no certificate for (it got unrecognized_name), a
-            # protocol or version we refuse: counted, logged at debug, closed.
-            STATS.tls_handshake_failures[_handshake_reason(exc)] += 1
-            logger.debug("tls handshake from %s failed: %s", ip, exc)
-            io.close()
-            return
-        await serve_connection(ctx, ClientSide(io, ip.encode(), listener, ctx.http.max_head_bytes))
-    except Exception:  # a bug must cost one connection, never the server
-        logger.exception("connection handler failed")
-        if io is not None:
-            io.close()
-    finally:
-        ctx.leave(ip)
+            data = raw.recv(want, socket.MSG_PEEK)
+        except BlockingIOError:
+            await ctx.deadlines.readable(w, deadline, "head")
+            continue
+        if not data:
+            raise BadRequest("closed before a PROXY header")
+        result = proxyproto.parse(data)
+        if result is None:
+            if len(data) < want:
+                await ctx.deadlines.readable(w, deadline, "head")
+            else:
+                want = min(want * 4, 16 + 65535)
+            continue
+        length, address = result
+        raw.recv(length)  # exactly the header: it is all there (peeked)
+        return address or peer
 
 
 def _handshake_reason(exc: BaseException) -> str:
@@ -135,7 +160,7 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
         https_port = tls_listeners[0].getsockname()[1]
         redirect_port = b"" if https_port == 443 else b":%d" % https_port
     plain = Listener(config.http.scheme.encode(), config.http.scheme == "https", str(http_port).encode(),
-                     redirect_port)
+                     redirect_port, config.http.proxy_protocol)
     if tls_listeners and certs is None:
         certs = CertStore(config)
     try:
@@ -158,10 +183,11 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                             pass  # the listener was closed: a graceful stop
 
                 for sock in listeners:
-                    handlers.start_soon(accept, sock, partial(_handle, ctx, plain))
+                    handlers.start_soon(accept, sock, partial(_handle, ctx, plain, None))
                 for sock in tls_listeners:
-                    secure = Listener(b"https", True, str(sock.getsockname()[1]).encode())
-                    handlers.start_soon(accept, sock, partial(_handle_tls, ctx, secure, certs))
+                    secure = Listener(b"https", True, str(sock.getsockname()[1]).encode(),
+                                      proxy_protocol=config.https.proxy_protocol)
+                    handlers.start_soon(accept, sock, partial(_handle, ctx, secure, certs))
                 task_status.started(bound)
                 if stop is None:
                     await trio.sleep_forever()

@@ -82,3 +82,36 @@ async def test_health_endpoint_answers_on_a_host_that_is_no_sandbox(make_edge, b
     assert status == "200" and json.loads(body) == {"status": "ok"}
     res = await curl("-s", edge.url(backend.port, "demo", "/_edge/health"))
     assert json.loads(res.stdout)["target"] == "/_edge/health"  # the sandbox answered
+
+
+def _access_fields(caplog) -> list[dict]:
+    return [r.fields for r in caplog.records if r.name == "edge.access"]
+
+
+async def test_access_line_names_user_agent_request_id_and_the_edges_error(make_edge, backend, caplog):
+    """The client's User-Agent and X-Request-Id are logged and the id reaches the sandbox; without
+    one the edge makes one (forwarded too); an answer of the edge's own logs its error code."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edge.access")
+    edge = await make_edge([Sandbox("demo", "127.0.0.2")], access_log=True)
+    res = await curl("-s", "-A", "probe/1.0", "-H", "X-Request-Id: abc-123", edge.url(backend.port, "demo", "/echo"))
+    seen = {k: v for k, v in json.loads(res.stdout)["headers"]}
+    assert seen["x-request-id"] == "abc-123"
+    res = await curl("-s", edge.url(backend.port, "demo", "/echo"))
+    made = {k: v for k, v in json.loads(res.stdout)["headers"]}["x-request-id"]
+    await curl("-s", edge.url(backend.port, "nosuch", "/"), check=False)
+    first, second, third = _access_fields(caplog)[-3:]
+    assert (first["user_agent"], first["request_id"], first["error"]) == ("probe/1.0", "abc-123", None)
+    assert second["request_id"] == made and len(made) > 8
+    assert third["error"] == "sandbox_not_found" and third["status"] == 502
+
+
+async def test_trusted_proxy_extends_x_forwarded_for(make_edge, backend):
+    """From an address in http.trusted_proxies, X-Forwarded-For is extended; from anyone else replaced."""
+    edge = await make_edge([Sandbox("demo", "127.0.0.2")], http={"trusted_proxies": ["127.0.0.0/8"]})
+    res = await curl("-s", "-H", "X-Forwarded-For: 203.0.113.7", edge.url(backend.port, "demo", "/echo"))
+    assert {k: v for k, v in json.loads(res.stdout)["headers"]}["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    other = await make_edge([Sandbox("demo", "127.0.0.2")], http={"trusted_proxies": ["10.0.0.0/8"]})
+    res = await curl("-s", "-H", "X-Forwarded-For: 203.0.113.7", other.url(backend.port, "demo", "/echo"))
+    assert {k: v for k, v in json.loads(res.stdout)["headers"]}["x-forwarded-for"] == "127.0.0.1"

@@ -2,18 +2,24 @@
 
 import pytest
 
+from edge.http import headers as headers_mod
 from edge.http.headers import (
     connection_tokens,
     is_upgrade,
     masked_host,
-    rewrite_request,
     rewrite_response,
     via_has,
 )
 
+
+def rewrite_request(headers, **kw):
+    """The rewritten list, with a fixed request id for the edge to use when the client sent none."""
+    return headers_mod.rewrite_request(headers, new_request_id=lambda: b"req-1", **kw).headers
+
+
 BASE = dict(tokens=frozenset(), host=b"3000-a.sandbox.localhost", upstream_host=b"3000-a.sandbox.localhost", client_ip=b"10.1.2.3",
             scheme=b"http", forwarded_port=b"8080", via=b"edge-1a2b3c4d", upgrade=None)
-TAIL = [(b"x-forwarded-for", b"10.1.2.3"), (b"x-forwarded-host", b"3000-a.sandbox.localhost"), (b"x-forwarded-proto", b"http"),
+TAIL = [(b"x-request-id", b"req-1"), (b"x-forwarded-for", b"10.1.2.3"), (b"x-forwarded-host", b"3000-a.sandbox.localhost"), (b"x-forwarded-proto", b"http"),
         (b"x-forwarded-port", b"8080"), (b"via", b"1.1 edge-1a2b3c4d")]
 
 
