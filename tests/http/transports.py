@@ -36,6 +36,9 @@ from edge.http.loop import OwnListeners
 from tests.scripted import CLOSE
 
 HOLD = object()  # in a script: say nothing more, and wait until the edge closes the connection
+ECHO = object()  # in a script: send back what comes until EOF, then "bye", then close
+PARK = object()  # in a script: answer nothing; the test writes the answer itself (`Sandbox.parked`)
+WATCHDOG = 3600.0
 TRANSPORTS = ["pair", "socket"]
 DOMAIN = "sandbox.localhost"
 
@@ -206,6 +209,7 @@ class PairEdge:
                 self.nursery = nursery
                 nursery.start_soon(self.ctx.deadlines.run)
                 nursery.start_soon(self.ctx.pool.run_reaper)
+                nursery.start_soon(_watchdog)
                 task_status.started()
         finally:
             self.ctx.pool.close_all()
@@ -242,6 +246,13 @@ class PairEdge:
         for peer in self.peers:
             peer.edge_sock.close()
             await peer.close()
+
+
+async def _watchdog() -> None:
+    """Fail the test when it is still going after a virtual hour: under the autojump clock a wait that
+    nothing ends (a deadline removed) would otherwise spin the clock forever."""
+    await trio.sleep(WATCHDOG)
+    raise trio.TooSlowError(f"still running after {WATCHDOG} virtual seconds")
 
 
 async def open_edge(nursery: trio.Nursery, sandboxes: list[Record], *, transport: str = "pair",
@@ -282,11 +293,12 @@ async def released(edge: PairEdge, *peers: Peer) -> None:
 
 class Sandbox:
     """A scripted sandbox on real loopback TCP: per request, the next script of bytes to send, float
-    pauses, CLOSE (close here) or HOLD (say nothing and wait for the edge to close).
+    pauses, CLOSE (close here), HOLD (say nothing and wait for the edge to close), ECHO (a tunnel) or
+    PARK (the test answers).
 
     `early`: answer as soon as a request head is in, without reading its body (then read and drop
-    whatever comes until the edge closes; CLOSE is then a half-close, as a closing server lingers). `connections` counts connections accepted, `open` those
-    not yet closed."""
+    whatever comes until the edge closes; CLOSE is then a half-close, as a closing server lingers).
+    `connections` counts the connections accepted, `open` those not yet closed."""
 
     def __init__(self, host: str = "127.0.0.4") -> None:
         self.host = host
@@ -296,6 +308,8 @@ class Sandbox:
         self.open = 0
         self.early = False
         self.port = 0
+        #: The connections a PARK step left for the test to answer on, in order.
+        self.parked: list[trio.SocketStream] = []
 
     async def start(self, nursery: trio.Nursery, port: int = 0) -> Sandbox:
         listeners = await nursery.start(partial(trio.serve_tcp, self._serve, port, host=self.host))
@@ -342,6 +356,16 @@ class Sandbox:
                     return
                 if step is HOLD:
                     await _drain(stream)
+                    return
+                if step is PARK:
+                    self.parked.append(stream)
+                    continue
+                if step is ECHO:  # a tunnel: echo until the edge passes the client's half-close on
+                    if buf:
+                        await stream.send_all(buf)
+                    while data := await stream.receive_some(1 << 16):
+                        await stream.send_all(data)
+                    await stream.send_all(b"bye")
                     return
                 if isinstance(step, float):
                     await trio.sleep(step)
