@@ -1,4 +1,5 @@
-"""Small blocking clients for the scenarios wrk cannot drive: bulk bodies, WebSocket echo, idle sockets.
+"""Small clients for the scenarios wrk cannot drive: bulk bodies, WebSocket echo, idle sockets, and for
+TLS: new connections (a full handshake each) and curl downloads.
 
 They run in the runner's own process, which bench/run.py pins to the load core. They do as little
 per byte as Python allows (recv_into a reused buffer, pre-built frames) so that the proxy, not the
@@ -8,9 +9,13 @@ Every loop has a deadline; every socket a timeout.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import selectors
 import socket
+import ssl
+import subprocess
 import time
 
 CHUNK = 1 << 20
@@ -150,8 +155,7 @@ def ws_open(port: int, host: str, path: str, ip: str = "127.0.0.1") -> socket.so
     s = connect(port, ip)
     s.sendall(
         b"GET %s HTTP/1.1\r\nhost: %s\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-        b"sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n\r\n"
-        % (path.encode(), host.encode(), _WS_KEY)
+        b"sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n\r\n" % (path.encode(), host.encode(), _WS_KEY)
     )
     r = Reader(s)
     status, _ = r.head()
@@ -250,3 +254,185 @@ def still_served(socks: list[socket.socket], host: str, sample: int = 100) -> in
         except OSError:
             pass
     return ok
+
+
+# --- new connections, TLS or plain ------------------------------------------------------------------
+
+
+def tls_client(verify_with: str | None = None) -> ssl.SSLContext:
+    """A client context that offers ALPN http/1.1 and never resumes a session (every handshake is full).
+
+    The load clients do not check the chain (`verify_with=None`): it would spend the load core on a
+    second signature check per connection; `tls_probe` checks it once per proxy with the run's CA.
+    """
+    ctx = ssl.create_default_context(cafile=verify_with) if verify_with else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if not verify_with:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def tls_probe(port: int, server_name: str, cafile: str, ip: str = "127.0.0.1") -> dict:
+    """One verified handshake: the protocol, cipher, ALPN and certificate (SHA-256) the proxy offers."""
+    with connect(port, ip) as raw, tls_client(cafile).wrap_socket(raw, server_hostname=server_name) as s:
+        der = s.getpeercert(binary_form=True) or b""
+        return {
+            "version": s.version(),
+            "cipher": (s.cipher() or ("?",))[0],
+            "alpn": s.selected_alpn_protocol(),
+            "cert_sha256": hashlib.sha256(der).hexdigest(),
+        }
+
+
+class _Fresh:
+    """One connection of `new_connections`: its socket, where it is, what it has read."""
+
+    __slots__ = ("sock", "state", "buf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.state, self.buf = sock, "connect", bytearray()
+
+
+def _complete(buf: bytearray) -> bool:
+    """True when buf holds a whole response with a Content-Length body."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    for line in bytes(buf[:end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(buf) - end - 4 >= int(value)
+    return False  # no length: the body ends at EOF
+
+
+def new_connections(
+    port: int,
+    host: str,
+    path: str,
+    seconds: float,
+    concurrency: int,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
+    ip: str = "127.0.0.1",
+) -> dict:
+    """Connections per second, each: connect, a full TLS handshake (with `tls`), one GET, close.
+
+    `concurrency` connections at a time from one non-blocking loop (one process, so the load core
+    spends nothing on switching between clients). Each GET says `connection: close`; the client
+    closes as soon as the response is complete. Completed = a whole response; non2xx counts those
+    not 200, socket_errors the connections that failed (refused, reset, a TLS alert).
+    """
+    req = b"GET %s HTTP/1.1\r\nhost: %s\r\nconnection: close\r\n\r\n" % (path.encode(), host.encode())
+    sel = selectors.DefaultSelector()
+    done = bad = failed = 0
+
+    def start() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = s.connect_ex((ip, port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            raise OSError(err, os.strerror(err))
+        sel.register(s, selectors.EVENT_WRITE, _Fresh(s))
+
+    def finish(c: _Fresh, ok: bool) -> None:
+        nonlocal done, bad, failed
+        sel.unregister(c.sock)
+        c.sock.close()
+        if not ok:
+            failed += 1
+        else:
+            done += 1
+            bad += not c.buf.startswith(b"HTTP/1.1 200 ")
+        if time.perf_counter() < deadline:
+            start()
+
+    def advance(c: _Fresh) -> None:
+        if c.state == "connect":
+            if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return finish(c, False)
+            if tls is not None:
+                sel.unregister(c.sock)
+                c.sock = tls.wrap_socket(c.sock, server_hostname=server_name, do_handshake_on_connect=False)
+                sel.register(c.sock, selectors.EVENT_WRITE, c)
+                c.state = "handshake"
+            else:
+                c.state = "send"
+        if c.state == "handshake":
+            try:
+                c.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                sel.modify(c.sock, selectors.EVENT_READ, c)
+                return None
+            except ssl.SSLWantWriteError:
+                sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                return None
+            c.state = "send"
+        if c.state == "send":
+            if c.sock.send(req) != len(req):
+                return finish(c, False)
+            c.state = "read"
+            sel.modify(c.sock, selectors.EVENT_READ, c)
+            return None
+        while True:  # read
+            try:
+                data = c.sock.recv(65536)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return None
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                data = b""
+            if not data:
+                return finish(c, bool(c.buf))
+            c.buf += data
+            if _complete(c.buf):
+                return finish(c, True)
+
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    for _ in range(concurrency):
+        start()
+    try:
+        while sel.get_map() and (now := time.perf_counter()) < deadline + TIMEOUT:
+            for key, _ in sel.select(min(1.0, deadline + TIMEOUT - now)):
+                try:
+                    advance(key.data)
+                except (OSError, ssl.SSLError):
+                    finish(key.data, False)
+        # the last ones end a little after the deadline: count them over the time they took
+        dt = time.perf_counter() - t0
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        sel.close()
+    return {"cps": done / dt, "connections": done, "seconds": dt, "non2xx": bad, "socket_errors": failed}
+
+
+# --- downloads with curl ----------------------------------------------------------------------------
+
+
+def curl_download(url: str, resolve: str, repeat: int, cafile: str | None = None) -> dict:
+    """GET `url` `repeat` times with curl on one connection (TLS when the URL is https); MB/s.
+
+    `resolve` is curl's `--resolve HOST:PORT:ADDR`, so the URL can carry the sandbox name (SNI and
+    Host) without DNS. The rate is bytes over the sum of curl's own transfer times (its process start
+    is not counted). curl runs where this process runs: bench/run.py pins it to the load core.
+    """
+    cmd = ["curl", "-sS", "--resolve", resolve, "-w", "%{http_code} %{size_download} %{time_total}\n"]
+    if cafile:
+        cmd += ["--cacert", cafile]
+    for _ in range(repeat):
+        cmd += [url, "-o", "/dev/null"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + 30 * repeat)
+    lines = [ln.split() for ln in out.stdout.splitlines() if ln.strip()]
+    if len(lines) != repeat or out.returncode != 0:
+        raise RuntimeError(f"curl exited {out.returncode}: {out.stderr.strip()[:300]}")
+    total = sum(int(n) for _, n, _ in lines)
+    dt = sum(float(t) for _, _, t in lines)
+    return {
+        "mbps": total / dt / 1e6,
+        "bytes": total,
+        "seconds": dt,
+        "non2xx": sum(code != "200" for code, _, _ in lines),
+    }

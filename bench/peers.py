@@ -10,10 +10,14 @@ The backend (`backend()`), shared by both proxies:
   - tests/ws_echo.py: a WebSocket echo server (the `websockets` library, not ours).
 edge reaches each by the port in the Host (`<port>-bench.sandbox.localhost`); nginx by location
 (`/upload` to the sink, `/ws` to the echo server, everything else to the backend nginx).
+
+With `tls=` (a `Certificate`, made once per run by `certificate()`), both proxies also serve HTTPS on a
+second port with that one certificate and the same TLS settings (bench/README.md, "TLS").
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -247,6 +251,7 @@ http {{
     upstream ws {{ server {backend_host}:{ws_port}; }}
     server {{
         listen 127.0.0.1:{port} reuseport;
+        {tls}
         client_max_body_size 0;
         proxy_http_version 1.1;
         proxy_set_header Host $http_host;
@@ -271,6 +276,28 @@ http {{
     }}
 }}
 """
+
+
+# edge's TLS settings (edge/tls/certs.py: Mozilla intermediate) written for nginx. Session tickets and
+# the session cache stay at both servers' defaults (each sends TLS 1.3 tickets); the handshake client
+# never resumes, so every connection it opens is a full handshake on both.
+NGINX_TLS = """listen 127.0.0.1:{tls_port} ssl reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {ciphers};
+        ssl_prefer_server_ciphers on;"""
+#: The TLS 1.2 suites edge allows (edge/tls/certs.py CIPHERS_TLS12); TLS 1.3 suites are OpenSSL's defaults.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 
 @contextmanager
@@ -350,6 +377,63 @@ def backend():
         yield Backend(BACKEND_HOST, port, sink_port, ws_port)
 
 
+# --- one certificate for both proxies ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """PEM files of the run's certificate: a throwaway CA, and an ECDSA P-256 leaf it signed."""
+
+    ca: Path  # the CA certificate: what a verifying client trusts
+    cert: Path  # the leaf, then the CA (a full chain)
+    key: Path
+    names: tuple[str, ...]
+
+
+#: The names the bench certificate carries: the sandbox wildcard, the domain, and `localhost`, the name
+#: wrk's URL has (it sends its URL's host as SNI, and `*.sandbox.localhost` does not resolve here).
+CERT_NAMES = (f"*.{DOMAIN}", DOMAIN, "localhost")
+
+
+@contextmanager
+def certificate(names: tuple[str, ...] = CERT_NAMES):
+    """A CA and a leaf for `names` in a temporary folder, as tests/tlsutil.py makes them; yields a Certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {"not_valid_before": now - datetime.timedelta(hours=1), "not_valid_after": now + datetime.timedelta(days=2)}
+
+    def build(subject: str, issuer: x509.Name | None, key, signer, ext: x509.ExtensionType, critical: bool):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        b = x509.CertificateBuilder(
+            subject_name=name,
+            issuer_name=issuer or name,
+            public_key=key.public_key(),
+            serial_number=x509.random_serial_number(),
+            **valid,
+        )
+        return b.add_extension(ext, critical=critical).sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("edge bench CA", None, ca_key, ca_key, x509.BasicConstraints(ca=True, path_length=None), True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = x509.SubjectAlternativeName([x509.DNSName(n) for n in names])
+    leaf = build(names[0], ca.subject, key, ca_key, sans, False)
+    pem = serialization.Encoding.PEM
+    with tempfile.TemporaryDirectory(prefix="edge-bench-tls-") as d:
+        folder = Path(d)  # read by edge and by nginx's master, both run as this user
+        (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+        (folder / "fullchain.pem").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+        (folder / "privkey.pem").write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        os.chmod(folder / "privkey.pem", 0o600)
+        yield Certificate(folder / "ca.pem", folder / "fullchain.pem", folder / "privkey.pem", names)
+
+
 # --- what the proxies complained about -------------------------------------------------------------
 
 #: One entry per proxy process that logged a warning or worse: {"proxy", "lines", "last"}. bench/run.py
@@ -376,6 +460,7 @@ class Proxy:
     name: str
     port: int
     pid: int  # the process that holds client connections (nginx: the worker)
+    tls_port: int = 0  # its HTTPS port when started with a certificate; 0: none
 
     def host(self, be: Backend, kind: str = "http") -> str:
         """The Host header a client sends through this proxy to reach the backend's `kind` server."""
@@ -407,20 +492,25 @@ def edge_config_keys() -> frozenset[str]:
         "    v = getattr(cfg, f.name)\n"
         "    print(f.name, *(f'{f.name}.{g.name}' for g in (d.fields(v) if d.is_dataclass(v) else ())))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=EDGE_SRC, env=_edge_env()
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=EDGE_SRC, env=_edge_env())
     return frozenset(done.stdout.split())
 
 
 def toml(config: dict) -> str:
-    """A config for `edge serve --config` from {"key": value, "table": {"key": value}} (scalars only)."""
+    """A config for `edge serve --config` from {"key": value, "table": {"key": value}}.
+
+    Values are scalars, or lists of them or of flat dicts (written as inline tables).
+    """
 
     def value(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):
             return repr(v)
+        if isinstance(v, list | tuple):  # `certs = [{cert = "...", key = "..."}]`: inline tables
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return json.dumps(str(v))  # a TOML basic string is a JSON string for what the harness writes
 
     lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, dict)]
@@ -430,12 +520,18 @@ def toml(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def edge_tls_config(tls_port: int, tls: Certificate) -> dict:
+    """edge's [https] table: a listener on loopback serving the run's certificate."""
+    return {"https": {"listen": f"127.0.0.1:{tls_port}", "certs": [{"cert": str(tls.cert), "key": str(tls.key)}]}}
+
+
 @contextmanager
 def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, config: dict | None = None):
     """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process).
 
-    `config` ({"http": {"fast_lane": False}}) goes to it as a --config file. Its stderr goes to a
-    file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
+    `config` ({"http": {"fast_lane": False}}) goes to it as a --config file; an `https.listen` in it
+    is waited for too. Its stderr goes to a file; warnings, errors and tracebacks in it are kept in
+    LOGS when it stops.
     """
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
         env = _edge_env({"EDGE_STATE_DIR": d})
@@ -481,6 +577,8 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, co
         )
         try:
             wait_port("127.0.0.1", port)
+            if https := (config or {}).get("https", {}).get("listen"):
+                wait_port("127.0.0.1", int(https.rpartition(":")[2]))
             yield port, proc
         finally:
             _stop(proc)
@@ -490,18 +588,31 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, co
 
 @contextmanager
 def proxy(
-    name: str, be: Backend, workers: int | None = None, cpu: str = PROXY_CPU, config: dict | None = None
+    name: str,
+    be: Backend,
+    workers: int | None = None,
+    cpu: str = PROXY_CPU,
+    config: dict | None = None,
+    tls: Certificate | None = None,
 ):
-    """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`; `config` is edge's (see edge())."""
+    """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`; `config` is edge's (see edge()).
+
+    With `tls`, it also serves HTTPS on `Proxy.tls_port` with that certificate (the same for both).
+    """
+    tls_port = free_port() if tls else 0
     if name == "edge":
+        if tls:
+            config = {**(config or {}), **edge_tls_config(tls_port, tls)}
         with edge(be.host, workers, cpu, config) as (port, proc):
-            yield Proxy("edge", port, proc.pid)
+            yield Proxy("edge", port, proc.pid, tls_port)
     else:
         port = free_port()
+        tls_conf = NGINX_TLS.format(tls_port=tls_port, cert=tls.cert, key=tls.key, ciphers=TLS12_CIPHERS) if tls else ""
         with nginx(
             NGINX_PROXY,
             cpu,
             port=port,
+            tls=tls_conf,
             backend_host=be.host,
             backend_port=be.port,
             sink_port=be.sink_port,
@@ -509,7 +620,9 @@ def proxy(
         ) as (_, master):
             try:
                 wait_port("127.0.0.1", port)
-                yield Proxy("nginx", port, nginx_worker(master))
+                if tls:
+                    wait_port("127.0.0.1", tls_port)
+                yield Proxy("nginx", port, nginx_worker(master), tls_port)
             finally:
                 _collect("nginx", _ / "proxy.err")
 

@@ -108,14 +108,12 @@ def _levels(s: Scenario, result: dict) -> list[str]:
         "",
         _fill(s.title, result) or f"{s.name}:",
         "",
-        "| connections | edge req/s | nginx req/s | edge / nginx | per CPU-s, edge / nginx | edge p50 ms | nginx p50 ms "
-        "| edge p99 ms | nginx p99 ms | errors (edge / nginx) |",
+        "| connections | edge req/s | nginx req/s | edge / nginx | per CPU-s, edge / nginx "
+        "| edge p50 ms | nginx p50 ms | edge p99 ms | nginx p99 ms | errors (edge / nginx) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c, lv in result["levels"].items():
-        errs = " / ".join(
-            str(lv[n].get("non2xx", 0) + lv[n].get("socket_errors", 0)) for n in ("edge", "nginx")
-        )
+        errs = " / ".join(str(lv[n].get("non2xx", 0) + lv[n].get("socket_errors", 0)) for n in ("edge", "nginx"))
         lines.append(
             f"| {c} | {fmt(lv['edge']['rps']['median'])} | {fmt(lv['nginx']['rps']['median'])} | "
             f"{lv['ratio']['rps']:.3f} | {lv['ratio'].get('rps_per_cpu', 0):.3f} | "
@@ -150,9 +148,7 @@ def _variants(s: Scenario, result: dict) -> list[str]:
     return lines
 
 
-def markdown(
-    out: dict, plots: list[Path] = (), brief: bool = False, registry: tuple[Scenario, ...] = SCENARIOS
-) -> str:
+def markdown(out: dict, plots: list[Path] = (), brief: bool = False, registry: tuple[Scenario, ...] = SCENARIOS) -> str:
     """http.md: the main edge / nginx table, the scenarios' notes, the CPU table, their own tables, micro."""
     m, sc = out["meta"], out["scenarios"]
     lines = (
@@ -264,9 +260,7 @@ def plots(out: dict, folder: Path, registry: tuple[Scenario, ...] = SCENARIOS) -
         ax.plot(levels, med, "o-", color=colors[name], label=f"{name} (median, band: min-max)")
         ax.fill_between(levels, lo, hi, color=colors[name], alpha=0.2)
         for c, v in zip(levels, med, strict=True):
-            ax.annotate(
-                f"{v:,.0f}", (c, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
-            )
+            ax.annotate(f"{v:,.0f}", (c, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(levels, [str(c) for c in levels])

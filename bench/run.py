@@ -6,10 +6,11 @@
     .venv/bin/python bench/run.py --workers 2  pass `--workers 2` to every edge (when edge has it)
 
 Order: micro-benchmarks of the pure stages (bench/micro.py), then the HTTP scenarios in the order of
-their registry (bench/scenarios.py SCENARIOS: small, sweep, bulk, websocket, idle, workers, fastlane),
-then the DNS comparison (bench/dns_bench.py, its own results). This process pins itself to the load
-core; the proxies are pinned to core 0. One line per step on stderr: step count, elapsed time, the
-figure just measured.
+their registry (bench/scenarios.py SCENARIOS: small, sweep, bulk, websocket, idle, workers, fastlane,
+tls_handshake, tls_small, tls_bulk), then the DNS comparison (bench/dns_bench.py, its own results).
+This process pins itself to the load core; the proxies are pinned to core 0. One line per step on
+stderr: step count, elapsed time, the figure just measured. One certificate is made per run for the
+TLS scenarios (bench.peers.certificate) and removed at the end.
 
 Writes bench/results/http.json, bench/results/http.md and the PNG plots (bench/report.py); a --quick
 pass writes them to bench/results/quick/ instead (not committed) and leaves the DNS figures alone.
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import micro, peers, report, scenarios  # noqa: E402
-from bench.peers import LOAD_CPU, PROXY_CPU, backend, need, raise_nofile  # noqa: E402
+from bench.peers import LOAD_CPU, PROXY_CPU, backend, certificate, need, raise_nofile  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
@@ -65,13 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds",
         type=float,
         default=10,
-        help="wrk duration for small requests, workers, fastlane (default 10)",
+        help="duration of small requests, workers, fastlane, tls_handshake, tls_small (default 10)",
     )
     ap.add_argument(
         "--connections",
         type=int,
         default=50,
-        help="wrk connections for small requests, workers, fastlane (default 50)",
+        help="wrk connections for small requests, workers, fastlane, tls_small (default 50)",
     )
     ap.add_argument("--sweep", default="1,4,16,64,256", help="connection counts for the concurrency sweep")
     ap.add_argument("--sweep-seconds", type=float, default=4, help="wrk duration per sweep point (default 4)")
@@ -80,11 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ws-connections", type=int, default=4)
     ap.add_argument("--ws-window", type=int, default=16, help="messages in flight per WebSocket connection")
     ap.add_argument("--ws-size", type=int, default=64, help="WebSocket payload bytes (under 126)")
+    ap.add_argument(
+        "--handshake-concurrency",
+        type=int,
+        default=16,
+        help="connections in flight for tls_handshake, each a new connection (default 16)",
+    )
     ap.add_argument("--idle-count", type=int, default=5000, help="idle keep-alive connections (default 5000)")
     ap.add_argument("--idle-seconds", type=float, default=60, help="deadline for opening them (default 60)")
-    ap.add_argument(
-        "--workers", type=int, help="pass `serve --workers N` to edge (needs an edge that has it)"
-    )
+    ap.add_argument("--workers", type=int, help="pass `serve --workers N` to edge (needs an edge that has it)")
     ap.add_argument("--edge-src", type=Path, help="run edge from this checkout instead of this one")
     ap.add_argument("--edge-label", help="what the report calls the edge measured (default: git describe)")
     ap.add_argument("--micro", type=int, default=20000, help="micro-benchmark calls per repeat (0: skip)")
@@ -165,9 +170,7 @@ def meta(a: argparse.Namespace) -> dict:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
-    commit = a.edge_label or version(
-        ["git", "-C", str(peers.EDGE_SRC), "describe", "--always", "--dirty"], strict=True
-    )
+    commit = a.edge_label or version(["git", "-C", str(peers.EDGE_SRC), "describe", "--always", "--dirty"], strict=True)
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit,
@@ -206,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         ns = out["micro"]["ns"]
         progress.step("micro " + "  ".join(f"{k} {v:,.0f}" for k, v in ns.items()) + " ns/request")
     if a.only:
-        with backend() as be:
-            bench = scenarios.Bench(a, be, progress.step)
+        with backend() as be, certificate() as cert:  # one certificate per run, for both proxies' HTTPS
+            bench = scenarios.Bench(a, be, progress.step, cert)
             for name in a.only:
                 try:
                     out["scenarios"][name] = scenarios.BY_NAME[name].run(bench)
@@ -218,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     out["scenarios"][name]["logs"] = list(peers.LOGS)
                     for entry in peers.LOGS:
                         print(
-                            f"  {entry['proxy']} logged {entry['lines']} warnings/errors; last: "
-                            f"{entry['last'][-1]}",
+                            f"  {entry['proxy']} logged {entry['lines']} warnings/errors; last: {entry['last'][-1]}",
                             file=sys.stderr,
                         )
                     peers.LOGS.clear()

@@ -13,6 +13,7 @@ the step count) and bench/report.py read nothing else, so a new scenario is a fu
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -24,7 +25,9 @@ from bench.peers import (
     BIG_BYTES,
     PROXY_CPU,
     Backend,
+    Certificate,
     CoreWatch,
+    certificate,
     edge_config_keys,
     edge_flags,
     proxy,
@@ -35,7 +38,7 @@ from bench.peers import (
 
 NAMES = ("edge", "nginx")
 COUNTS = ("non2xx", "socket_errors", "not_served")
-RATES = ("rps", "mbps", "mps")
+RATES = ("rps", "mbps", "mps", "cps")
 CPU = (
     "proxy_cpu_pct",
     "irq_cpu_pct",
@@ -50,6 +53,8 @@ class Bench:
     args: argparse.Namespace
     be: Backend
     step: Callable[[str], None]  # prints one progress line
+    #: The run's certificate for both proxies' HTTPS (bench/run.py makes one); None: each TLS scenario makes its own.
+    tls: Certificate | None = None
 
 
 def order(run: int, names: tuple[str, ...] = NAMES) -> tuple[str, ...]:
@@ -60,9 +65,7 @@ def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[
     """Per proxy: each figure's spread over runs and summed error counts; then the ratio of medians."""
     out: dict = {}
     for name, rs in runs.items():
-        out[name] = {
-            f: spread([r[f] for r in rs]) for f in (*figures, *CPU) if rs and all(f in r for r in rs)
-        }
+        out[name] = {f: spread([r[f] for r in rs]) for f in (*figures, *CPU) if rs and all(f in r for r in rs)}
         for c in COUNTS:
             if any(c in r for r in rs):
                 out[name][c] = sum(r.get(c, 0) for r in rs)
@@ -77,11 +80,11 @@ def compare(runs: dict[str, list[dict]], figures: tuple[str, ...], names: tuple[
 
 
 @contextmanager
-def both(b: Bench):
-    """A fresh edge and a fresh nginx, both running; a scenario loads one at a time."""
+def both(b: Bench, tls: Certificate | None = None):
+    """A fresh edge and a fresh nginx, both running (also on HTTPS with `tls`); a scenario loads one at a time."""
     with ExitStack() as stack:
         yield {
-            name: stack.enter_context(proxy(name, b.be, b.args.workers if name == "edge" else None))
+            name: stack.enter_context(proxy(name, b.be, b.args.workers if name == "edge" else None, tls=tls))
             for name in NAMES
         }
 
@@ -144,14 +147,11 @@ def sweep(b: Bench) -> dict:
                     runs[c][name].append(r)
                     b.step(
                         f"sweep run {i + 1}/{a.runs} c={c:<4} {name:5}  {r['rps']:9,.0f} req/s"
-                        f"  p99 {r.get('p99', 0):.2f} ms  errors {r['non2xx'] + r['socket_errors']}"
-                        + noise(r)
+                        f"  p99 {r.get('p99', 0):.2f} ms  errors {r['non2xx'] + r['socket_errors']}" + noise(r)
                     )
     return {
         "setup": {"connections": a.sweep, "seconds": a.sweep_seconds, "tool": "wrk -t1"},
-        "levels": {
-            str(c): compare(runs[c], ("rps", "rps_per_cpu", "p50", "p75", "p90", "p99")) for c in a.sweep
-        },
+        "levels": {str(c): compare(runs[c], ("rps", "rps_per_cpu", "p50", "p75", "p90", "p99")) for c in a.sweep},
     }
 
 
@@ -227,9 +227,7 @@ def websocket(b: Bench) -> dict:
                 b.step(f"websocket run {i + 1}/{a.runs} {name:6} {r['mps']:9,.0f} messages/s" + noise(r))
             r = one(b.be.ws_port, "backend", b.be.host)
             runs["direct"].append(r)
-            b.step(
-                f"websocket run {i + 1}/{a.runs} direct {r['mps']:9,.0f} messages/s (no proxy: the ceiling)"
-            )
+            b.step(f"websocket run {i + 1}/{a.runs} direct {r['mps']:9,.0f} messages/s (no proxy: the ceiling)")
     out = compare({n: runs[n] for n in NAMES}, ("mps", "mps_per_cpu"))
     out["direct"] = {"mps": spread([r["mps"] for r in runs["direct"]])}
     out["setup"] = {
@@ -298,9 +296,7 @@ def workers(b: Bench) -> dict:
                 _wrk(b, p, a.connections, 1)
                 r = _wrk(b, p, a.connections, a.seconds)
             runs[label].append(r)
-            b.step(
-                f"workers run {i + 1}/{a.runs} {label:9}  {r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms"
-            )
+            b.step(f"workers run {i + 1}/{a.runs} {label:9}  {r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms")
     out = compare(runs, ("rps", "rps_per_cpu", "p50", "p99"), names=("2 workers", "1 worker"))
     out["setup"] = {
         "connections": a.connections,
@@ -345,6 +341,180 @@ def fastlane(b: Bench) -> dict:
         "config": {lane: f"http.fast_lane = {str(on).lower()}" for lane, on in lanes.items()},
     }
     return out
+
+
+# --- TLS ----------------------------------------------------------------------------------------------
+
+#: Each TLS scenario measures the same load over TLS and over plain HTTP on the same two proxies,
+#: alternating proxy and transport run by run: the plain figures stand beside the TLS ones, same run.
+MODES = ("tls", "plain")
+#: The issue's bars: edge / nginx at least this much over TLS, on one core.
+TLS_TARGETS = {"tls_handshake": 0.25, "tls_small": 0.2, "tls_bulk": 0.8}
+
+
+@contextmanager
+def tls_pair(b: Bench):
+    """Both proxies with the run's certificate on their HTTPS port (a certificate of its own without one)."""
+    with ExitStack() as stack:
+        cert = b.tls or stack.enter_context(certificate())
+        px = stack.enter_context(both(b, tls=cert))
+        yield cert, px
+
+
+def _no_https(b: Bench, name: str) -> dict | None:
+    """{"skipped": why} when this edge has no HTTPS listener (an older --edge-src), else None."""
+    if "https.listen" in edge_config_keys():
+        return None
+    b.step(f"{name}: skipped, this edge has no https.listen")
+    return {"skipped": "this edge has no https.listen"}
+
+
+def _tls_steps(a: argparse.Namespace) -> int:
+    return 4 * a.runs if "https.listen" in edge_config_keys() else 1
+
+
+def _tls_result(name: str, runs: dict[str, dict[str, list[dict]]], figures: tuple[str, ...], setup: dict) -> dict:
+    """The two comparisons, and the issue's target read off the TLS one (plain and per CPU-second beside it)."""
+    out = {"setup": setup, **{mode: compare(runs[mode], figures) for mode in MODES}}
+    rate = figures[0]
+    ratio = out["tls"]["ratio"].get(rate, 0.0)
+    per_cpu = out["tls"]["ratio"].get(f"{rate}_per_cpu", 0.0)
+    kept = {
+        n: out["tls"][n][rate]["median"] / out["plain"][n][rate]["median"]
+        for n in NAMES
+        if rate in out["tls"].get(n, {}) and out["plain"].get(n, {}).get(rate, {}).get("median")
+    }
+    # "On one core" is read both ways: as measured, and per proxy CPU-second (what a fully busy core
+    # would carry), which is the fair one when a proxy did not get or did not need the whole core.
+    at_least = TLS_TARGETS[name]
+    out["target"] = {
+        "at_least": at_least,
+        "ratio": ratio,
+        "ratio_per_cpu": per_cpu,
+        "verdict": "met" if ratio >= at_least else "MISSED",
+        "verdict_per_cpu": "met" if per_cpu >= at_least else "MISSED",
+        "plain_ratio": out["plain"]["ratio"].get(rate, 0.0),
+        # each proxy's TLS figure as a share of its own plain one: what TLS costs it
+        "kept": kept,
+    }
+    return out
+
+
+def _tls_step(b: Bench, what: str, i: int, name: str, mode: str, figure: str, r: dict) -> None:
+    errors = r.get("non2xx", 0) + r.get("socket_errors", 0)
+    b.step(f"{what} run {i + 1}/{b.args.runs} {name:5} {mode:5} {figure}  errors {errors}" + noise(r))
+
+
+def tls_handshake(b: Bench) -> dict:
+    """New connections per second, each a full TLS handshake and one GET (and the same without TLS).
+
+    bench/clients.py `new_connections`: --handshake-concurrency connections at a time from one
+    non-blocking loop on the load core, never resuming a session; SNI and Host the sandbox name.
+    """
+    a = b.args
+    if skipped := _no_https(b, "tls_handshake"):
+        return skipped
+    runs: dict[str, dict[str, list[dict]]] = {m: {n: [] for n in NAMES} for m in MODES}
+    ctx = clients.tls_client()
+    sni = b.be.edge_host(b.be.port)
+    with tls_pair(b) as (cert, px):
+        offered = {n: clients.tls_probe(p.tls_port, sni, str(cert.ca)) for n, p in px.items()}
+
+        def one(p, mode: str, seconds: float) -> dict:
+            tls = mode == "tls"
+            port, host = (p.tls_port, sni) if tls else (p.port, p.host(b.be))
+            return watched(
+                p, clients.new_connections, port, host, "/", seconds, a.handshake_concurrency, ctx if tls else None, sni
+            )
+
+        for p in px.values():
+            for mode in MODES:
+                one(p, mode, 1)  # warm-up
+        for i in range(a.runs):
+            for name in order(i):
+                for mode in order(i, MODES):
+                    r = one(px[name], mode, a.seconds)
+                    runs[mode][name].append(r)
+                    _tls_step(b, "tls_handshake", i, name, mode, f"{r['cps']:8,.0f} connections/s", r)
+    setup = {
+        "seconds": a.seconds,
+        "in_flight": a.handshake_concurrency,
+        "client": "bench/clients.py new_connections: connect, full handshake, GET / (connection: close), close",
+        "offered": offered,
+    }
+    return _tls_result("tls_handshake", runs, ("cps", "cps_per_cpu"), setup)
+
+
+def tls_small(b: Bench) -> dict:
+    """Small requests over keep-alive TLS: wrk https, as `small` (and the same over plain HTTP)."""
+    a = b.args
+    if skipped := _no_https(b, "tls_small"):
+        return skipped
+    runs: dict[str, dict[str, list[dict]]] = {m: {n: [] for n in NAMES} for m in MODES}
+    with tls_pair(b) as (_, px):
+
+        def one(p, mode: str, seconds: float) -> dict:
+            # wrk sends its URL's host as SNI: `localhost`, which the certificate carries (peers.CERT_NAMES)
+            url = f"https://localhost:{p.tls_port}/" if mode == "tls" else f"http://127.0.0.1:{p.port}/"
+            return watched(p, wrk, url, p.host(b.be), a.connections, seconds)
+
+        for p in px.values():
+            for mode in MODES:
+                one(p, mode, 1)
+        for i in range(a.runs):
+            for name in order(i):
+                for mode in order(i, MODES):
+                    r = one(px[name], mode, a.seconds)
+                    runs[mode][name].append(r)
+                    figure = f"{r['rps']:9,.0f} req/s  p99 {r.get('p99', 0):.2f} ms"
+                    _tls_step(b, "tls_small", i, name, mode, figure, r)
+    setup = {"connections": a.connections, "seconds": a.seconds, "tool": "wrk -t1"}
+    return _tls_result("tls_small", runs, ("rps", "rps_per_cpu", "p50", "p99"), setup)
+
+
+def tls_bulk(b: Bench) -> dict:
+    """100 MiB downloads over TLS with curl, --bulk-repeat per run on one connection (and over plain HTTP)."""
+    a = b.args
+    if skipped := _no_https(b, "tls_bulk"):
+        return skipped
+    if not shutil.which("curl"):
+        b.step("tls_bulk: skipped, no curl (apt-get install curl)")
+        return {"skipped": "no curl (apt-get install curl)"}
+    runs: dict[str, dict[str, list[dict]]] = {m: {n: [] for n in NAMES} for m in MODES}
+    name_ = b.be.edge_host(b.be.port)
+    with tls_pair(b) as (cert, px):
+
+        def one(p, mode: str, repeat: int) -> dict:
+            tls = mode == "tls"
+            port = p.tls_port if tls else p.port
+            url = f"{'https' if tls else 'http'}://{name_}:{port}/big"
+            return watched(p, clients.curl_download, url, f"{name_}:{port}:127.0.0.1", repeat, str(cert.ca))
+
+        for p in px.values():
+            for mode in MODES:
+                one(p, mode, 1)
+        for i in range(a.runs):
+            for name in order(i):
+                for mode in order(i, MODES):
+                    r = one(px[name], mode, a.bulk_repeat)
+                    runs[mode][name].append(r)
+                    _tls_step(b, "tls_bulk", i, name, mode, f"{r['mbps']:7,.0f} MB/s", r)
+    setup = {
+        "body_bytes": BIG_BYTES,
+        "bodies_per_run": a.bulk_repeat,
+        "client": "curl, one connection, --cacert the run's CA",
+    }
+    return _tls_result("tls_bulk", runs, ("mbps", "mbps_per_cpu"), setup)
+
+
+#: The start of each TLS scenario's note: the issue's target, edge / nginx over TLS, per proxy CPU-second,
+#: plain in the same run, and what share of its plain figure each proxy keeps over TLS.
+TLS_TARGET_NOTE = (
+    "target edge >= {target[at_least]}x nginx: measured {target[ratio]:.2f}x ({target[verdict]}), "
+    "per proxy CPU-second {target[ratio_per_cpu]:.2f}x ({target[verdict_per_cpu]}); "
+    "plain, same run {target[plain_ratio]:.2f}x; "
+    "TLS / plain: edge {target[kept][edge]:.2f}, nginx {target[kept][nginx]:.2f}"
+)
 
 
 # --- the registry -------------------------------------------------------------------------------------
@@ -455,6 +625,47 @@ SCENARIOS: tuple[Scenario, ...] = (
         table="variants",
         title="The fast lane against the h11 lane: small requests (wrk -t1 -c{setup[connections]}) through "
         "two `edge serve` on core 0, `http.fast_lane = true` and `= false`, alternating runs:",
+    ),
+    Scenario(
+        "tls_handshake",
+        tls_handshake,
+        _tls_steps,
+        rows=(
+            Row("TLS: new connections (full handshake + GET)", "conn/s", "cps", ("tls",)),
+            Row("TLS: new connections per proxy CPU-second", "conn/CPU-s", "cps_per_cpu", ("tls",)),
+            Row("plain: new connections (same run)", "conn/s", "cps", ("plain",)),
+            Row("plain: new connections per proxy CPU-second", "conn/CPU-s", "cps_per_cpu", ("plain",)),
+        ),
+        note=f"TLS new connections: {TLS_TARGET_NOTE}; {{setup[in_flight]}} in flight, each a full handshake "
+        "(the client never resumes) and one GET; errors {errors}",
+    ),
+    Scenario(
+        "tls_small",
+        tls_small,
+        _tls_steps,
+        rows=(
+            Row("TLS: small requests, keep-alive", "req/s", "rps", ("tls",)),
+            Row("TLS: small requests per proxy CPU-second", "req/CPU-s", "rps_per_cpu", ("tls",)),
+            Row("TLS: small requests, latency p50", "ms", "p50", ("tls",)),
+            Row("TLS: small requests, latency p99", "ms", "p99", ("tls",)),
+            Row("plain: small requests (same run)", "req/s", "rps", ("plain",)),
+            Row("plain: small requests per proxy CPU-second", "req/CPU-s", "rps_per_cpu", ("plain",)),
+        ),
+        note=f"TLS small requests: {TLS_TARGET_NOTE}; wrk -t1 -c{{setup[connections]}} "
+        "-d{setup[seconds]:g}s; errors {errors}",
+    ),
+    Scenario(
+        "tls_bulk",
+        tls_bulk,
+        lambda a: _tls_steps(a) if shutil.which("curl") else 1,
+        rows=(
+            Row("TLS: 100 MiB download", "MB/s", "mbps", ("tls",)),
+            Row("TLS: 100 MiB download per proxy CPU-second", "MB/CPU-s", "mbps_per_cpu", ("tls",)),
+            Row("plain: 100 MiB download, curl (same run)", "MB/s", "mbps", ("plain",)),
+            Row("plain: 100 MiB download per proxy CPU-second", "MB/CPU-s", "mbps_per_cpu", ("plain",)),
+        ),
+        note=f"TLS download: {TLS_TARGET_NOTE}; curl, {{setup[bodies_per_run]}} bodies of 100 MiB per run on "
+        "one connection; errors {errors}",
     ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -1,17 +1,24 @@
 """The benchmark harness's pure helpers: wrk output parsing, run statistics, the scenario registry,
-the Markdown report.
+the Markdown report, and the TLS scenarios' certificate, config and verdicts.
 
 No benchmark runs here and nothing is timed; these only keep the harness's arithmetic honest.
 """
 
+import socket
+import ssl
+import threading
 import tomllib
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench import run
-from bench.peers import median, parse_wrk, spread, toml
+from bench.clients import _complete
+from bench.peers import CERT_NAMES, Certificate, certificate, edge_tls_config, median, parse_wrk, spread, toml
 from bench.report import markdown
-from bench.scenarios import BY_NAME, SCENARIOS, Row, Scenario, compare, order
+from bench.scenarios import BY_NAME, SCENARIOS, TLS_TARGETS, Row, Scenario, _tls_result, compare, order
+from edge.config import load
 
 META = {
     "date": "d",
@@ -169,3 +176,107 @@ def test_edge_config_for_a_lane_is_toml_edge_reads():
     """peers.toml writes what `edge serve --config` loads (tables of scalars)."""
     config = {"log_format": "text", "http": {"fast_lane": False, "head_timeout": 2.5, "read_size": 4096}}
     assert tomllib.loads(toml(config)) == config
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+
+def _tls_runs(edge_tls: float, nginx_tls: float, edge_plain: float, nginx_plain: float, cpu: float = 100.0) -> dict:
+    def side(rate: float) -> list[dict]:
+        return [{"cps": rate, "cps_per_cpu": rate * 100 / cpu, "proxy_cpu_pct": cpu, "socket_errors": 0}]
+
+    return {
+        "tls": {"edge": side(edge_tls), "nginx": side(nginx_tls)},
+        "plain": {"edge": side(edge_plain), "nginx": side(nginx_plain)},
+    }
+
+
+def test_tls_scenarios_are_in_the_registry_with_their_step_counts():
+    """tls_handshake, tls_small, tls_bulk: four progress lines per run (two proxies, TLS and plain)."""
+    a = run.parse_args(["--only", "tls_handshake,tls_small", "--runs", "3", "--micro", "0", "--no-dns"])
+    assert run.steps(a) == 4 * 3 + 4 * 3
+    assert {"tls_handshake", "tls_small", "tls_bulk"} <= set(BY_NAME)
+    assert set(TLS_TARGETS) == {"tls_handshake", "tls_small", "tls_bulk"}
+
+
+def test_tls_result_reads_the_target_off_the_tls_comparison_with_plain_beside_it():
+    """The verdict is edge / nginx over TLS, as measured and per CPU-second; plain and TLS / plain beside it."""
+    result = _tls_result(
+        "tls_handshake", _tls_runs(300.0, 1000.0, 1500.0, 6000.0, cpu=50.0), ("cps", "cps_per_cpu"), {}
+    )
+    t = result["target"]
+    assert t["at_least"] == 0.25 and t["ratio"] == 0.3 and t["verdict"] == "met"
+    assert t["ratio_per_cpu"] == 0.3 and t["verdict_per_cpu"] == "met"
+    assert t["plain_ratio"] == 0.25
+    assert t["kept"] == {"edge": 0.2, "nginx": 1000.0 / 6000.0}
+    missed = _tls_result("tls_handshake", _tls_runs(200.0, 1000.0, 1.0, 1.0), ("cps", "cps_per_cpu"), {})
+    assert missed["target"]["verdict"] == "MISSED"
+
+
+def test_tls_rows_and_target_reach_the_report():
+    """TLS rows and the same-run plain rows in the main table, the target in the note, both in the CPU table."""
+    result = _tls_result(
+        "tls_handshake", _tls_runs(300.0, 1000.0, 1500.0, 6000.0), ("cps", "cps_per_cpu"), {"in_flight": 16}
+    )
+    text = markdown({"meta": META, "scenarios": {"tls_handshake": result}})
+    assert (
+        "| TLS: new connections (full handshake + GET) | conn/s | 300 | 300-300 | 1,000 | 1,000-1,000 | 0.300 |" in text
+    )
+    assert "| plain: new connections (same run) | conn/s | 1,500 | 1,500-1,500 | 6,000 | 6,000-6,000 | 0.250 |" in text
+    assert (
+        "- TLS new connections: target edge >= 0.25x nginx: measured 0.30x (met), per proxy CPU-second 0.30x (met)"
+        in text
+    )
+    assert "TLS / plain: edge 0.20, nginx 0.17; 16 in flight" in text
+    assert "errors tls edge: none; nginx: none, plain edge: none; nginx: none" in text
+    assert "| TLS: new connections (full handshake + GET) | 100 | 100 |" in text
+    assert "| plain: new connections (same run) | 100 | 100 |" in text
+
+
+def test_bench_certificate_is_one_p256_leaf_for_the_sandbox_wildcard_that_the_ca_verifies():
+    """The run's certificate loads into a server context and verifies for a sandbox name with the CA."""
+    with certificate() as cert:
+        leaf = x509.load_pem_x509_certificate(cert.cert.read_bytes())
+        assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)
+        assert leaf.public_key().curve.name == "secp256r1"
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert tuple(sans.get_values_for_type(x509.DNSName)) == CERT_NAMES
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert.cert, cert.key)
+        client = ssl.create_default_context(cafile=str(cert.ca))
+        a, b = socket.socketpair()
+        with a, b:
+            s = server.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+            c = client.wrap_socket(b, server_hostname="3000-bench.sandbox.localhost", do_handshake_on_connect=False)
+            done = threading.Thread(target=s.do_handshake)
+            done.start()
+            c.do_handshake()
+            done.join(5)
+            assert c.version() in ("TLSv1.2", "TLSv1.3")
+    assert not cert.cert.exists()  # a throwaway: gone with the run
+
+
+def test_edge_https_config_is_toml_with_an_inline_table_of_certs(tmp_path):
+    """peers.toml writes `certs = [{cert = ..., key = ...}]`, which edge's config loader reads back."""
+    cert = Certificate(tmp_path / "ca.pem", tmp_path / "fullchain.pem", tmp_path / "privkey.pem", CERT_NAMES)
+    config = edge_tls_config(8443, cert)
+    assert tomllib.loads(toml(config)) == {
+        "https": {"listen": "127.0.0.1:8443", "certs": [{"cert": str(cert.cert), "key": str(cert.key)}]}
+    }
+    (tmp_path / "edge.toml").write_text(toml(config))
+    loaded = load(tmp_path / "edge.toml", env={"EDGE_STATE_DIR": str(tmp_path)})
+    assert str(loaded.https.listen) == "127.0.0.1:8443"
+    assert [(c.cert, c.key) for c in loaded.https.certs] == [(cert.cert, cert.key)]
+
+
+@pytest.mark.parametrize(
+    ("label", "data", "complete"),
+    [
+        ("head not finished", b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n", False),
+        ("body short", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab", False),
+        ("body complete", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", True),
+        ("no length: ends at EOF", b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabc", False),
+    ],
+)
+def test_new_connection_client_knows_when_a_response_is_whole(label, data, complete):
+    assert _complete(bytearray(data)) is complete, label
