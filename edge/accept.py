@@ -16,9 +16,13 @@ import socket
 
 import trio
 
+from edge.metrics import STATS
+
 logger = logging.getLogger("edge")
 
 ACCEPT_BATCH = 1024
+#: Seconds between two log lines about the same accept error.
+LOG_EVERY = 10.0
 # Out of file descriptors or memory: the listener stays readable, so back off instead of spinning.
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
@@ -31,6 +35,10 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
     trio.lowlevel.notify_closing (a graceful stop)."""
     accept = sock.accept
     from_stdlib = trio.socket.from_stdlib_socket
+    # Out of descriptors, the same error comes every 100 ms: say it once per LOG_EVERY seconds, with
+    # how many times it happened since.
+    failures = 0
+    logged_at = -LOG_EVERY
     while True:
         await trio.lowlevel.wait_readable(sock)
         for _ in range(ACCEPT_BATCH):
@@ -40,7 +48,14 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
                 break
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
-                    logger.error("%s: accept failed (%s); pausing accepts for 100 ms", label, exc.strerror)
+                    failures += 1
+                    now = trio.current_time()
+                    if now - logged_at >= LOG_EVERY:
+                        logger.error("%s: accept failed %d time(s) since the last report (%s); pausing accepts "
+                                     "for 100 ms each time", label, failures, exc.strerror)
+                        failures = 0
+                        logged_at = now
+                    STATS.accept_errors += 1
                     await trio.sleep(0.1)
                 break  # ECONNABORTED and the like: that connection is gone, others are not
             conn.setblocking(False)

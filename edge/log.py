@@ -1,8 +1,8 @@
-"""Logging: human lines on stderr-free stdout, one access line per request in a fixed format.
+"""Logging: the edge's own messages as JSON lines (or text), on stdout. The access log is
+edge/accesslog.py: one line per request, built and written without the logging module.
 
-`setup()` is called once by the CLI. The access log is its own logger ("edge.access"); the HTTP edge
-calls `access()` only when it is enabled, so a disabled log costs one attribute test per request.
-Fields never include a token, cookie or Authorization value.
+`setup()` is called once by the CLI (and by each worker). Messages never include a token, cookie or
+Authorization value.
 """
 
 from __future__ import annotations
@@ -12,35 +12,13 @@ import logging
 import sys
 import time
 
-ACCESS = logging.getLogger("edge.access")
-
-#: The access-log fields, in order. Tests assert this shape.
-ACCESS_FIELDS = (
-    "time",
-    "client",
-    "host",
-    "sandbox",
-    "port",
-    "method",
-    "path",
-    "status",
-    "bytes_in",
-    "bytes_out",
-    "duration_ms",
-    "connect_ms",
-    "user_agent",
-    "request_id",
-    "error",
-)
+from edge.accesslog import ACCESS_LOG, SharedStdoutHandler
 
 
 # JSON lines: json.dumps keeps ensure_ascii=True, so U+0085, U+2028 and U+2029 (line breaks to some
 # log shippers and JavaScript readers) come out as \u escapes, like every other non-ASCII character.
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None)
-        if fields is not None:
-            return json.dumps(fields, separators=(",", ":"))
         doc = {
             "time": _iso(record.created),
             "level": record.levelname.lower(),
@@ -67,14 +45,6 @@ def escape_text(value: object) -> str:
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None)
-        if fields is not None:
-            f = {k: escape_text(fields.get(k, "-")) for k in ACCESS_FIELDS}
-            return (
-                f'{f["time"]} {f["client"]} "{f["method"]} {f["host"]}{f["path"]}" {f["status"]} '
-                f'in={f["bytes_in"]} out={f["bytes_out"]} {f["duration_ms"]}ms "{f["user_agent"]}" '
-                f'id={f["request_id"]}' + (f' error={f["error"]}' if fields.get("error") else "")
-            )
         line = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {escape_text(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -85,16 +55,12 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def setup(fmt: str = "json", level: int = logging.INFO, access: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def setup(fmt: str = "json", level: int = logging.INFO, access_path: str = "-", access_buffer: int = 4 << 20,
+          access: bool = True) -> None:
+    """Messages to stdout in `fmt`; the access log in the same format, to `access_path` (`-`: stdout)."""
+    handler = SharedStdoutHandler(sys.stdout)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    ACCESS.disabled = not access
-
-
-def access(**fields: object) -> None:
-    """Emit one access line with the fields of ACCESS_FIELDS, in that order (time is filled here)."""
-    fields = {"time": _iso(time.time()), **fields}
-    ACCESS.info("", extra={"fields": fields})
+    ACCESS_LOG.configure(fmt=fmt, path=access_path, buffer=access_buffer)

@@ -56,6 +56,8 @@ async def serve_connection(ctx: ServerContext, client: ClientSide) -> None:
                         break  # idle past its time, or the server is stopping
                     finally:
                         table.pop(rd, None)
+                    if rd.expired == "idle":
+                        rd.expired = None  # the request came in the round its deadline passed: it won
                 buf = await io.recv(read_size, trio.current_time() + wait_for, "idle")
                 if not buf:  # closed by the client
                     break

@@ -41,6 +41,8 @@ from edge.http.limits import clients_gone
 _read = os.read
 _write = os.write
 LINGER = 1.0
+#: Expiries that end every later wait on the same Wait too (the others end only the wait under way).
+STICKY = frozenset(("revoked", "client"))
 
 
 class Expired(Exception):  # noqa: N818 - it names what happened to the wait
@@ -111,18 +113,26 @@ class Deadlines:
 
     async def _wait(self, wait, w: Wait, deadline: float | None, kind: str) -> None:
         while True:
-            if w.expired is not None:
-                raise Expired(w.expired)
+            if w.expired in STICKY:
+                raise Expired(w.expired)  # revoked, or its client left: every later wait ends too
             if deadline is not None:
                 w.kind = kind
                 self.table[w] = deadline
             try:
                 await wait(w.fd)
-                return
             except trio.ClosedResourceError:
-                if w.expired is None:
+                why = w.expired
+                if why is None:
                     continue  # woken for the other direction's deadline: wait again
-                raise Expired(w.expired) from None
+                if why not in STICKY:
+                    w.expired = None  # this expiry is spent: a later wait (a linger) has its own
+                raise Expired(why) from None
+            else:
+                if w.expired is not None and w.expired not in STICKY:
+                    # The socket became ready in the same round the sweep found the deadline passed:
+                    # the operation won, and the expiry (which woke nobody) is dropped.
+                    w.expired = None
+                return
             finally:
                 if deadline is not None:
                     self.table.pop(w, None)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge import log as edge_log
+from edge.accesslog import ACCESS_LOG
 from edge.metrics import STATS
 
 if TYPE_CHECKING:
@@ -107,21 +107,6 @@ def finish(ex: Exchange, access_log: bool) -> None:
     if ex.connect_ms is not None:
         stats.upstream_connect.observe(ex.connect_ms / 1000)
         stats.sandbox_requests[ex.sandbox] = stats.sandbox_requests.get(ex.sandbox, 0) + 1  # type: ignore[index]
-    if not access_log or edge_log.ACCESS.disabled:
-        return
-    edge_log.access(
-        client=ex.client.ip.decode(),
-        host=ex.host.decode("latin-1"),
-        sandbox=ex.sandbox,
-        port=ex.port,
-        method=ex.method.decode("latin-1"),
-        path=ex.path.decode("latin-1"),
-        status=status,
-        bytes_in=ex.bytes_in,
-        bytes_out=ex.bytes_out,
-        duration_ms=round(duration * 1000, 3),
-        connect_ms=ex.connect_ms,
-        user_agent=ex.user_agent.decode("latin-1"),
-        request_id=ex.request_id.decode("latin-1"),
-        error=ex.error,
-    )
+    if access_log:
+        ACCESS_LOG.line(ex.client.ip, ex.host, ex.sandbox, ex.port, ex.method, ex.path, status, ex.bytes_in,
+                        ex.bytes_out, duration * 1000, ex.connect_ms, ex.user_agent, ex.request_id, ex.error)

@@ -84,24 +84,20 @@ async def test_health_endpoint_answers_on_a_host_that_is_no_sandbox(make_edge, b
     assert json.loads(res.stdout)["target"] == "/_edge/health"  # the sandbox answered
 
 
-def _access_fields(caplog) -> list[dict]:
-    return [r.fields for r in caplog.records if r.name == "edge.access"]
-
-
-async def test_access_line_names_user_agent_request_id_and_the_edges_error(make_edge, backend, caplog):
+async def test_access_line_names_user_agent_request_id_and_the_edges_error(make_edge, backend):
     """The client's User-Agent and X-Request-Id are logged and the id reaches the sandbox; without
     one the edge makes one (forwarded too); an answer of the edge's own logs its error code."""
-    import logging
+    from edge.accesslog import ACCESS_LOG
 
-    caplog.set_level(logging.INFO, logger="edge.access")
     edge = await make_edge([Sandbox("demo", "127.0.0.2")], access_log=True)
+    ACCESS_LOG.take()
     res = await curl("-s", "-A", "probe/1.0", "-H", "X-Request-Id: abc-123", edge.url(backend.port, "demo", "/echo"))
     seen = {k: v for k, v in json.loads(res.stdout)["headers"]}
     assert seen["x-request-id"] == "abc-123"
     res = await curl("-s", edge.url(backend.port, "demo", "/echo"))
     made = {k: v for k, v in json.loads(res.stdout)["headers"]}["x-request-id"]
     await curl("-s", edge.url(backend.port, "nosuch", "/"), check=False)
-    first, second, third = _access_fields(caplog)[-3:]
+    first, second, third = [json.loads(line) for line in ACCESS_LOG.take().splitlines()][-3:]
     assert (first["user_agent"], first["request_id"], first["error"]) == ("probe/1.0", "abc-123", None)
     assert second["request_id"] == made and len(made) > 8
     assert third["error"] == "sandbox_not_found" and third["status"] == 502

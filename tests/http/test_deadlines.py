@@ -150,14 +150,26 @@ async def test_expire_ends_the_wait_under_way_with_the_kind_given(autojump_clock
     assert failed == ["revoked"]
 
 
-async def test_expire_before_a_wait_ends_the_next_wait_at_once(autojump_clock, pair):
-    """Expired between two waits (the sweep ran while the task was busy): the next wait raises."""
+async def test_a_revocation_before_a_wait_ends_the_next_wait_at_once(autojump_clock, pair):
+    """Revoked (or its client left) while the task was busy: the next wait raises, and every one after."""
+    d = make_deadlines()
+    w = Wait(pair[0].fileno())
+    d.expire(w, "revoked")
+    for _ in range(2):
+        with trio.fail_after(1), pytest.raises(Expired) as caught:
+            await d.readable(w, None, "head")
+        assert caught.value.kind == "revoked"
+
+
+async def test_a_deadline_that_lost_the_race_to_readiness_is_dropped(autojump_clock, pair):
+    """A deadline found past in the round its socket became ready woke nobody: the next wait is a
+    wait like any other (it does not fail at once)."""
     d = make_deadlines()
     w = Wait(pair[0].fileno())
     d.expire(w, "idle")
-    with trio.fail_after(1), pytest.raises(Expired) as caught:
-        await d.readable(w, None, "head")
-    assert caught.value.kind == "idle"
+    pair[1].send(b"x")
+    await d.readable(w, None, "head")  # ready: returns, and drops the spent expiry
+    assert w.expired is None
 
 
 @pytest.mark.parametrize(("http", "tick"), [
@@ -265,11 +277,6 @@ async def test_stalled_request_body_gets_408_after_body_idle_timeout(autojump_cl
     assert sandbox.open == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no lingering close after a 408 for a stalled body: the body read's Wait keeps expired = 'body' "
-    "(deadlines.py never clears Wait.expired), so ClientSide.close (client.py, the drain loop after "
-    "io.shutdown(SHUT_WR)) gets Expired('body') from its first io.recv and closes at once, though the "
-    "request body is unread and the answer may still be in flight"))
 async def test_stalled_request_body_408_is_followed_by_a_lingering_close(autojump_clock, make_edge, sandbox):
     """The 408 is an answer before the request body ended: half-close, drain, close (as after a
     sandbox's early answer), so a client that resumes sending is not reset under its answer."""
@@ -416,12 +423,6 @@ async def test_client_leaving_while_the_sandbox_thinks_releases_the_sandbox_at_o
 RACES = 20
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Wait.expired is never cleared: Deadlines.expire (deadlines.py) marks the sandbox connection's "
-    "read Wait 'response' after its task was already woken by the answer; the exchange completes, "
-    "Pool.finish (upstream.py) pools the Upstream with rd.expired still set, and the next request on "
-    "it fails at its first wait (Deadlines._wait raises Expired('response') at once): an instant 504 "
-    "from a sandbox that answers"))
 async def test_answer_arriving_as_its_deadline_passes_leaves_the_pooled_connection_usable(
         mock_clock, make_edge, sandbox):
     edge = await make_edge(response_head_timeout=30)
@@ -441,13 +442,6 @@ async def test_answer_arriving_as_its_deadline_passes_leaves_the_pooled_connecti
     assert statuses == [200] * RACES
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "conn.serve_connection's idle wait (trio's wait_readable on io.fd, not Deadlines._wait) returns "
-    "normally when the request arrives in the same batch as the sweep that expires it, but the sweep "
-    "has set rd.expired = 'idle' and nothing clears it: the request is served, and every later read "
-    "on that connection that has to wait (the rest of a head, a request body, the lingering close) "
-    "raises Expired('idle') at once; h11lane._read_request re-raises it and the connection closes "
-    "without an answer"))
 async def test_request_arriving_as_the_keepalive_deadline_passes_leaves_the_connection_usable(
         mock_clock, make_edge, sandbox):
     edge = await make_edge(keepalive_timeout=60)
