@@ -12,6 +12,8 @@ but only the `TOP_SANDBOXES` busiest are exported, so the label set never grows 
 from __future__ import annotations
 
 import time
+import os
+import resource
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -75,6 +77,13 @@ class Stats:
         self.http_idle_reclaimed = 0
         #: Connections refused for a missing or malformed PROXY header (or from an untrusted peer).
         self.http_proxy_header_errors = 0
+        #: Access-log lines dropped because the sink did not keep up (edge/accesslog.py).
+        self.access_log_dropped = 0
+        #: accept() failures for want of descriptors or memory (edge/accept.py).
+        self.accept_errors = 0
+        #: In a supervisor's sum: its workers' open descriptors and limits (the supervisor's own are added live).
+        self.worker_fds = 0
+        self.worker_max_fds = 0
         #: ACME orders by outcome (edge/tls/acme.py; only the process running the admin API orders).
         self.acme_renewals = {"success": 0, "failure": 0}
         #: TLS handshakes that did not complete, by why: timeout, unrecognized_name, protocol, closed.
@@ -100,6 +109,10 @@ class Stats:
             "http_revoked": self.http_revoked,
             "http_idle_reclaimed": self.http_idle_reclaimed,
             "http_proxy_header_errors": self.http_proxy_header_errors,
+            "access_log_dropped": self.access_log_dropped,
+            "accept_errors": self.accept_errors,
+            "open_fds": open_fds(),
+            "max_fds": max_fds(),
             "tls_handshake_failures": self.tls_handshake_failures,
             "tls_ktls_connections": self.tls_ktls_connections,
         }
@@ -126,9 +139,26 @@ class Stats:
         self.http_revoked += snap.get("http_revoked", 0)
         self.http_idle_reclaimed += snap.get("http_idle_reclaimed", 0)
         self.http_proxy_header_errors += snap.get("http_proxy_header_errors", 0)
+        self.access_log_dropped += snap.get("access_log_dropped", 0)
+        self.accept_errors += snap.get("accept_errors", 0)
+        self.worker_fds += snap.get("open_fds", 0)
+        self.worker_max_fds += snap.get("max_fds", 0)
         self.tls_ktls_connections += snap.get("tls_ktls_connections", 0)
         for reason, n in snap.get("tls_handshake_failures", {}).items():
             self.tls_handshake_failures[reason] = self.tls_handshake_failures.get(reason, 0) + n
+
+
+def open_fds() -> int:
+    """Descriptors this process has open."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir itself opened
+    except OSError:
+        return 0
+
+
+def max_fds() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 0
 
 
 STATS = Stats()
@@ -210,6 +240,14 @@ class _Collector:
         yield CounterMetricFamily("edge_http_proxy_header_errors",
                                   "Connections closed for a missing, malformed or untrusted PROXY header",
                                   value=s.http_proxy_header_errors)
+        yield CounterMetricFamily("edge_access_log_dropped", "Access-log lines dropped: the sink did not keep up",
+                                  value=s.access_log_dropped)
+        yield CounterMetricFamily("edge_accept_errors", "accept() failures for want of descriptors or memory",
+                                  value=s.accept_errors)
+        yield GaugeMetricFamily("edge_open_fds", "Open file descriptors (this process and its workers)",
+                                value=open_fds() + s.worker_fds)
+        yield GaugeMetricFamily("edge_max_fds", "Soft RLIMIT_NOFILE (this process and its workers)",
+                                value=max_fds() + s.worker_max_fds)
         yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
                                   value=s.http_revoked)
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")
