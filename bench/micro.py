@@ -102,6 +102,9 @@ def stages() -> dict:
         "client_ip": b"127.0.0.1",
         "scheme": b"http",
         "upgrade": None,
+        "forwarded_port": b"8080",
+        "via": b"1.1 edge-1a2b3c4d",
+        "new_request_id": lambda: b"0a1b2c3d4e5f-1",
     }
     check = _bind(check_request, values)
 
@@ -120,6 +123,8 @@ def stages() -> dict:
         return rewrite_request()
 
     out_headers = rewrite()
+    if isinstance(out_headers, tuple) and not isinstance(out_headers, list) and hasattr(out_headers, "headers"):
+        out_headers = out_headers.headers  # rewrite_request returns (headers, user_agent, request_id) now
 
     def serialize():
         # _parsed=True, as edge/http/conn.py does: the fields came out of h11's parser, so h11 need

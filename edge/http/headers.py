@@ -128,7 +128,8 @@ def rewrite_request(
 ) -> Rewritten:
     """The header list to send to the sandbox. `host` is the client's Host; `upstream_host` what to send;
     `tokens` the request's `connection_tokens` (the caller has them already); `forwarded_port` the
-    edge listener's port and `via` the edge's Via token (both made once per server, not per request).
+    edge listener's port and `via` the edge's whole Via entry, e.g. b"1.1 edge-1a2b3c4d" (both made
+    once per server, not per request).
 
     X-Request-Id: a client's (visible ASCII, at most 200 characters) is kept, else `new_request_id()`
     makes one; either way the sandbox gets it and the access log names it. X-Forwarded-For is the
@@ -137,21 +138,27 @@ def rewrite_request(
     out = [(b"host", upstream_host)]
     received = forwarded = None
     user_agent = request_id = b""
+    action = _ACTION.get
     for name, value in headers:
-        if name in _DROP_REQUEST or name.startswith(b"proxy-") or name in tokens:
-            if name == b"via":
-                received = value if received is None else received + b", " + value
-            elif name == b"x-forwarded-for" and trusted_peer:
+        what = action(name)
+        if what is None:  # the common case: an end-to-end field, one dict miss
+            if name in tokens or name.startswith(b"proxy-"):
+                continue
+        elif what == _DROP:
+            continue
+        elif what == _USER_AGENT:
+            user_agent = value
+        elif what == _REQUEST_ID:
+            if request_id or not _REQUEST_ID_OK(value):
+                continue  # a second or malformed id is not passed on: ours replaces it
+            request_id = value
+        elif what == _VIA:
+            received = value if received is None else received + b", " + value
+            continue
+        else:  # X-Forwarded-For: kept only to be extended, from a trusted proxy
+            if trusted_peer:
                 forwarded = value if forwarded is None else forwarded + b", " + value
             continue
-        seen = _SEEN.get(name)
-        if seen is not None:
-            if seen == 1:
-                user_agent = value
-            elif request_id or not _REQUEST_ID_OK(value):
-                continue  # a second or malformed id is not passed on: ours replaces it
-            else:
-                request_id = value
         out.append((name, value))
     if not request_id:
         request_id = new_request_id()
@@ -165,13 +172,15 @@ def rewrite_request(
     out.append((b"x-forwarded-port", forwarded_port))
     # RFC 9110 7.6.3: each proxy appends its entry to the Via it received (one field; a list may be
     # split over several lines, which are joined here in order).
-    own = b"1.1 " + via
-    out.append((b"via", own if received is None else received + b", " + own))
+    out.append((b"via", via if received is None else received + b", " + via))
     return Rewritten(out, user_agent, request_id)
 
 
-# Fields read on the way: 1 the user agent, 2 the request id.
-_SEEN = {b"user-agent": 1, b"x-request-id": 2}
+_DROP, _USER_AGENT, _REQUEST_ID, _VIA, _FORWARDED_FOR = range(5)
+# One dict lookup per field decides what happens to it.
+_ACTION = {name: _DROP for name in _DROP_REQUEST}
+_ACTION.update({b"user-agent": _USER_AGENT, b"x-request-id": _REQUEST_ID, b"via": _VIA,
+                b"x-forwarded-for": _FORWARDED_FOR})
 _REQUEST_ID_OK = re.compile(rb"[\x21-\x7e]{1,200}\Z").match
 
 

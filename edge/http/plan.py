@@ -117,7 +117,7 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
         client_ip=ex.client.ip,
         scheme=listener.scheme,
         forwarded_port=listener.port,
-        via=ctx.via,
+        via=ctx.via_entry,
         upgrade=upgrade,
         new_request_id=ctx.new_request_id,
         trusted_peer=ex.client.trusted,

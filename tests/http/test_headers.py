@@ -14,6 +14,7 @@ from edge.http.headers import (
 
 def rewrite_request(headers, **kw):
     """The rewritten list, with a fixed request id for the edge to use when the client sent none."""
+    kw["via"] = b"1.1 " + kw["via"]  # the whole entry, as the server context makes it once
     return headers_mod.rewrite_request(headers, new_request_id=lambda: b"req-1", **kw).headers
 
 
