@@ -26,11 +26,14 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
 import trio
 
+from edge import log as edge_log
+from edge.config import Config
 from edge.metrics import STATS
 
 FIELDS = ("time", "client", "host", "sandbox", "port", "method", "path", "status", "bytes_in", "bytes_out",
@@ -228,3 +231,10 @@ class SharedStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if ACCESS_LOG.append(line):
                 return
         super().emit(record)
+
+
+def setup(config: Config) -> None:
+    """A server process's logging: its messages (edge.log) through the handler that shares stdout
+    with the access log, and the access log in the same format, to `access_log_file`."""
+    edge_log.setup(config.log_format, handler=SharedStdoutHandler(sys.stdout))
+    ACCESS_LOG.configure(fmt=config.log_format, path=config.access_log_file, buffer=config.access_log_buffer)

@@ -1,8 +1,8 @@
-"""Logging: the edge's own messages as JSON lines (or text), on stdout. The access log is
-edge/accesslog.py: one line per request, built and written without the logging module.
+"""Logging: the edge's own messages as JSON lines (or text), on stdout. A leaf: it imports nothing of
+edge. The access log is edge/accesslog.py (one line per request, built and written without the
+logging module); `accesslog.setup(config)` sets up both for a server process.
 
-`setup()` is called once by the CLI (and by each worker). Messages never include a token, cookie or
-Authorization value.
+Messages never include a token, cookie or Authorization value.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import json
 import logging
 import sys
 import time
-
-from edge.accesslog import ACCESS_LOG, SharedStdoutHandler
 
 
 # JSON lines: json.dumps keeps ensure_ascii=True, so U+0085, U+2028 and U+2029 (line breaks to some
@@ -55,12 +53,11 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def setup(fmt: str = "json", level: int = logging.INFO, access_path: str = "-", access_buffer: int = 4 << 20,
-          access: bool = True) -> None:
-    """Messages to stdout in `fmt`; the access log in the same format, to `access_path` (`-`: stdout)."""
-    handler = SharedStdoutHandler(sys.stdout)
+def setup(fmt: str = "json", level: int = logging.INFO, handler: logging.Handler | None = None) -> None:
+    """Messages in `fmt` through `handler` (default: a plain one on stdout). A server process passes
+    edge.accesslog's, which shares stdout with the access log's writer (accesslog.setup)."""
+    handler = handler or logging.StreamHandler(sys.stdout)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    ACCESS_LOG.configure(fmt=fmt, path=access_path, buffer=access_buffer)

@@ -46,6 +46,7 @@ def emit():
 
     def run(fmt: str, **fields) -> str:
         edge_log.setup(fmt)
+        ACCESS_LOG.configure(fmt=fmt)
         f = dict(FIELDS, **fields)
         ACCESS_LOG.take()
         ACCESS_LOG.line(f["client"].encode(), wire(f["host"]), f["sandbox"], f["port"],
@@ -91,6 +92,7 @@ def test_text_message_lines_escape_controls_too(capsys):
     saved = root.handlers[:], root.level, ACCESS_LOG.text
     try:
         edge_log.setup("text")
+        ACCESS_LOG.configure(fmt="text")
         logging.getLogger("edge.test").info("bad packet from %s", "x\ny\u2028z\x85")
         out = capsys.readouterr().out
     finally:
