@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from edge import lifecycle
-from edge import log as edge_log
+from edge import accesslog, lifecycle, rlimit
 from edge.config import Config
 
 
 def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> int:
-    edge_log.setup(config.log_format, access=config.access_log)
+    accesslog.setup(config)
+    rlimit.raise_nofile()
     lifecycle.run(partial(lifecycle.serve, config, http=http, dns=dns, admin=admin))
     return 0
