@@ -218,7 +218,7 @@ class AccessLog:
 ACCESS_LOG = AccessLog()
 
 
-class SharedStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class SharedStdoutHandler(logging.StreamHandler):
     """The edge's other log lines: through the access log's writer while it runs and owns stdout."""
 
     def emit(self, record: logging.LogRecord) -> None:
