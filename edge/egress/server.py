@@ -48,7 +48,7 @@ from edge.egress.policy import Compiled, always_denied, policy_of
 from edge.egress.record import EgressRecord, json_line
 from edge.egress.refusal import EgressDenied, http_forbidden, tls_alert
 from edge.egress.resolve import ResolveError, Resolver
-from edge.egress.sni import NEED_MORE, Hello, NotTls, read_hello
+from edge.egress.sni import NEED_MORE, Hello, read_hello
 from edge.egress.stats import EGRESS
 from edge.errors import ConfigError
 from edge.http.client import SocketTransport
@@ -195,20 +195,13 @@ async def _serve(ctx: EgressContext, sock: socket.socket, rec: EgressRecord) -> 
     ip = ipaddress.ip_address(dst)
 
     # 2. sniff, 3. decide
-    sniffed, form, version = b"", "tcp", 0x0303
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    seen = Sniffed()
     if port in (80, 443) and (policy.needs_name or not policy.decide(None, ip).allowed):
-        sniffed, found = await _sniff(ctx, client, port)
-        if isinstance(found, Head):
-            rec.via, rec.name, form, headers = "host", found.name, "http", found.headers
-        elif isinstance(found, Hello):
-            rec.via, rec.name, form, version = "sni", found.name, "tls", found.version
-        elif isinstance(found, NotTls) and sniffed[:1] == b"\x16":
-            form = "tls"
+        seen = await _sniff(ctx, client, port, rec)
     verdict = policy.decide(rec.name, ip)
     rec.rule = verdict.rule
     if not verdict.allowed:
-        await _refuse(ctx, client, rec, form, headers, version)
+        await _refuse(ctx, client, rec, seen)
         return
 
     # 5. dial
@@ -231,8 +224,10 @@ async def _serve(ctx: EgressContext, sock: socket.socket, rec: EgressRecord) -> 
             refusal = refusal or f"{why} ({address})"
     if not usable:
         assert refusal is not None
+        if port in (80, 443) and not seen.read:
+            seen = await _sniff(ctx, client, port, rec)  # to refuse in a form people can read
         rec.rule = refusal
-        await _refuse(ctx, client, rec, form, headers, version)
+        await _refuse(ctx, client, rec, seen)
         return
     upstream = await _connect(ctx, usable, port, rec)
     if upstream is None:
@@ -244,50 +239,71 @@ async def _serve(ctx: EgressContext, sock: socket.socket, rec: EgressRecord) -> 
     rec.decision = "allow"
     tunnel = _CountedTunnel()
     try:
-        await tunnel.run(ctx.deadlines, client, upstream, sniffed, b"", config.read_size)
+        await tunnel.run(ctx.deadlines, client, upstream, seen.data, b"", config.read_size)
     finally:
         upstream.close()
         rec.bytes_out, rec.bytes_in = tunnel.bytes_up, tunnel.bytes_down
 
 
-async def _sniff(ctx: EgressContext, client: SocketTransport, port: int) -> tuple[bytes, object]:
-    """The bytes read, and what they are: a Head, a Hello, NotHttp/NotTls, or None (the client went
-    quiet for sniff_timeout, or closed, before a whole head or ClientHello)."""
+class Sniffed:
+    """What was read before deciding: the bytes (sent on first when allowed) and the refusal's form:
+    "http" (a 403 page, with the request fields it needs), "tls" (an alert, in the client's
+    version) or "tcp" (a reset)."""
+
+    __slots__ = ("read", "data", "form", "headers", "version")
+
+    def __init__(self) -> None:
+        self.read = False
+        self.data = b""
+        self.form = "tcp"
+        self.headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.version = 0x0303
+
+
+async def _sniff(ctx: EgressContext, client: SocketTransport, port: int, rec: EgressRecord) -> Sniffed:
+    """Read the request head (port 80) or the ClientHello (443), within sniff_timeout; the name it
+    gives goes to `rec`. A client that goes quiet or closes first leaves no name (decided by CIDR)."""
     config = ctx.config
     parse = read_head if port == 80 else read_hello
     deadline = trio.current_time() + config.sniff_timeout
+    seen = Sniffed()
+    seen.read = True
     buf = bytearray()
+    found: object = None
     while True:
         try:
             data = await client.recv(config.read_size, deadline, "head")
         except (Expired, OSError):
-            return bytes(buf), None
+            break
         if not data:
-            return bytes(buf), None
+            break
         buf += data
         found = parse(buf, config.max_sniff_bytes)
         if found is not NEED_MORE:
-            return bytes(buf), found
+            break
+    seen.data = bytes(buf)
+    if isinstance(found, Head):
+        rec.via, rec.name = "host", found.name
+        seen.form, seen.headers = "http", found.headers
+    elif isinstance(found, Hello):
+        rec.via, rec.name = "sni", found.name
+        seen.form, seen.version = "tls", found.version
+    elif seen.data[:1] == b"\x16":
+        seen.form = "tls"
+    return seen
 
 
-async def _refuse(
-    ctx: EgressContext,
-    client: SocketTransport,
-    rec: EgressRecord,
-    form: str,
-    headers: tuple[tuple[bytes, bytes], ...],
-    version: int,
-) -> None:
+async def _refuse(ctx: EgressContext, client: SocketTransport, rec: EgressRecord, seen: Sniffed) -> None:
     rec.decision = "deny"
-    if form == "tcp":
+    if seen.form == "tcp":
         _reset(client.sock)
         return
-    if form == "http":
+    if seen.form == "http":
         assert rec.port is not None
         exc = EgressDenied(rec.sandbox, rec.name or rec.dst or "?", rec.port, rec.rule)
-        answer = http_forbidden(exc, headers)
+        answer = http_forbidden(exc, seen.headers)
     else:
-        answer = tls_alert(version)
+        answer = tls_alert(seen.version)
     try:
         await client.send(answer)
         rec.bytes_in = len(answer)
