@@ -61,7 +61,7 @@ class Grant:
 
     __slots__ = ("headers", "target", "redirect")
 
-    def __init__(self, headers, target: bytes, redirect: tuple[bytes, bytes] | None) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], target: bytes, redirect: tuple[bytes, bytes] | None) -> None:
         self.headers = headers  # without any token header or cookie
         self.target = target  # without the edge_token parameter in any spelling
         self.redirect = redirect  # (Location, Set-Cookie) when the answer is a 303 instead
@@ -94,7 +94,7 @@ def _values(value: bytes, out: list[bytes]) -> None:
             out.append(decoded)
 
 
-def _strip_params(text: bytes, sep: re.Pattern, names: frozenset[bytes], found: list[bytes]) -> bytes | None:
+def _strip_params(text: bytes, sep: re.Pattern[bytes], names: frozenset[bytes], found: list[bytes]) -> bytes | None:
     """`text` without the `name=value` items (a name in `names`) split by `sep`, their values into `found`;
     None when there was none.
 
@@ -164,7 +164,7 @@ def _valid(candidates: list[bytes], token_hash: str) -> bytes | None:
     return None
 
 
-def authorize(sandbox: Sandbox, method: bytes, headers, target: bytes, port: int, secure: bool,
+def authorize(sandbox: Sandbox, method: bytes, headers: list[tuple[bytes, bytes]], target: bytes, port: int, secure: bool,
               host: bytes) -> Grant:
     """Decide on a request to a private sandbox: a Grant, or AccessDenied (403, missing or invalid).
 
@@ -182,10 +182,11 @@ def authorize(sandbox: Sandbox, method: bytes, headers, target: bytes, port: int
             if not value:
                 continue
         kept.append((name, value))
-    link_token = _valid(from_link, sandbox.token_hash)
+    token_hash = sandbox.token_hash or ""  # a private sandbox always has one; "" matches nothing
+    link_token = _valid(from_link, token_hash)
     if link_token is None:
         presented += from_cookies
-        if _valid(presented, sandbox.token_hash) is None:
+        if _valid(presented, token_hash) is None:
             raise AccessDenied(sandbox.id, port, missing=not (presented or from_link))
     elif method in _REDIRECTABLE:
         # RFC 9110 10.2.2: the Location is absolute, built from our own scheme, the routed Host and the

@@ -52,8 +52,8 @@ class RequestHead:
 
     __slots__ = ("method", "target", "version", "headers", "host", "tokens", "length", "end", "keepalive")
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: list, host: bytes,
-                 tokens: frozenset, length: int, end: int) -> None:
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]], host: bytes,
+                 tokens: frozenset[bytes], length: int, end: int) -> None:
         self.method = method
         self.target = target
         self.version = version
@@ -71,7 +71,7 @@ class ResponseHead:
 
     __slots__ = ("status", "start", "headers", "tokens", "length", "end", "keepalive")
 
-    def __init__(self, status: int, start: bytes, headers: list, tokens: frozenset, length: int, end: int,
+    def __init__(self, status: int, start: bytes, headers: list[tuple[bytes, bytes]], tokens: frozenset[bytes], length: int, end: int,
                  keepalive: bool) -> None:
         self.status = status
         self.start = start
@@ -92,7 +92,7 @@ class _Fields:
 
     __slots__ = ("headers", "host", "length", "tokens")
 
-    def __init__(self, headers: list, host: bytes | None, length: int, tokens: frozenset) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], host: bytes | None, length: int, tokens: frozenset[bytes]) -> None:
         self.headers = headers
         self.host = host
         self.length = length
@@ -181,7 +181,7 @@ def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | N
                         keepalive)
 
 
-def request_bytes(method: bytes, target: bytes, headers: list) -> bytes:
+def request_bytes(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The upstream request head: always HTTP/1.1, fields as given (already rewritten and checked)."""
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
@@ -190,7 +190,7 @@ def request_bytes(method: bytes, target: bytes, headers: list) -> bytes:
     return b"".join(parts)
 
 
-def response_bytes(start: bytes, headers: list) -> bytes:
+def response_bytes(start: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The client's response head from its status line and (already rewritten) fields."""
     parts = [start]
     for name, value in headers:

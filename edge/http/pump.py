@@ -99,10 +99,12 @@ async def pump(ctx: ServerContext, ex: Exchange, up: Upstream, event: object) ->
                 continue
             t = type(event)
             if t is h11.Data:
-                ex.bytes_in += len(event.data)  # type: ignore[attr-defined]
-                await _to_upstream(ex, up, conn.send(event))  # type: ignore[arg-type]
+                assert isinstance(event, h11.Data)
+                ex.bytes_in += len(event.data)
+                await _to_upstream(ex, up, conn.send(event))
             elif t is h11.EndOfMessage:
-                await _to_upstream(ex, up, conn.send(event))  # type: ignore[arg-type]
+                assert isinstance(event, h11.EndOfMessage)
+                await _to_upstream(ex, up, conn.send(event))
                 return
             else:  # ConnectionClosed mid-body
                 raise BadRequest("The client closed the connection before the request body ended")

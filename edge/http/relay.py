@@ -77,17 +77,18 @@ async def response_head(ctx: ServerContext, ex: Exchange, up: Upstream) -> h11.R
             if up.reused and not answered:
                 return STALE
             raise UpstreamError(ex.sandbox or "", ex.port or 0, str(exc) or type(exc).__name__) from None
-        t = type(event)
-        if t is h11.Response:
+        if type(event) is h11.Response:
             return event
-        if t is not h11.InformationalResponse:  # ConnectionClosed before any answer
+        if not isinstance(event, h11.InformationalResponse):  # ConnectionClosed before any answer
             if up.reused and not answered:
                 return STALE
             raise UpstreamError(ex.sandbox or "", ex.port or 0, "closed before a response")
         if event.status_code == 101:
             return event
         answered = True
-        await ex.client.io.send(ex.client.h.send(h11.InformationalResponse(
+        client_h = ex.client.h
+        assert client_h is not None
+        await ex.client.io.send(client_h.send(h11.InformationalResponse(
             status_code=event.status_code, headers=rewrite_response(list(event.headers), event.status_code),
             reason=event.reason, _parsed=True)))
 
@@ -98,7 +99,7 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
     if isinstance(event, Stale):
         return event
     status = event.status_code
-    if status == 101:
+    if isinstance(event, h11.InformationalResponse):  # only a 101 comes back as one
         return await tunnel(ctx, ex, up, event)
     client = ex.client
     h = client.h
@@ -119,11 +120,11 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
     length = content_length(response_headers) if threshold else None
     while True:
         try:
-            event = conn.next_event()
+            body_event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             log_broken(ex, exc)
             return CLOSE
-        if event is h11.NEED_DATA:
+        if body_event is h11.NEED_DATA:
             if length is not None and length - ex.bytes_out >= threshold:
                 if pending:
                     await io.send(b"".join(pending))
@@ -147,11 +148,12 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
                 return CLOSE
             conn.receive_data(data)
             continue
-        if type(event) is h11.Data:
-            ex.bytes_out += len(event.data)
-            pending.append(h.send(event))
+        if isinstance(body_event, h11.Data):
+            ex.bytes_out += len(body_event.data)
+            pending.append(h.send(body_event))
         else:  # EndOfMessage (h11 yields ConnectionClosed only after it)
-            pending.append(h.send(event))
+            assert isinstance(body_event, h11.EndOfMessage)
+            pending.append(h.send(body_event))
             await io.send(b"".join(pending))
             return NEXT
 

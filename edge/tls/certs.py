@@ -31,7 +31,7 @@ from datetime import UTC
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from edge.config import Config
 
@@ -68,7 +68,7 @@ def describe(cert_path: Path, key_path: Path, source: str) -> CertInfo:
     """Read the leaf certificate of a PEM chain: the names it serves (SANs, else the CN) and its dates."""
     leaf = x509.load_pem_x509_certificate(cert_path.read_bytes())
     try:
-        sans = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = tuple(n.lower() for n in sans.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         names = tuple(str(a.value).lower() for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
