@@ -87,7 +87,8 @@ class World:
         self._scope: trio.CancelScope | None = None
         self._resolv = Path("/etc/netns") / self.sandbox_ns
 
-    def build(self) -> None:
+    def build(self, exclude: tuple[str, ...] = ()) -> None:
+        """Everything but edge. `exclude`: destinations the ruleset leaves alone (forwarded directly)."""
         lab = self.lab
         lab.link(self.host_ns, "sbx0", self.sandbox_ns, "eth0")
         lab.link(self.host_ns, "net0", self.internet_ns, "up0")
@@ -100,7 +101,13 @@ class World:
         lab.addr(self.internet_ns, "up0", "203.0.113.2/24", *INTERNET_ADDRESSES)
         lab.route(self.internet_ns, "default", "via", "203.0.113.1")
         lab.sh(self.host_ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        lab.sh(self.host_ns, "nft", "-f", "-", input=ruleset(["10.77.0.0/24"], PORT, resolver=(RESOLVER, 53)))
+        lab.sh(
+            self.host_ns,
+            "nft",
+            "-f",
+            "-",
+            input=ruleset(["10.77.0.0/24"], PORT, exclude=exclude, resolver=(RESOLVER, 53)),
+        )
         self._resolv.mkdir(parents=True, exist_ok=True)
         (self._resolv / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:1 attempts:2\n")
         cert, key = self.ca.issue(_cert_names(), "internet")
@@ -177,11 +184,11 @@ def _cert_names() -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def egress_world(folder: Path):
+async def egress_world(folder: Path, exclude: tuple[str, ...] = ()):
     """The world, built; the calling thread inside the host namespace until the block ends."""
     world = World(Lab(), folder)
     try:
-        world.build()
+        world.build(exclude)
         with inside(world.host_ns):
             yield world
     finally:
