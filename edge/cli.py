@@ -9,7 +9,9 @@
                            [--max-connections N | --no-max-connections] [--json]   only the fields named
     edge sandbox list [--json] | show ID [--json] | rm ID
     edge sandbox token ID --rotate [--json]           new traffic access token of a private sandbox, shown once
-    edge host ID PORT                                 the public host for a port (E2B's getHost)
+        (add, update, rm and token return once the running edge serves the change, 2 s at most, and
+         warn when no edge answers or it serves another catalog: [--admin ADDR:PORT] [--no-wait])
+    edge host ID PORT [--url]                         the public host (or URL) for a port (E2B's getHost)
     edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
     edge cert list [--config FILE] [--json]           certificates on disk: domains, names, expiry, source
     edge cert renew DOMAIN [--config FILE] [--admin ADDR:PORT] [--no-wait] [--json]   an ACME order now
@@ -44,9 +46,31 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)  # a flag is spelled whole, never guessed from a prefix
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # for error(): what this parser saw
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        missing = message.partition("arguments are required: ")[2].split(", ") if "required: " in message else []
+        stray = self._stray_option()
+        if stray is not None and any(name and not name.startswith("-") for name in missing):
+            # `edge sandbox add -demo`: argparse takes -demo for an unknown flag, then misses the ID.
+            message = f"{stray!r} is not an option of `{self.prog}`"
+            if "id" in missing or "port" in missing:
+                message += " (a sandbox ID cannot start with '-')"
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _stray_option(self) -> str | None:
+        """The first argument spelled like an option that this parser does not know."""
+        for arg in self._given:
+            if arg == "--":
+                return None
+            name = arg.split("=", 1)[0]
+            if arg.startswith("-") and arg != "-" and name not in self._option_string_actions:
+                return arg
+        return None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -127,12 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     rm = sandbox.add_parser("rm", help="remove a sandbox")
     rm.add_argument("id")
     _common(rm)
+    for write in (add, update, token, rm):
+        write.add_argument("--admin", metavar="ADDR:PORT",
+                           help="the running edge's admin API, asked whether it serves the change"
+                           " (default: admin.listen, 127.0.0.1:8081)")
+        write.add_argument("--no-wait", action="store_true",
+                           help="return once the catalog is written, without asking the running edge")
 
     host = sub.add_parser("host", help="print the public host for a sandbox port")
     host.add_argument("id")
     host.add_argument("port")
     _common(host)
     host.add_argument("--http", metavar="ADDR:PORT", help="the HTTP listener, for its port")
+    host.add_argument("--url", action="store_true", help="print the whole URL, with the public scheme")
 
     status = sub.add_parser("status", help="summary of a running edge (listeners, sandboxes, connections)")
     status.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
@@ -172,7 +203,7 @@ def _load_config(args: argparse.Namespace):
         overrides["log_format"] = args.log_format
     if getattr(args, "no_access_log", False):
         overrides["access_log"] = False
-    if getattr(args, "workers", None):
+    if getattr(args, "workers", None) is not None:  # 0 too: the config says why it is refused
         overrides["workers"] = args.workers
     return config_mod.load(args.config, overrides=overrides)
 
@@ -222,7 +253,7 @@ def _changes(args: argparse.Namespace) -> dict:
 
 def _sandbox(args: argparse.Namespace) -> int:
     from edge.catalog import ops
-    from edge.catalog.store import open_store
+    from edge.catalog.store import open_catalog
 
     cfg = _load_config(args)
     cmd = args.sandbox_command
@@ -233,7 +264,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         validate_mask(args.mask_request_host)
         _limit(args.max_connections)
     changes = _changes(args) if cmd == "update" else {}
-    store = open_store(cfg.catalog_url)
+    store = open_catalog(cfg)
+    written = None  # the catalog version a write made
     try:
         if cmd == "add":
             record, token = ops.add_sandbox(
@@ -261,16 +293,64 @@ def _sandbox(args: argparse.Namespace) -> int:
         elif cmd == "rm":
             if not store.delete(sandbox_id):
                 raise EdgeError(f"no sandbox {sandbox_id!r} in the catalog")
+        if cmd in ("add", "update", "token", "rm"):
+            written = store.version()
     finally:
         store.close()
+    if written is not None and not args.no_wait:
+        warning = _await_served(cfg, written)
+        if warning:
+            print(f"edge: warning: {warning}", file=sys.stderr)
     return 0
+
+
+#: Seconds `edge sandbox add/update/rm/token` waits for the running edge to serve what it wrote.
+SERVE_WAIT = 2.0
+
+
+def _await_served(cfg, version: int) -> str | None:
+    """Wait until the edge on the admin API serves catalog `version` of our catalog; None then, else
+    what is wrong, for a warning (the write itself is done: it is never an error)."""
+    import os
+    import time
+
+    from edge.catalog.store import catalog_location
+
+    ours = catalog_location(cfg.catalog_url)
+    deadline = time.monotonic() + SERVE_WAIT
+    while True:
+        try:
+            doc = _admin_call(cfg, "GET", "/v1/status", timeout=max(0.2, deadline - time.monotonic()))
+        except EdgeError as exc:
+            return (f"the change is in catalog {ours}, but no running edge confirmed it: {exc.message}"
+                    " (it may use another state folder, config or admin address: --admin ADDR:PORT,"
+                    " or --no-wait not to ask)")
+        where = _admin_address(cfg)
+        catalog = doc.get("catalog")
+        if not isinstance(catalog, dict):
+            return f"the edge at {where} does not say which catalog it serves (an older edge?)"
+        theirs = catalog.get("path") or catalog.get("url", "?")
+        same = theirs == ours or (os.path.exists(theirs) and os.path.exists(ours) and os.path.samefile(theirs, ours))
+        if not same:
+            return (f"the change is in catalog {ours}, but the edge at {where} serves catalog {theirs}: it will"
+                    " not see it; use the edge's catalog (its config with --config or EDGE_CONFIG, its"
+                    " EDGE_STATE_DIR, or --catalog)")
+        served = catalog.get("version", 0)
+        if served >= version:
+            return None
+        if time.monotonic() >= deadline:
+            return (f"the edge at {where} still serves catalog version {served} after {SERVE_WAIT:g} s, not yet"
+                    f" {version} with this change; it will within its catalog_poll")
+        time.sleep(0.02)
 
 
 def _host(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     port = validate_port(args.port)
     sandbox = Sandbox(id=validate_id(args.id), address="0.0.0.0")
-    print(sandbox.public_host(port, cfg.domains[0], cfg.http.listen.port))
+    # The public scheme and port: behind a load balancer or a port mapping they are not the listener's.
+    host = sandbox.public_host(port, cfg.domains[0], cfg.public_port, cfg.public_scheme)
+    print(f"{cfg.public_scheme}://{host}/" if args.url else host)
     return 0
 
 
@@ -282,7 +362,13 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(cfg, method: str, path: str) -> dict:
+def _admin_address(cfg) -> str:
+    listen = cfg.admin.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # a wildcard: ask locally
+    return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+
+
+def _admin_call(cfg, method: str, path: str, timeout: float = 10) -> dict:
     """Ask the running edge's admin API (token found as the server finds it); its JSON answer."""
     import urllib.error
     import urllib.request
@@ -293,13 +379,11 @@ def _admin_call(cfg, method: str, path: str) -> dict:
         token, no_token = auth.resolve_token(cfg).value, None  # config, env or the file the server wrote
     except EdgeError as exc:
         token, no_token = "", exc  # said only if the server answers: "not running" comes first
-    listen = cfg.admin.listen
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # a wildcard: ask locally
-    where = f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+    where = _admin_address(cfg)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"http://{where}{path}", headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             doc = json.load(response)
     except urllib.error.HTTPError as exc:
         if exc.code == 401 and no_token is not None:

@@ -220,6 +220,9 @@ class Config:
     access_log: bool = True
     #: HTTP worker processes sharing the HTTP port (SO_REUSEPORT) and the catalog; 1: all in one process.
     workers: int = 1
+    #: The port clients use in sandbox URLs (`edge host`, the 308 to https) when it is not the
+    #: listener's: behind a load balancer or a port mapping. 0: the listener's own port.
+    public_url_port: int = 0
     http: HttpConfig = HttpConfig()
     https: HttpsConfig = HttpsConfig()
     acme: AcmeConfig = AcmeConfig()
@@ -229,6 +232,18 @@ class Config:
     @property
     def catalog_url(self) -> str:
         return self.catalog or f"sqlite:///{self.state_dir / 'catalog.db'}"
+
+    @property
+    def public_scheme(self) -> str:
+        """The scheme of sandbox URLs: https with an HTTPS listener, else http.scheme (a TLS terminator)."""
+        return "https" if self.https.listen is not None else self.http.scheme
+
+    @property
+    def public_port(self) -> int:
+        """The port of sandbox URLs: public_url_port, else the HTTPS listener's, else the HTTP one's."""
+        if self.public_url_port:
+            return self.public_url_port
+        return self.https.listen.port if self.https.listen is not None else self.http.listen.port
 
 
 # --- loading -----------------------------------------------------------------------------------------
@@ -249,10 +264,14 @@ def _convert(value: object, typ: object, key: str) -> object:
         if isinstance(value, bool):
             return value
     elif typ is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{key}: {value!r} is negative; give a number of seconds, 0 or more")
             return float(value)
     elif typ is int:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{key}: {value!r} is negative; give a whole number, 0 or more")
             return value
     elif typ is str:
         if isinstance(value, str):
@@ -272,7 +291,19 @@ def _convert(value: object, typ: object, key: str) -> object:
             return tuple(value)
     elif isinstance(typ, type) and dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
         return _build(typ, value, key + ".")
-    raise ConfigError(f"{key}: {value!r} is not a valid value (expected {getattr(typ, '__name__', typ)})")
+    expected = _EXPECTED.get(typ) or f"a valid value (expected {getattr(typ, '__name__', typ)})"
+    raise ConfigError(f"{key}: {value!r} is not {expected}")
+
+
+#: What a value of each type looks like, for the error naming a value of the wrong type.
+_EXPECTED: dict[object, str] = {
+    Listen: "an address, ADDR:PORT",
+    Path: "a path",
+    bool: "true or false",
+    float: "a number (seconds, 0 or more)",
+    int: "a whole number (0 or more)",
+    str: "a string",
+}
 
 
 def _synthesized(domain: str, value: object, key: str) -> SynthesizedZone:
@@ -358,6 +389,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"http.scheme: {config.http.scheme!r} is not 'http' or 'https'")
     if not 1 <= config.workers <= 256:
         raise ConfigError(f"workers: {config.workers} is not a number from 1 to 256")
+    if not 0 <= config.public_url_port <= 65535:
+        raise ConfigError(f"public_url_port: {config.public_url_port} is not a port (0: the listener's)")
     domains = {normalize_domain(d) for d in config.domains}
     for zone in config.dns.synthesize:
         if normalize_domain(zone.domain) not in domains:

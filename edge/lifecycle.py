@@ -14,15 +14,17 @@ http.shutdown_grace) and sets `drained`, then the nursery is cancelled. Each ser
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import trio
 
-from edge.catalog.store import LiveCatalog, open_store, watch
+from edge.catalog.store import LiveCatalog, open_catalog, watch
 from edge.config import Config
 from edge.errors import EdgeError, first_in_group
 
@@ -33,10 +35,12 @@ Listener = tuple[str, tuple[Any, ...]]
 
 
 async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True,
-                http_listening: list[Listener] | None = None) -> None:
+                http_listening: list[Listener] | None = None,
+                served_versions: Callable[[], list[int]] | None = None) -> None:
     """The catalog watcher and the chosen servers in one nursery, until a signal stops them.
 
-    `http_listening`: HTTP listeners served elsewhere (a supervisor's workers), for /v1/status."""
+    `http_listening`: HTTP listeners served elsewhere (a supervisor's workers), for /v1/status;
+    `served_versions`: the catalog versions those processes serve (the admin API waits for them)."""
     if admin:  # refuse a bad admin setup (no token for a public address) before anything binds
         from edge.admin.auth import server_token
 
@@ -53,7 +57,7 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
 
             own = OwnListeners()  # every listener of this edge: the HTTP server refuses loops to them (508)
             # The catalog: sandboxes for HTTP, ACME challenge values for DNS, the admin API's writes.
-            store = open_store(config.catalog_url)
+            store = open_catalog(config)
             live = LiveCatalog()
             await nursery.start(watch, store, live, config.catalog_poll)
             certs = None  # one CertStore per process: the HTTPS listener, the ACME task, the admin API, metrics
@@ -69,14 +73,14 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
                 serving = partial(serve_http, config, live, stop=stopping, own=own, certs=certs)
                 bound = await nursery.start(serve_until_done, serving, http_done)
                 for kind, addr in bound:  # "http", and "https" when configured
-                    announce(kind, addr)
+                    announce(kind, addr, config.log_format)
                 listening += bound
             if dns:
                 from edge.dns.server import serve as serve_dns
 
                 bound = await nursery.start(serve_dns, config, live)
                 for addr in bound:
-                    announce("dns", addr)
+                    announce("dns", addr, config.log_format)
                     own.add(addr[0], addr[1])
                 listening += [("dns", addr) for addr in bound]
             acme = None
@@ -88,19 +92,31 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
             if admin:
                 from edge.admin.server import serve as serve_admin
 
-                serving_admin = partial(serve_admin, listeners=listening, certs=certs, acme=acme)
+                serving_admin = partial(serve_admin, listeners=listening, certs=certs, acme=acme,
+                                        served_versions=served_versions)
                 bound = await nursery.start(serving_admin, config, store, live)
                 for addr in bound:
-                    announce("admin", addr)
+                    announce("admin", addr, config.log_format)
                     own.add(addr[0], addr[1])
             if acme is not None:  # after DNS is up: the first order may start at once
                 await nursery.start(acme.run)
             logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 
-def announce(kind: str, addr: tuple[Any, ...]) -> None:
+def announce(kind: str, addr: tuple[Any, ...], log_format: str = "text") -> None:
+    """One line per listener, in the log's format: stdout stays one JSON object per line in json mode.
+
+    text: `edge: <kind> listening on <addr>`; json: `{"time", "level", "logger", "message", "event":
+    "listening", "kind", "address"}`, the message being the same words as the text line."""
     host, port = addr[0], addr[1]
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if log_format == "json":
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        doc = {"time": stamp, "level": "info", "logger": "edge", "message": f"{kind} listening on {shown}",
+               "event": "listening", "kind": kind, "address": shown}
+        print(json.dumps(doc, separators=(",", ":")), flush=True)
+        return
     # A fixed, parseable line: "edge: <kind> listening on <addr>"
     print(f"edge: {kind} listening on {shown}", flush=True)
 

@@ -6,8 +6,12 @@ new connections across them, and its own catalog watcher on the shared catalog. 
 DNS and the admin API (one of each is enough, and the admin API must see one consistent picture),
 restarts a worker that dies, and stops them all on SIGINT/SIGTERM.
 
-Metrics: every second each worker writes its counters to a file in a run folder under the state
-folder; the supervisor's /metrics and /v1/status add them to its own.
+Metrics: every second, and at once after each catalog change, each worker writes its counters and
+the catalog version it serves to a file in a run folder under the state folder; the supervisor's
+/metrics and /v1/status add the counters to its own, and its admin API answers a write once every
+worker serves it. A worker that died leaves its last counters behind: the supervisor keeps them
+(`WorkerFiles.retire`) before starting it again, so a total never goes back (Prometheus would read
+a counter going down as a reset).
 
 Port 0 works: the supervisor first binds a SO_REUSEPORT socket to learn a free port (it never
 listens, so it receives nothing) and hands the concrete port to the workers.
@@ -35,6 +39,7 @@ import trio
 
 from edge import lifecycle, metrics
 from edge import log as edge_log
+from edge.catalog.store import LiveCatalog
 from edge.config import Config, Listen
 from edge.errors import ConfigError
 
@@ -62,42 +67,82 @@ def _worker(config: Config, index: int, run_dir: str, ready: Queue[int]) -> None
 
 
 async def _worker_main(config: Config, index: int, run_dir: Path, ready: Queue[int]) -> None:
-    from edge.catalog.store import LiveCatalog, open_store, watch
+    from edge.catalog.store import LiveCatalog, open_catalog, watch
     from edge.http.server import serve as serve_http
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             live = LiveCatalog()
-            await nursery.start(watch, open_store(config.catalog_url), live, config.catalog_poll)
+            await nursery.start(watch, open_catalog(config), live, config.catalog_poll)
             stop = trio.Event()
             done = trio.Event()
             serving = partial(serve_http, config, live, reuse_port=True, stop=stop)
             await nursery.start(lifecycle.serve_until_done, serving, done)
-            nursery.start_soon(_write_snapshots, run_dir / f"worker-{index}.json")
+            nursery.start_soon(_write_snapshots, WorkerFiles.path(run_dir, index), live)
             ready.put(index)
             # Drain like a single-process edge, bounded by http.shutdown_grace, whatever signals follow.
             await lifecycle.stop_on_signal(signals, stop, done, nursery.cancel_scope, second_signal_stops=False)
 
 
-async def _write_snapshots(path: Path) -> None:
+async def _write_snapshots(path: Path, live: LiveCatalog) -> None:
+    """The counters and the catalog version served, every SNAPSHOT_EVERY and right after a swap."""
     tmp = path.with_suffix(".tmp")
+    changed = trio.Event()
+
+    def on_change(old: object, new: object) -> None:
+        changed.set()
+
+    live.on_change(on_change)
     while True:
-        tmp.write_text(json.dumps(metrics.STATS.snapshot()))
+        snap = {**metrics.STATS.snapshot(), "catalog_version": live.snapshot.version}
+        tmp.write_text(json.dumps(snap))
         os.replace(tmp, path)  # atomic: the supervisor never reads half a file
-        await trio.sleep(SNAPSHOT_EVERY)
+        with trio.move_on_after(SNAPSHOT_EVERY):
+            await changed.wait()
+        changed = trio.Event()
 
 
-def _read_snapshots(run_dir: Path) -> Callable[[], list[dict[str, Any]]]:
-    def read() -> list[dict[str, Any]]:
+class WorkerFiles:
+    """The supervisor's side of the run folder: the workers' latest snapshots, plus what workers that
+    died had counted (`retired`), so the sums only grow."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.retired = metrics.Stats()
+
+    @staticmethod
+    def path(run_dir: Path, index: int) -> Path:
+        return run_dir / f"worker-{index}.json"
+
+    def _latest(self) -> list[dict[str, Any]]:
         out = []
-        for f in run_dir.glob("worker-*.json"):
+        for f in self.run_dir.glob("worker-*.json"):
             try:
                 out.append(json.loads(f.read_text()))
             except (OSError, ValueError):
                 pass  # a worker restarting: its next snapshot comes within a second
         return out
 
-    return read
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every running worker's counters, and the retired ones' (metrics.WORKER_SNAPSHOTS reads this)."""
+        return [self.retired.snapshot(), *self._latest()]
+
+    def catalog_versions(self) -> list[int]:
+        """The catalog version each worker serves (from its latest snapshot)."""
+        return [snap.get("catalog_version", 0) for snap in self._latest()]
+
+    def retire(self, index: int) -> None:
+        """Worker `index` is dead: keep its last counts (its open connections and tunnels are gone) and
+        remove its file, before a new worker `index` starts again from zero."""
+        path = self.path(self.run_dir, index)
+        try:
+            last = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # it died before its first snapshot: nothing counted
+        self.retired.add(last)
+        self.retired.http_active_connections = 0
+        self.retired.http_active_tunnels = 0
+        path.unlink(missing_ok=True)
 
 
 def _reserve_port(listen: Listen) -> socket.socket:
@@ -132,7 +177,8 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     ready: Queue[int] = ctx.Queue()
     config.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=config.state_dir) as run_dir:
-        metrics.WORKER_SNAPSHOTS.append(_read_snapshots(Path(run_dir)))
+        files = WorkerFiles(Path(run_dir))
+        metrics.WORKER_SNAPSHOTS.append(files.snapshots)
         procs: list[BaseProcess | None] = [None] * config.workers
 
         def start(i: int) -> None:
@@ -148,17 +194,24 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
                     ready.get(timeout=60)
                 except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
                     raise ConfigError("http workers did not start; see their errors above") from None
-            lifecycle.announce("http", (listen.host, listen.port))
+            lifecycle.announce("http", (listen.host, listen.port), config.log_format)
             listening = [("http", (listen.host, listen.port))]
             if tls_listen is not None:
-                lifecycle.announce("https", (tls_listen.host, tls_listen.port))
+                lifecycle.announce("https", (tls_listen.host, tls_listen.port), config.log_format)
                 listening.append(("https", (tls_listen.host, tls_listen.port)))
             logger.info("%d http workers up", config.workers)
 
             async def supervised() -> None:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_restart_dead, procs, start)
-                    await lifecycle.serve(config, http=False, dns=dns, admin=admin, http_listening=listening)
+                    nursery.start_soon(_restart_dead, procs, start, files)
+                    await lifecycle.serve(
+                        config,
+                        http=False,
+                        dns=dns,
+                        admin=admin,
+                        http_listening=listening,
+                        served_versions=files.catalog_versions,
+                    )
                     nursery.cancel_scope.cancel()
 
             lifecycle.run(supervised)
@@ -176,11 +229,13 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     return 0
 
 
-async def _restart_dead(procs: list[BaseProcess | None], start: Callable[[int], None]) -> None:
-    """A worker that exits on its own is started again (a crash must not shrink the edge for good)."""
+async def _restart_dead(procs: list[BaseProcess | None], start: Callable[[int], None], files: WorkerFiles) -> None:
+    """A worker that exits on its own is started again (a crash must not shrink the edge for good);
+    what it had counted is kept first."""
     while True:
         await trio.sleep(1.0)
         for i, p in enumerate(procs):
             if p is not None and not p.is_alive():
                 logger.error("http worker %d (pid %s) exited with %s; starting it again", i, p.pid, p.exitcode)
+                files.retire(i)
                 start(i)

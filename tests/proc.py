@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,23 @@ import time
 from pathlib import Path
 
 _LISTEN = re.compile(r"^edge: (\w+) listening on (\S+)$")
+
+
+def listening(line: str) -> tuple[str, str] | None:
+    """(kind, address) from a listener's line: `edge: http listening on ADDR` (text log format) or
+    `{"event": "listening", "kind": "http", "address": "ADDR", ...}` (json); None for any other line."""
+    line = line.strip()
+    m = _LISTEN.match(line)
+    if m:
+        return m.group(1), m.group(2)
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and doc.get("event") == "listening":
+            return doc["kind"], doc["address"]
+    return None
 
 
 class EdgeProcess:
@@ -28,9 +46,9 @@ class EdgeProcess:
             if not line:
                 raise RuntimeError("edge exited before listening:\n" + "".join(self.lines))
             self.lines.append(line)
-            m = _LISTEN.match(line.strip())
-            if m:
-                self.listening[m.group(1)] = m.group(2)
+            found = listening(line)
+            if found:
+                self.listening[found[0]] = found[1]
             if "edge is up" in line:
                 return
         self.stop()

@@ -28,8 +28,11 @@ def test_flags_win_over_env_which_wins_over_the_file(tmp_path):
     [
         ("unknown top key", "domian = 'x'\n", "unknown config key domian"),
         ("unknown nested key", "[http]\nkeepalive = 1\n", "unknown config key http.keepalive"),
-        ("wrong type", "[http]\nhead_timeout = 'soon'\n", "http.head_timeout"),
-        ("negative", "[http]\nhead_timeout = -1\n", "http.head_timeout"),
+        ("wrong type", "[http]\nhead_timeout = 'soon'\n", r"^http.head_timeout: 'soon' is not a number \(seconds"),
+        ("negative", "[http]\nhead_timeout = -1\n", "^http.head_timeout: -1 is negative; give a number of seconds, 0"),
+        ("negative count", "[http]\nmax_connections = -1\n", "^http.max_connections: -1 is negative; give a whole"),
+        ("not a boolean", "access_log = 'yes'\n", "^access_log: 'yes' is not true or false$"),
+        ("public port out of range", "public_url_port = 70000\n", "^public_url_port: 70000 is not a port"),
         ("bad listen", "[http]\nlisten = '1.2.3.4'\n", "not ADDR:PORT"),
         ("bad domain", "domains = ['bad domain']\n", "is not a domain name"),
         ("bad toml", "[http\n", "config file"),

@@ -7,6 +7,14 @@ uses) so the two writers keep one set of rules. Store calls are blocking SQLite 
 routes are plain `def`: Starlette runs them in a worker thread (anyio, which runs on trio), and the
 event loop that also serves the HTTP edge never waits on the disk.
 
+Writes are the exception: their routes are `async` and hand the store call to a worker thread
+themselves, because after the commit they must serve the new catalog in this process at once
+(`AdminContext.publish`: `reload()` swaps the live snapshot, whose listeners run in the trio thread),
+so the next request to this edge sees the change instead of a 502 until the next catalog poll. With
+`--workers`, the answer waits (bounded) until every worker serves it too. Each write leaves one line
+on the "edge.admin" logger: who (client address, the token's fingerprint, never the token), what
+(method, the sandbox or name, the fields written).
+
 Auth is a plain ASGI middleware in front of everything but /healthz, so an unauthenticated request
 is refused before its body is read. Every error, whatever raised it (pydantic, Starlette's router,
 the catalog), leaves through `_error()` as `{"code", "message"[, "field", "reason", "errors"]}`.
@@ -14,11 +22,16 @@ the catalog), leaves through `_error()` as `{"code", "message"[, "field", "reaso
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import trio
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -45,8 +58,8 @@ from edge.admin.schemas import (
     StatusOut,
 )
 from edge.catalog import ops
-from edge.catalog.model import challenge_domain
-from edge.catalog.store import LiveCatalog, Store
+from edge.catalog.model import Sandbox, challenge_domain
+from edge.catalog.store import LiveCatalog, Store, catalog_location, reload
 from edge.errors import (
     AcmeNotConfigured,
     CatalogError,
@@ -56,6 +69,12 @@ from edge.errors import (
     ValidationError,
 )
 from edge.tls.renewal import report as certificates_report
+
+log = logging.getLogger("edge.admin")
+
+#: Seconds a write's answer waits for a supervisor's workers to serve the catalog it made (they poll
+#: it every catalog_poll); past it the answer goes anyway: the write is committed.
+PUBLISH_WAIT = 2.0
 
 OPEN_PATHS = frozenset({"/healthz"})
 #: lego's httpreq DNS provider authenticates with HTTP Basic: there, the admin token as the password works too.
@@ -81,6 +100,38 @@ class AdminContext:
     certs: Any = None
     #: The ACME task (edge.tls.acme.Acme) when `acme.directory` is set; it runs in this process.
     acme: Any = None
+    #: The catalog's URL: /v1/status reports it with the file it names, so `edge sandbox` can tell
+    #: whether it wrote the catalog this edge serves.
+    catalog_url: str = ""
+    #: The catalog versions other processes of this edge serve (a supervisor's HTTP workers).
+    served_versions: Callable[[], list[int]] | None = None
+
+    @property
+    def token_id(self) -> str:
+        """A short fingerprint of the admin token for the log: which token, never the token itself."""
+        return "sha256:" + hashlib.sha256(self.token.encode()).hexdigest()[:8]
+
+    def catalog(self) -> dict:
+        """The /v1/status `catalog`: its URL, its file, and the version every process of this edge serves."""
+        own = self.live.snapshot.version
+        version = min([own, *self.served_versions()]) if self.served_versions is not None else own
+        path = catalog_location(self.catalog_url) if self.catalog_url else None
+        return {"url": self.catalog_url, "path": path, "version": version}
+
+    async def publish(self) -> None:
+        """After a write: serve the catalog as it is now in this process at once; with workers, wait
+        (at most PUBLISH_WAIT) until each of them serves it too."""
+        try:
+            await reload(self.store, self.live)
+        except CatalogError as exc:  # committed, just not read back: the watcher's next poll will
+            log.warning("catalog written but not read back: %s", exc.message)
+            return
+        if self.served_versions is None:
+            return
+        written = self.live.snapshot.version
+        with trio.move_on_after(PUBLISH_WAIT):
+            while min(self.served_versions(), default=written) < written:
+                await trio.sleep(0.01)
 
     def certificates(self) -> dict:
         """The GET /v1/certs document (edge.tls.renewal.report)."""
@@ -174,6 +225,28 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal_error", "internal error; see the server log")
+
+
+# --- the change log -----------------------------------------------------------------------------------
+
+#: What a PUT writes: every field (those left out get their defaults).
+SANDBOX_FIELDS = ("address", "public", "mask_request_host", "max_connections")
+
+
+def _fields(record: Sandbox, names: Iterable[str], token: str | None) -> str:
+    """`address="10.0.0.7" public=false ...`: the fields written, as stored (JSON values); never a token."""
+    parts = [f"{name}={json.dumps(getattr(record, name))}" for name in names]
+    if token:
+        parts.append("new traffic access token")
+    return " ".join(parts) or "nothing"
+
+
+def _audit(request: Request, method: str, what: str, detail: str) -> None:
+    """One line per change: what changed, and who asked: the client's address and a fingerprint of the
+    token it presented (which token, after the admin token was changed; never the token)."""
+    client = request.client
+    who = f"{client.host}:{client.port}" if client is not None else "an unknown client"
+    log.info("change: %s %s: %s; by %s with token %s", method, what, detail, who, _ctx(request).token_id)
 
 
 # --- auth ---------------------------------------------------------------------------------------------
@@ -345,8 +418,12 @@ def create_app(ctx: AdminContext) -> FastAPI:
         " `traffic_access_token`, shown in this response only. One that was private already keeps its token"
         " (rotate it with POST .../token).",
     )
-    def put_sandbox(id: SandboxId, body: SandboxIn, request: Request) -> Response:
-        return written(*ops.put_sandbox(_ctx(request).store, id, **body.model_dump()))
+    async def put_sandbox(id: SandboxId, body: SandboxIn, request: Request) -> Response:
+        ctx = _ctx(request)
+        record, token = await trio.to_thread.run_sync(partial(ops.put_sandbox, ctx.store, id, **body.model_dump()))
+        _audit(request, "PUT", f"sandbox {record.id}", _fields(record, SANDBOX_FIELDS, token))
+        await ctx.publish()
+        return written(record, token)
 
     @api(
         "PATCH",
@@ -362,8 +439,13 @@ def create_app(ctx: AdminContext) -> FastAPI:
         " concurrent patches of different fields all land. `{\"public\": false}` on a public sandbox answers"
         " its new `traffic_access_token`, shown this once; `{\"public\": true}` forgets the token.",
     )
-    def patch_sandbox(id: SandboxId, body: SandboxPatch, request: Request) -> Response:
-        return written(*ops.update_sandbox(_ctx(request).store, id, body.changes()))
+    async def patch_sandbox(id: SandboxId, body: SandboxPatch, request: Request) -> Response:
+        ctx = _ctx(request)
+        changes = body.changes()
+        record, token = await trio.to_thread.run_sync(ops.update_sandbox, ctx.store, id, changes)
+        _audit(request, "PATCH", f"sandbox {record.id}", _fields(record, changes, token))
+        await ctx.publish()
+        return written(record, token)
 
     @api("GET", "/v1/sandboxes", response_model=list[SandboxOut], responses=_STORE, summary="List sandboxes")
     def list_sandboxes(request: Request) -> Response:
@@ -390,9 +472,12 @@ def create_app(ctx: AdminContext) -> FastAPI:
         responses={**_MISSING, 422: _INVALID[422], **_STORE},
         summary="Remove a sandbox",
     )
-    def delete_sandbox(id: SandboxId, request: Request) -> Response:
-        if not _ctx(request).store.delete(id):
+    async def delete_sandbox(id: SandboxId, request: Request) -> Response:
+        ctx = _ctx(request)
+        if not await trio.to_thread.run_sync(ctx.store.delete, id):
             raise SandboxNotFound(id)
+        _audit(request, "DELETE", f"sandbox {id}", "removed")
+        await ctx.publish()
         return Response(status_code=204)
 
     @api(
@@ -404,15 +489,19 @@ def create_app(ctx: AdminContext) -> FastAPI:
         description="The old token stops working on every edge within a catalog poll. A public sandbox is"
         ' 409 `sandbox_public`: make it private with PATCH {"public": false}.',
     )
-    def rotate_token(id: SandboxId, request: Request) -> Response:
-        record, token = ops.rotate_token(_ctx(request).store, id)
+    async def rotate_token(id: SandboxId, request: Request) -> Response:
+        ctx = _ctx(request)
+        record, token = await trio.to_thread.run_sync(ops.rotate_token, ctx.store, id)
+        _audit(request, "POST", f"sandbox {record.id}", "new traffic access token (the old one stops)")
+        await ctx.publish()
         return JSONResponse({**record.to_json(), "traffic_access_token": token})
 
     @api("GET", "/v1/status", response_model=StatusOut, summary="What `edge status` prints")
     async def get_status(request: Request) -> Response:
         ctx = _ctx(request)
         doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started,
-                           certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [])
+                           certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [],
+                           catalog=ctx.catalog())
         return JSONResponse(doc)
 
     # --- certificates and ACME challenges (edge/tls/README.md) ----------------------------------------
@@ -441,6 +530,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
             raise AcmeNotConfigured()
         requested = time.time()
         state = ctx.acme.request_renewal(domain)
+        _audit(request, "POST", f"certificate {state.domain}", "renewal requested")
         return JSONResponse({"domain": state.domain, "requested_at": requested, "acme": state.to_json()},
                             status_code=202)
 
@@ -458,9 +548,11 @@ def create_app(ctx: AdminContext) -> FastAPI:
         " domain), beside other values there, for an hour at most, on every edge sharing the catalog."
         + _challenge_docs,
     )
-    def present(body: ChallengeIn, request: Request) -> Response:
+    async def present(body: ChallengeIn, request: Request) -> Response:
         ctx = _ctx(request)
-        held = ops.present_challenge(ctx.store, ctx.domains, body.fqdn, body.value)
+        held = await trio.to_thread.run_sync(ops.present_challenge, ctx.store, ctx.domains, body.fqdn, body.value)
+        _audit(request, "POST", f"challenge {held.fqdn}", "TXT value presented")
+        await ctx.publish()
         return JSONResponse({"fqdn": held.fqdn, "value": held.value, "expires_at": held.expires_at, "removed": None})
 
     @api(
@@ -473,10 +565,13 @@ def create_app(ctx: AdminContext) -> FastAPI:
         description="A value that is not there (removed already, or expired) is not an error: `removed` says"
         " which." + _challenge_docs,
     )
-    def cleanup(body: ChallengeIn, request: Request) -> Response:
+    async def cleanup(body: ChallengeIn, request: Request) -> Response:
         ctx = _ctx(request)
-        removed = ops.cleanup_challenge(ctx.store, ctx.domains, body.fqdn, body.value)
+        removed = await trio.to_thread.run_sync(ops.cleanup_challenge, ctx.store, ctx.domains, body.fqdn, body.value)
         name, _ = challenge_domain(body.fqdn, ctx.domains)
+        if removed:
+            _audit(request, "POST", f"challenge {name}", "TXT value removed")
+            await ctx.publish()
         return JSONResponse({"fqdn": name, "value": body.value, "expires_at": None, "removed": removed})
 
     @api(

@@ -206,6 +206,13 @@ class SandboxCounts(BaseModel):
     catalog_version: int
 
 
+class CatalogOut(BaseModel):
+    url: str = Field(description="The catalog URL this edge reads.")
+    path: str | None = Field(description="The file it names, absolute, symlinks resolved.")
+    version: int = Field(description="The catalog version every process of this edge serves (with workers: the"
+                         " lowest); a write is served once this reaches the version it made.")
+
+
 class Busy(BaseModel):
     id: str
     requests: int
@@ -311,6 +318,7 @@ class StatusOut(BaseModel):
     requests: dict[str, int] = Field(description="HTTP requests answered by the edge, by status class.")
     busiest: list[Busy] = Field(description="The sandboxes with the most requests, busiest first.")
     certificates: list[CertDomainOut] = Field(description="Per configured domain: its certificate and ACME state.")
+    catalog: CatalogOut
 
 
 class Health(BaseModel):

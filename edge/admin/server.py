@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -33,11 +33,13 @@ async def serve(
     listeners: Iterable[tuple[str, tuple]] = (),
     certs=None,
     acme=None,
+    served_versions: Callable[[], list[int]] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status;
     `certs`: the process's edge.tls.certs.CertStore, `acme`: its edge.tls.acme.Acme task (either may
-    be None), for /v1/certs, the certificate renewals and /v1/status."""
+    be None), for /v1/certs, the certificate renewals and /v1/status; `served_versions`: the catalog
+    versions other processes serve (a supervisor's workers): a write is answered once they serve it."""
     token = server_token(config)
     shown = [(kind, _show(addr)) for kind, addr in listeners]
     # FastAPI, pydantic and hypercorn take about half a second to import: do it in a worker thread so
@@ -47,7 +49,7 @@ async def serve(
     )
     ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown,
                            max_body=config.admin.max_body_bytes, domains=tuple(config.domains), certs=certs,
-                           acme=acme)
+                           acme=acme, catalog_url=config.catalog_url, served_versions=served_versions)
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()

@@ -25,8 +25,10 @@ def build(
     uptime: float,
     busiest: int = BUSIEST,
     certificates: list | None = None,
+    catalog: dict | None = None,
 ) -> dict:
-    """`certificates`: the `domains` part of edge.tls.renewal.report (per domain: certificate, ACME state)."""
+    """`certificates`: the `domains` part of edge.tls.renewal.report (per domain: certificate, ACME state);
+    `catalog`: `{"url", "path", "version"}`, the version being the lowest any process of this edge serves."""
     top = sorted(stats.sandbox_requests.items(), key=lambda kv: (-kv[1], kv[0]))[:busiest]
     private = sum(1 for s in snapshot.by_id.values() if not s.public)
     return {
@@ -38,6 +40,7 @@ def build(
         "requests": {("none" if i == 0 else f"{i}xx"): n for i, n in enumerate(stats.http_requests)},
         "busiest": [{"id": sandbox_id, "requests": n} for sandbox_id, n in top],
         "certificates": list(certificates or []),
+        "catalog": catalog or {"url": "", "path": None, "version": snapshot.version},
     }
 
 
@@ -53,6 +56,10 @@ def format_text(doc: dict) -> str:
         f"sandboxes:   {sb.get('total', '?')} ({sb.get('private', '?')} private), catalog version"
         f" {sb.get('catalog_version', '?')}"
     )
+    catalog = doc.get("catalog") or {}
+    if catalog:
+        lines.append(f"catalog:     {catalog.get('path') or catalog.get('url', '?')}, version"
+                     f" {catalog.get('version', '?')} served")
     lines.append(f"connections: {doc.get('active_connections', '?')} open")
     lines.append(f"tunnels:     {doc.get('active_tunnels', '?')} open")
     req = doc.get("requests", {})

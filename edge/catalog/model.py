@@ -142,10 +142,12 @@ class Sandbox:
         del doc["token_hash"]
         return doc
 
-    def public_host(self, port: int, domain: str, http_port: int | None = None) -> str:
-        """The host clients use for `port` (E2B's getHost): `<port>-<id>.<domain>[:<http_port>]`."""
+    def public_host(self, port: int, domain: str, public_port: int | None = None, scheme: str = "http") -> str:
+        """The host clients use for `port` (E2B's getHost): `<port>-<id>.<domain>[:<public_port>]`, the
+        port left out when it is the scheme's own (80 for http, 443 for https)."""
         host = f"{port}-{self.id}.{domain}"
-        return host if http_port in (None, 80, 443) else f"{host}:{http_port}"
+        default = 443 if scheme == "https" else 80
+        return host if public_port in (None, default) else f"{host}:{public_port}"
 
 
 #: The name ACME DNS-01 validates: `_acme-challenge.<name>` (RFC 8555 section 8.4).

@@ -6,17 +6,26 @@ every `poll` seconds (in a worker thread, so a slow disk never stalls the event 
 moved, loads the whole catalog and swaps the snapshot in one assignment. A request takes
 `live.snapshot` once and uses that: no lock, no query on the hot path, and a change made by any
 process is seen within one poll interval.
+
+The admin API does not wait for the poll: after its write commits it calls `reload()` itself, so the
+next request to the same edge sees the change. Two readers of one store may then finish out of
+order (the watcher's read began before the write, the API's after it); `reload()` is the one place
+that settles it: a snapshot read while another swap happened, and not newer than what that swap
+put in, is dropped. A catalog restored from a backup (its version went down) is still taken: nothing else
+was swapped while it was read.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from edge.catalog.model import Challenge, Sandbox, Snapshot
+from edge.config import Config
 from edge.errors import CatalogError, ConfigError
 
 log = logging.getLogger("edge.catalog")
@@ -36,27 +45,51 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str) -> Store:
-    """Open the store a catalog URL names: `sqlite:///ABSOLUTE/PATH` (or `sqlite://RELATIVE`)."""
+def catalog_path(url: str) -> Path:
+    """The file a catalog URL names: `sqlite:///abs/path` -> /abs/path, `sqlite://rel/path` -> rel/path."""
     if url.startswith("sqlite://"):
-        from edge.catalog.sqlite import SqliteStore
-
-        # sqlite:///abs/path -> "/abs/path"; sqlite://rel/path -> "rel/path"
-        return SqliteStore(url[len("sqlite://") :])
+        rest = url[len("sqlite://") :]
+        return Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)  # sqlite:////x is /x too
     raise ConfigError(f"catalog: {url!r} is not a supported catalog URL (sqlite:///PATH)")
+
+
+def catalog_location(url: str) -> str:
+    """The catalog's file as an absolute path with symlinks resolved: two processes compare these to
+    know whether they use one catalog (a relative URL depends on each one's working folder)."""
+    return str(catalog_path(url).resolve())
+
+
+def open_store(url: str, *, create_folder: bool = False) -> Store:
+    """Open the store a catalog URL names: `sqlite:///ABSOLUTE/PATH` (or `sqlite://RELATIVE`).
+
+    The file is created if missing, but its folder must exist unless `create_folder` (the default
+    catalog, in the state folder): a typo in a named path is an error, not a new empty catalog."""
+    path = catalog_path(url)
+    if not create_folder and not path.parent.is_dir():
+        raise ConfigError(f"catalog: folder {path.parent} does not exist (catalog {url}); create it, or fix the path")
+    from edge.catalog.sqlite import SqliteStore
+
+    return SqliteStore(path)
+
+
+def open_catalog(config: Config) -> Store:
+    """The catalog `config` names. Only the default one (in the state folder) gets its folder made."""
+    return open_store(config.catalog_url, create_folder=not config.catalog)
 
 
 class LiveCatalog:
     """The snapshot the servers read: `live.snapshot`, one attribute read per request.
 
-    A new snapshot comes only through `swap()` (watch() or a test), which then tells the listeners
-    registered with `on_change` (the HTTP server cuts what a change revokes), in the same trio thread.
+    A new snapshot comes only through `swap()` (`reload()`, from watch() or the admin API, or a test),
+    which then tells the listeners registered with `on_change` (the HTTP server cuts what a change
+    revokes), in the same trio thread. `swaps` counts them: `reload()` uses it to tell a stale read.
     """
 
-    __slots__ = ("snapshot", "_listeners")
+    __slots__ = ("snapshot", "swaps", "_listeners")
 
     def __init__(self, snapshot: Snapshot | None = None) -> None:
         self.snapshot = snapshot or Snapshot()
+        self.swaps = 0
         self._listeners: list[Callable[[Snapshot, Snapshot], None]] = []
 
     def on_change(self, listener: Callable[[Snapshot, Snapshot], None]) -> None:
@@ -65,23 +98,37 @@ class LiveCatalog:
 
     def swap(self, new: Snapshot) -> None:
         old, self.snapshot = self.snapshot, new
+        self.swaps += 1
         for listener in self._listeners:
             listener(old, new)
+
+
+async def reload(store: Store, live: LiveCatalog) -> bool:
+    """Read the whole store (in a worker thread) and serve it; False when the read came back stale.
+
+    Stale: another reload swapped in a snapshot while this one was being read, and that one is as new
+    or newer (the watcher's poll racing the admin API's write). Never going back to it is what makes
+    a change the API answered for stay visible. Only here, so there is one rule for every reader."""
+    before = live.swaps
+    new = await trio.to_thread.run_sync(store.snapshot)
+    if live.swaps != before and new.version <= live.snapshot.version:
+        return False
+    live.swap(new)
+    return True
 
 
 async def watch(
     store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
     """Keep `live.snapshot` equal to the store's contents, checking every `poll` seconds."""
-    live.swap(await trio.to_thread.run_sync(store.snapshot))
+    await reload(store, live)
     task_status.started()
     failing = False
     while True:
         await trio.sleep(poll)
         try:
             version = await trio.to_thread.run_sync(store.version)
-            if version != live.snapshot.version:
-                live.swap(await trio.to_thread.run_sync(store.snapshot))
+            if version != live.snapshot.version and await reload(store, live):
                 log.debug("catalog reloaded: version %d, %d sandboxes", version, len(live.snapshot))
             if failing:
                 log.warning("catalog readable again")

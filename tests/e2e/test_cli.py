@@ -157,6 +157,16 @@ def test_catalog_flag_and_env_var_choose_the_catalog(env, tmp_path):
     assert (tmp_path / "other.db").exists()
 
 
+def test_a_named_catalog_in_a_missing_folder_is_refused_and_not_created(env, tmp_path):
+    """--catalog naming a folder that does not exist: exit 1 naming it; the folder is not made (a typo
+    would otherwise be a new, empty catalog the server never reads)."""
+    folder = tmp_path / "nonexistent" / "dir"
+    res = edge_cli(["sandbox", "add", "x", "--address", "127.0.0.2", "--catalog", f"sqlite://{folder}/c.db"], env)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"edge: error: catalog: folder {folder} does not exist")
+    assert not (tmp_path / "nonexistent").exists()
+
+
 def test_host_prints_the_public_host_for_a_port(env):
     """`edge host ID PORT` prints <port>-<id>.<domain>:<http port>, like E2B's getHost."""
     res = edge_cli(["host", "i62mff4ahtrdfdkyn2esc", "3000"], env)
@@ -174,6 +184,12 @@ def test_host_prints_the_public_host_for_a_port(env):
         ("address not an IP", ["sandbox", "add", "demo", "--address", "example.com"], "is not an IP address"),
         ("unknown flag", ["sandbox", "list", "--bogus"], "unrecognized arguments"),
         ("abbreviated flag", ["sandbox", "add", "demo", "--addr", "127.0.0.2"], "required: --address"),
+        ("id spelled like a flag", ["sandbox", "add", "-demo", "--address", "127.0.0.2"],
+         "edge sandbox add: error: '-demo' is not an option of `edge sandbox add` (a sandbox ID cannot start with '-')"),
+        ("catalog in a missing folder", ["sandbox", "add", "x", "--address", "127.0.0.2", "--catalog",
+                                         "sqlite:///nonexistent/dir/c.db"], "catalog: folder /nonexistent/dir does not"),
+        ("zero workers", ["serve", "--workers", "0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin",
+                          "127.0.0.1:0"], "edge: error: workers: 0 is not a number from 1 to 256"),
         ("port out of range", ["host", "demo", "70000"], "is not a port number"),
         ("port zero", ["host", "demo", "0"], "is not a port number"),
         ("bad mask", ["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "a b"], "mask_request_host"),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.proc import listening
+
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
@@ -35,8 +37,9 @@ class EdgeDns:
             if not line:
                 break
             self.output += line
-            if line.startswith("edge: dns listening on "):
-                self.port = int(line.rsplit(":", 1)[1])
+            found = listening(line)  # `edge: dns listening on ADDR`, or its JSON form (the default log format)
+            if found and found[0] == "dns":
+                self.port = int(found[1].rsplit(":", 1)[1])
                 return
         self.stop()
         raise RuntimeError("edge dns did not start:\n" + self.output)

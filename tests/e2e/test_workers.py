@@ -162,3 +162,70 @@ async def test_workers_serve_https_on_one_shared_port(tmp_path, nursery):
         assert len(_workers(proc.pid)) == 2
     finally:
         proc.stop()
+
+
+def _requests_total(admin_port: int) -> float:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                     headers={"Authorization": "Bearer admin-test-token"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "edge_http_requests_total")
+
+
+async def test_counters_never_go_back_when_workers_restart(workers):
+    """Both workers killed and started again: edge_http_requests_total keeps what they had counted
+    (Prometheus reads a counter that goes down as a reset)."""
+    proc, backend = workers
+    url = f"http://{backend.port}-multi.sandbox.localhost:{proc.port()}/echo"
+    for _ in range(12):
+        await curl(url)
+    await trio.sleep(1.5)  # workers hand their counters over every second
+    before = await trio.to_thread.run_sync(_requests_total, proc.port("admin"))
+    assert before >= 12
+    victims = _workers(proc.pid)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    with trio.fail_after(15):
+        while len(now := _workers(proc.pid)) != 2 or set(now) & set(victims):
+            await trio.sleep(0.2)
+    await trio.sleep(1.5)  # the new workers' first snapshots are in
+    assert await trio.to_thread.run_sync(_requests_total, proc.port("admin")) >= before
+    await curl(url)
+    await trio.sleep(1.5)
+    assert await trio.to_thread.run_sync(_requests_total, proc.port("admin")) >= before + 1
+
+
+async def test_an_admin_write_is_served_by_every_worker_when_it_is_answered(tmp_path, nursery):
+    """With --workers 2 and catalog_poll 1 s, a PUT's answer waits until both workers serve the sandbox:
+    requests right after it, on fresh connections (either worker), all get it; so does `edge sandbox add`."""
+    import httpx
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text("catalog_poll = 1.0\n")
+    env = edge_env(tmp_path, EDGE_ADMIN_TOKEN="admin-test-token")
+    backend = await Backend("w").start(nursery, "127.0.0.2")
+    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
+        ["serve", "--config", str(conf), "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
+         "--no-access-log"], env, timeout=60))
+    admin = f"127.0.0.1:{proc.port('admin')}"
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{admin}",
+                                     headers={"Authorization": "Bearer admin-test-token"}) as c:
+            for i in range(3):
+                assert (await c.put(f"/v1/sandboxes/p{i}", json={"address": "127.0.0.2"})).status_code == 200
+                for _ in range(6):
+                    res = await curl("-o", "/dev/null", "-w", "%{http_code}",
+                                     f"http://{backend.port}-p{i}.sandbox.localhost:{proc.port()}/echo")
+                    assert res.stdout == b"200", i
+        res = await trio.to_thread.run_sync(
+            edge_cli, ["sandbox", "add", "cli", "--address", "127.0.0.2", "--admin", admin], env)
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        for _ in range(6):
+            res = await curl("-o", "/dev/null", "-w", "%{http_code}",
+                             f"http://{backend.port}-cli.sandbox.localhost:{proc.port()}/echo")
+            assert res.stdout == b"200"
+    finally:
+        proc.stop()
