@@ -129,30 +129,22 @@ def _handshake_reason(exc: BaseException) -> str:
 
 async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, stop: trio.Event | None = None,
                 own: OwnListeners | None = None, certs: CertStore | None = None,
-                sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
-                drain: trio.Event | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled, or until `stop` is set: then drain gracefully and return.
 
     Reports [(kind, (host, port)), ...] for every listener bound ("http", "https").
     `own` collects the edge's listening addresses (a request to one of them is a loop: 508); the
     caller adds the admin and DNS listeners it binds later. Without it, the configured ones count.
-    `certs` is the certificate store for HTTPS (made here when not given).
-    `sockets`: (HTTP, HTTPS) listening sockets bound by a supervisor and shared by its workers, used
-    instead of binding; closing this process's copies on stop leaves them listening for the others.
-    `drain`: set before `stop` for a deploy (reload, upgrade): exchanges, streams and tunnels then get
-    http.drain_timeout instead of http.shutdown_grace."""
-    if sockets is not None:
-        listeners, tls_listeners = list(sockets[0]), list(sockets[1])
-    else:
-        listeners = open_listeners(config.http.listen, reuse_port=reuse_port)
-        tls_listeners = []
-        try:
-            if config.https.listen is not None:
-                tls_listeners = open_listeners(config.https.listen, reuse_port=reuse_port, what="https")
-        except BaseException:
-            for sock in listeners:
-                sock.close()
-            raise
+    `certs` is the certificate store for HTTPS (made here when not given)."""
+    listeners = open_listeners(config.http.listen, reuse_port=reuse_port)
+    tls_listeners: list[socket.socket] = []
+    try:
+        if config.https.listen is not None:
+            tls_listeners = open_listeners(config.https.listen, reuse_port=reuse_port, what="https")
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
     if own is None:
         own = OwnListeners()
     for listen in (config.dns.listen, config.admin.listen):
@@ -210,9 +202,9 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                     trio.lowlevel.notify_closing(sock)
                     sock.close()
                 ctx.drain()
-                grace = config.http.drain_timeout if drain is not None and drain.is_set() else config.http.shutdown_grace
-                logger.info("http: draining %d connections for up to %.1f s", STATS.http_active_connections, grace)
-                handlers.cancel_scope.deadline = trio.current_time() + grace
+                logger.info("http: draining %d connections for up to %.1f s",
+                            STATS.http_active_connections, config.http.shutdown_grace)
+                handlers.cancel_scope.deadline = trio.current_time() + config.http.shutdown_grace
             nursery.cancel_scope.cancel()
     finally:
         ctx.pool.close_all()
