@@ -88,6 +88,8 @@ def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> Non
     p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
     p.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument("--access-log", metavar="PATH",
+                   help="access lines to this file (append; reopened on SIGUSR1); - is stdout (default)")
     if with_workers:
         p.add_argument("--workers", type=_whole, metavar="N", help="HTTP worker processes sharing the port (default 1)")
 
@@ -203,6 +205,8 @@ def _load_config(args: argparse.Namespace):
         overrides["log_format"] = args.log_format
     if getattr(args, "no_access_log", False):
         overrides["access_log"] = False
+    if getattr(args, "access_log", None):
+        overrides["access_log_file"] = args.access_log
     if getattr(args, "workers", None) is not None:  # 0 too: the config says why it is refused
         overrides["workers"] = args.workers
     return config_mod.load(args.config, overrides=overrides)

@@ -52,6 +52,10 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, signals, stopping, http_done, nursery.cancel_scope)
+            if http and config.access_log:  # the batch writer of the access log (edge/accesslog.py)
+                from edge.accesslog import ACCESS_LOG
+
+                await nursery.start(ACCESS_LOG.run)
             listening: list[Listener] = list(http_listening or [])  # for the admin API's /v1/status
             from edge.http.loop import OwnListeners
 

@@ -37,8 +37,7 @@ from typing import Any
 
 import trio
 
-from edge import lifecycle, metrics
-from edge import log as edge_log
+from edge import accesslog, lifecycle, metrics, rlimit
 from edge.catalog.store import LiveCatalog
 from edge.config import Config, Listen
 from edge.errors import ConfigError
@@ -59,7 +58,8 @@ def _die_with_parent() -> None:
 
 def _worker(config: Config, index: int, run_dir: str, ready: Queue[int]) -> None:
     _die_with_parent()
-    edge_log.setup(config.log_format, access=config.access_log)
+    accesslog.setup(config)
+    rlimit.raise_nofile(quiet=True)
     try:
         trio.run(_worker_main, config, index, Path(run_dir), ready)
     except KeyboardInterrupt:
@@ -74,6 +74,10 @@ async def _worker_main(config: Config, index: int, run_dir: Path, ready: Queue[i
         async with trio.open_nursery() as nursery:
             live = LiveCatalog()
             await nursery.start(watch, open_catalog(config), live, config.catalog_poll)
+            if config.access_log:  # each worker batches its own lines (O_APPEND keeps them whole)
+                from edge.accesslog import ACCESS_LOG
+
+                await nursery.start(ACCESS_LOG.run)
             stop = trio.Event()
             done = trio.Event()
             serving = partial(serve_http, config, live, reuse_port=True, stop=stop)
@@ -156,7 +160,8 @@ def _reserve_port(listen: Listen) -> socket.socket:
 
 def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
-    edge_log.setup(config.log_format, access=config.access_log)
+    accesslog.setup(config)
+    rlimit.raise_nofile()
     try:
         reserved = _reserve_port(config.http.listen)
     except OSError as exc:
