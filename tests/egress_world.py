@@ -170,10 +170,15 @@ class World:
     async def python(self, code: str, *args: str) -> subprocess.CompletedProcess:
         return await self.run(sys.executable, "-c", code, *args)
 
-    def last_log(self, **match) -> dict:
-        for doc in reversed(self.logs):
-            if all(doc.get(k) == v for k, v in match.items()):
-                return doc
+    async def log(self, **match) -> dict:
+        """The last log line with these fields. A line is written when its connection ends, which may
+        be a moment after the client in the sandbox has finished: waited for, up to 3 s."""
+        with trio.move_on_after(3):
+            while True:
+                for doc in reversed(self.logs):
+                    if all(doc.get(k) == v for k, v in match.items()):
+                        return doc
+                await trio.sleep(0.01)
         raise AssertionError(f"no egress log line with {match}: {self.logs[-3:]}")
 
 

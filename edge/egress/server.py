@@ -51,10 +51,10 @@ from edge.egress.resolve import ResolveError, Resolver
 from edge.egress.sni import NEED_MORE, Hello, read_hello
 from edge.egress.stats import EGRESS
 from edge.errors import ConfigError
-from edge.http.client import SocketTransport
+from edge.http.client import SocketTransport, Transport
 from edge.http.deadlines import LINGER, Deadlines, Expired, Wait
 from edge.http.listen import open_listeners
-from edge.http.splice import Tunnel
+from edge.http.splice import BrokenBody, Tunnel, move
 
 logger = logging.getLogger("edge.egress")
 
@@ -129,10 +129,55 @@ def _normal(address: str) -> str:
     return str(ip)
 
 
+#: Bytes a direction copies through Python before it switches to splice(2): a pipe and its four
+#: syscalls per trip cost more than a copy for the short exchanges most connections are (an API call).
+SPLICE_AFTER = 64 * 1024
+
+
 class _CountedTunnel(Tunnel):
-    """A Tunnel whose bytes also count in the process's egress counters as they move."""
+    """A Tunnel whose bytes also count in the process's egress counters as they move, and which
+    splices a direction only once it has carried SPLICE_AFTER bytes."""
 
     __slots__ = ()
+
+    async def _one_way(
+        self,
+        d: Deadlines,
+        src: Transport,
+        dst: Transport,
+        pending: bytes,
+        up: bool,
+        read_size: int,
+        scope: trio.CancelScope,
+    ) -> None:
+        count = self._count_up if up else self._count_down
+        try:
+            if pending:
+                await dst.send(pending)
+                count(len(pending))
+            copied = len(pending)
+            while copied < SPLICE_AFTER:
+                data = await src.recv(read_size, None, "tunnel")
+                if not data:
+                    break
+                await dst.send(data)
+                count(len(data))
+                copied += len(data)
+            else:
+                await move(
+                    d,
+                    src,
+                    dst,
+                    None,
+                    read_timeout=None,
+                    read_kind="tunnel",
+                    read_size=read_size,
+                    count=count,
+                    splice_min=1,
+                )
+            dst.shutdown(socket.SHUT_WR)  # EOF from src: the other direction may still be talking
+        except (BrokenBody, OSError, Expired):
+            scope.cancel()  # a reset, a closed socket, or a side that stopped reading ends both
 
     def _count_up(self, n: int) -> None:
         self.bytes_up += n

@@ -48,7 +48,7 @@ async def test_allowed_domain_passes_over_http_and_https_with_the_certificate_ve
     assert doc == {"server": "http", "local": "198.51.100.10:80", "host": "api.example.com", "path": "/"}
     doc = _json(await world.curl("https://api.example.com/tls"))
     assert doc["server"] == "tls" and doc["sni"] == "api.example.com" and doc["local"] == "198.51.100.10:443"
-    line = world.last_log(port=443)
+    line = await world.log(port=443)
     assert line["sandbox"] == "box" and line["client"] == BOX and line["dst"] == "198.51.100.10"
     assert line["name"] == "api.example.com" and line["via"] == "sni"
     assert line["decision"] == "allow" and line["rule"] == "allow_out api.example.com"
@@ -66,7 +66,7 @@ async def test_denied_http_gets_a_403_naming_the_sandbox_and_the_rule(world) -> 
     assert "blocked.example.org" in doc["message"] and "deny_out *.example.org" in doc["message"]
     html = await world.curl("http://blocked.example.org/", "-H", "Sec-Fetch-Mode: navigate")
     assert b"<html" in html.stdout and b"deny_out *.example.org" in html.stdout
-    assert world.last_log(name="blocked.example.org")["decision"] == "deny"
+    assert (await world.log(name="blocked.example.org"))["decision"] == "deny"
 
 
 async def test_denied_https_gets_a_tls_access_denied_alert(world) -> None:
@@ -85,7 +85,7 @@ async def test_denied_https_gets_a_tls_access_denied_alert(world) -> None:
         f"{BOX}:0",
     )
     assert b"alert access denied" in done.stderr, done.stderr
-    line = world.last_log(name="blocked.example.org", via="sni")
+    line = await world.log(name="blocked.example.org", via="sni")
     assert line["decision"] == "deny" and line["rule"] == "deny_out blocked.example.org"
 
 
@@ -93,11 +93,11 @@ async def test_denied_other_port_is_reset_and_allowed_one_echoes(world) -> None:
     world.sandbox("box", deny_out=["203.0.113.0/24"])
     done = await world.python(ECHO, "203.0.113.10", "7000")
     assert done.stdout.strip() == b"reset", done
-    assert world.last_log(port=7000)["rule"] == "deny_out 203.0.113.0/24"
+    assert (await world.log(port=7000))["rule"] == "deny_out 203.0.113.0/24"
     world.sandbox("box", deny_out=["198.51.100.0/24"])
     done = await world.python(ECHO, "203.0.113.10", "7000")
     assert done.stdout.strip() == b"echo:ping", done
-    line = world.last_log(port=7000, decision="allow")
+    line = await world.log(port=7000, decision="allow")
     assert line["via"] == "none" and line["bytes_out"] == 4 and line["bytes_in"] == 4
 
 
@@ -105,7 +105,7 @@ async def test_wildcard_matches_subdomains_and_the_apex_needs_its_own_entry(worl
     world.sandbox("box", internet_access=False, allow_out=["*.example.com"])
     assert _json(await world.curl("https://www.example.com/"))["sni"] == "www.example.com"
     assert (await world.curl("https://example.com/")).returncode == 35  # the apex: not matched
-    assert world.last_log(name="example.com")["rule"] == "internet_access false"
+    assert (await world.log(name="example.com"))["rule"] == "internet_access false"
     world.sandbox("box", internet_access=False, allow_out=["*.example.com", "example.com"])
     assert _json(await world.curl("https://example.com/"))["sni"] == "example.com"
 
@@ -116,7 +116,7 @@ async def test_allow_wins_over_deny(world) -> None:
     assert _json(await world.curl("http://api.example.com/"))["host"] == "api.example.com"
     done = await world.curl("http://other.example.org/", "-w", "%{http_code}")
     assert done.stdout.endswith(b"403")
-    assert world.last_log(name="other.example.org")["rule"] == "deny_out 198.51.100.0/24"
+    assert (await world.log(name="other.example.org"))["rule"] == "deny_out 198.51.100.0/24"
 
 
 async def test_no_internet_refuses_every_port_in_its_own_way(world) -> None:
@@ -144,7 +144,9 @@ async def test_an_allowed_name_that_resolves_to_a_private_address_is_refused(wor
     world.sandbox("box", internet_access=False, allow_out=["intranet.example.com"])
     done = await world.curl("http://intranet.example.com/", "-w", "%{http_code}")
     assert done.stdout.endswith(b"403")
-    assert world.last_log(name="intranet.example.com")["rule"] == ("always_denied private 172.16.0.0/12 (172.31.99.10)")
+    assert (await world.log(name="intranet.example.com"))["rule"] == (
+        "always_denied private 172.16.0.0/12 (172.31.99.10)"
+    )
     await world.start_edge(nursery, allow_private=("172.31.99.0/24",))
     assert _json(await world.curl("http://intranet.example.com/"))["local"] == "172.31.99.10:80"
 
@@ -153,7 +155,9 @@ async def test_the_metadata_address_is_refused_even_when_everything_is_allowed(w
     world.sandbox("box")
     done = await world.curl("http://169.254.169.254/latest/meta-data/", "-w", "%{http_code}")
     assert done.stdout.endswith(b"403")
-    assert world.last_log(dst="169.254.169.254")["rule"] == "always_denied link-local 169.254.0.0/16 (169.254.169.254)"
+    assert (await world.log(dst="169.254.169.254"))[
+        "rule"
+    ] == "always_denied link-local 169.254.0.0/16 (169.254.169.254)"
     world.sandbox("box", allow_out=["metadata.example.com"])
     done = await world.curl("http://metadata.example.com/", "-w", "%{http_code}")
     assert done.stdout.endswith(b"403")
@@ -164,7 +168,7 @@ async def test_a_name_allowed_by_domain_is_dialled_by_edge_not_at_the_sandbox_ad
     world.sandbox("box", internet_access=False, allow_out=["api.example.com"])
     done = await world.curl("http://api.example.com/", "--resolve", "api.example.com:80:192.0.2.10")
     assert _json(done)["local"] == "198.51.100.10:80"
-    line = world.last_log(name="api.example.com")
+    line = await world.log(name="api.example.com")
     assert line["dst"] == "192.0.2.10" and line["upstream"] == "198.51.100.10"
 
 
@@ -233,14 +237,14 @@ async def test_a_client_hello_split_over_records_and_reads_is_read(world) -> Non
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["sni"] == "www.example.com" and doc["path"] == "/split"
-    assert world.last_log(name="www.example.com", via="sni")["rule"] == "allow_out *.example.com"
+    assert (await world.log(name="www.example.com", via="sni"))["rule"] == "allow_out *.example.com"
 
 
 async def test_traffic_from_an_address_that_is_no_sandbox_is_refused(world) -> None:
     world.sandbox("box")
     done = await world.curl("http://api.example.com/", source=NOT_A_SANDBOX)
     assert done.returncode != 0
-    line = world.last_log(client=NOT_A_SANDBOX)
+    line = await world.log(client=NOT_A_SANDBOX)
     assert line["sandbox"] is None and line["decision"] == "deny" and line["rule"] == "no sandbox"
 
 
@@ -249,7 +253,7 @@ async def test_a_connection_made_to_the_listener_itself_is_refused(world) -> Non
     world.sandbox("box")
     done = await world.python(ECHO, "10.77.0.1", "15001")
     assert done.stdout.strip() == b"reset", done
-    assert world.last_log(dst="10.77.0.1")["rule"] == "not redirected"
+    assert (await world.log(dst="10.77.0.1"))["rule"] == "not redirected"
 
 
 async def test_udp_is_dropped_but_dns_to_the_resolver(world) -> None:
@@ -272,3 +276,39 @@ async def test_counters_follow_the_decisions(world) -> None:
     assert EGRESS.bytes_in > before[1] and EGRESS.bytes_out > before[2]
     names = {f.name for f in EGRESS.families()}
     assert {"edge_egress_connections", "edge_egress_bytes", "edge_egress_active_connections"} <= names
+
+
+BIG_ECHO = """
+import socket, sys, threading
+s = socket.create_connection(("203.0.113.10", 7000), timeout=10)
+payload = bytes(range(256)) * 8192  # 2 MiB
+threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR))).start()
+got = bytearray()
+while True:
+    data = s.recv(1 << 16)
+    if not data:
+        break
+    got += data
+print(len(got), got == payload)
+"""
+
+
+async def test_large_transfers_arrive_whole_both_ways(world) -> None:
+    """Past the first 64 KiB a direction moves by splice(2): a 2 MiB echo round trip and an 8 MiB
+    download arrive byte for byte, and EOF is passed on as a half-close."""
+    world.sandbox("box", internet_access=False, allow_out=["example.com", "203.0.113.10"])
+    done = await world.python(BIG_ECHO)
+    assert done.stdout.split() == [b"2097152", b"True"], done
+    line = await world.log(port=7000)
+    assert line["bytes_out"] == line["bytes_in"] == 2097152
+    done = await world.curl("http://example.com/bytes/8388608", "-o", "/dev/null", "-w", "%{size_download}")
+    assert done.stdout == b"8388608"
+    assert (await world.log(name="example.com"))["bytes_in"] > 8388608
+
+
+async def test_an_allowed_name_that_does_not_resolve_is_reset_and_logged_as_an_error(world) -> None:
+    world.sandbox("box", internet_access=False, allow_out=["*.example.com"])
+    done = await world.curl("http://nx.example.com/", "--resolve", "nx.example.com:80:192.0.2.10")
+    assert done.returncode != 0
+    line = await world.log(name="nx.example.com")
+    assert line["decision"] == "error" and line["error"] == "resolve: nx.example.com: NXDOMAIN"
