@@ -47,3 +47,19 @@ async def test_admin_and_dns_listeners_are_not_reachable_through_the_edge(tmp_pa
             assert res.stdout.decode().rsplit("\n", 1)[1] == "508", (kind, res.stdout)
     finally:
         proc.stop()
+
+
+@pytest.mark.trio
+async def test_request_that_already_passed_through_this_edge_is_refused(make_edge, backend):
+    """A Via naming this edge's own token (a loop through other hops): 508, the sandbox never asked."""
+    from edge.http.context import via_token
+
+    edge = await make_edge([Sandbox("demo", "127.0.0.2")])
+    token = via_token(edge.config).decode()
+    res = await curl("-s", "-w", "\n%{http_code}", "-H", f"Via: 1.1 proxy.example, 1.1 {token}",
+                     edge.url(backend.port, "demo", "/echo"))
+    body, status = res.stdout.decode().rsplit("\n", 1)
+    assert status == "508" and json.loads(body)["error"] == "loop_detected"
+    assert not backend.requests
+    res = await curl("-s", "-H", "Via: 1.1 proxy.example, 1.1 edge-00000000", edge.url(backend.port, "demo", "/echo"))
+    assert json.loads(res.stdout)["target"] == "/echo"  # another edge's token is no loop
