@@ -216,8 +216,14 @@ class Config:
     catalog_poll: float = 0.25
     #: "json" (one JSON object per line) or "text".
     log_format: str = "json"
-    #: One line per request on stdout.
+    #: One line per request (edge/accesslog.py): batched, never waited for, dropped and counted when
+    #: the sink does not keep up.
     access_log: bool = True
+    #: Where access lines go: "-" is stdout; a path is opened in append mode and reopened on SIGUSR1.
+    access_log_file: str = "-"
+    #: Bytes of access lines held in memory while the sink is slow; past it lines are dropped and
+    #: counted (edge_access_log_dropped_total), and serving goes on.
+    access_log_buffer: int = 4 * 1024 * 1024
     #: HTTP worker processes sharing the HTTP port (SO_REUSEPORT) and the catalog; 1: all in one process.
     workers: int = 1
     #: The port clients use in sandbox URLs (`edge host`, the 308 to https) when it is not the
