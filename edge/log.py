@@ -53,8 +53,7 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def setup(fmt: str = "json", level: int = logging.INFO, handler: logging.Handler | None = None,
-          access: bool = True) -> None:
+def setup(fmt: str = "json", level: int = logging.INFO, handler: logging.Handler | None = None) -> None:
     """Messages in `fmt` through `handler` (default: a plain one on stdout). A server process passes
     edge.accesslog's, which shares stdout with the access log's writer (accesslog.setup)."""
     handler = handler or logging.StreamHandler(sys.stdout)
