@@ -145,6 +145,8 @@ def edge(src: Path, sandboxes: list[list[str]], nofile: int | None = None) -> It
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
+                "--log-format",  # the "edge: ... listening on" lines below are text mode's
+                "text",
             ],
             env=env,
             cwd=src,
