@@ -206,8 +206,9 @@ def skip_reason() -> str | None:
     from tests.netns import unavailable
 
     reason = unavailable()
-    if reason is None and shutil.which("curl") is None:
-        reason = "curl is not installed"
+    for tool, package in (("curl", "curl"), ("openssl", "openssl"), ("dig", "dnsutils")):
+        if reason is None and shutil.which(tool) is None:
+            reason = f"`{tool}` is not installed (Debian: {package})"
     if reason is None and not os.path.exists("/proc/thread-self/ns/net"):
         reason = "no /proc/thread-self"
     return reason
