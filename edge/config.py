@@ -397,10 +397,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"workers: {config.workers} is not a number from 1 to 256")
     if not 0 <= config.public_url_port <= 65535:
         raise ConfigError(f"public_url_port: {config.public_url_port} is not a port (0: the listener's)")
-    domains = {normalize_domain(d) for d in config.domains}
-    for zone in config.dns.synthesize:
-        if normalize_domain(zone.domain) not in domains:
-            raise ConfigError(f"dns.synthesize: {zone.domain!r} is not one of the domains ({', '.join(config.domains)})")
+    for zone in config.dns.synthesize:  # an entry for a domain not served (--domain) is unused, not an error
+        normalize_domain(zone.domain)
     if config.dns.max_tcp_connections_per_ip < 1:
         raise ConfigError("dns.max_tcp_connections_per_ip must be >= 1")
     for cidr in config.http.trusted_proxies:

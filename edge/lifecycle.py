@@ -45,6 +45,10 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
         from edge.admin.auth import server_token
 
         server_token(config)
+    if dns:  # refuse a domain with no zone file (and none to synthesize) before anything binds
+        from edge.dns.zonefile import check_zone_files
+
+        check_zone_files(config)
     stopping = trio.Event()  # set on SIGINT/SIGTERM: the HTTP server drains, then everything stops
     http_done = trio.Event()
     if not http:

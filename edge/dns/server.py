@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-`serve(config)` loads the zones (a bad file refuses the start with FILE:LINE: reason), binds UDP,
-then TCP on the port UDP got, and runs four tasks: the UDP loop, the TCP listener, a poller of the
-zones folder and, in the main thread only, a SIGHUP receiver. A reload builds new zones and new
-templates and swaps them in as one snapshot; a file that fails to load keeps its previous zone.
+`serve(config)` loads the zones (a bad file refuses the start with FILE:LINE: reason, and so does a
+domain with neither a file nor a zone it may synthesize), binds UDP, then TCP on the port UDP got, and
+runs four tasks: the UDP loop, the TCP listener, a poller of the zones folder and, in the main thread
+only, a SIGHUP receiver. A reload builds new zones and new templates and swaps them in as one snapshot;
+a file that fails to load, or that is gone, keeps its previous zone (edge.dns.zonefile.load_zones).
 
 The UDP loop is the hot path. trio's `sock.recvfrom` costs a trip through the scheduler per packet,
 so the loop owns a non-blocking stdlib socket instead: it waits once for readability, then drains the
@@ -86,7 +87,8 @@ class _State:
         self._warned_at = -WARN_EVERY
         self._unwarned = 0
         self.signature = self._signature()
-        self._install(load_zones(config.domains, dns.zones, config.http.listen.host))
+        self.loaded = load_zones(config)
+        self._install(self.loaded.zones)
 
     def _install(self, zones: Zones) -> None:
         """Serve `zones` (from the files) with the current challenge values merged in."""
@@ -122,13 +124,13 @@ class _State:
     def reload(self, why: str) -> None:
         self.signature = self._signature()  # before reading, so an edit during the load is seen next time
         logger.info("reloading zones (%s)", why)
-        dns = self.config.dns
         try:
-            zones = load_zones(self.config.domains, dns.zones, self.config.http.listen.host, previous=self.zones)
+            loaded = load_zones(self.config, previous=self.loaded)
         except Exception as exc:  # e.g. the folder became unreadable: keep serving what we have
             logger.error("zones not reloaded, keeping the previous ones: %r", exc)
             return
-        self._install(zones)
+        self.loaded = loaded
+        self._install(loaded.zones)
 
     def malformed(self, addr, problem: str) -> None:
         now = time.monotonic()

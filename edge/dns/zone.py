@@ -50,6 +50,15 @@ class Zone:
         return max((len(key) for key in self.names), default=len(self.key))
 
     @property
+    def serial(self) -> int:
+        return int(self.soa.rdata.times[0])
+
+    @cached_property
+    def records(self) -> int:
+        """How many records the zone holds (every record of every RRset)."""
+        return sum(len(rrset) for node in self.nodes.values() for rrset in node.values())
+
+    @property
     def negative_ttl(self) -> int:
         # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
         return int(min(self.soa.ttl, self.soa.rdata.times[4]))

@@ -8,7 +8,8 @@ previous owner), TTL and class in either order, `( ... )` spanning lines, `;` co
 strings, TTL units (`1h`, `2d`). Not supported: `$INCLUDE`, `$GENERATE`, classes other than IN.
 
 `load_zones` is what the server calls: one `<domain>.zone` per configured domain, a synthesized zone
-for a domain without a file, and on reload the previous zone kept for a file with an error.
+for a domain without a file where one is allowed (under `localhost`, or named in `[dns.synthesize]`),
+and on reload the previous zone kept for a file with an error or a file that is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnslib import AAAA as AAAA_RD
@@ -25,8 +27,9 @@ from dnslib import CLASS, QTYPE, RDMAP, RR, SOA, DNSLabel
 from dnslib import A as A_RD
 from dnslib.label import DNSBuffer
 
+from edge.config import Config
 from edge.dns.zone import Key, Zone, Zones, key_of
-from edge.errors import ZoneError
+from edge.errors import ConfigError, ZoneError
 
 logger = logging.getLogger("edge.dns")
 
@@ -317,60 +320,117 @@ def synthesize(domain: str, addresses: Iterable[str], ttl: int = 60) -> Zone:
     return parse_zone("\n".join(lines) + "\n", origin=domain, filename=f"<synthesized {domain}>")
 
 
-def wildcard_addresses(http_host: str) -> list[str]:
-    """Where a synthesized wildcard points: the HTTP listener, or loopback when it listens on all."""
-    if http_host in ("0.0.0.0", "::", "", "localhost"):
-        return ["127.0.0.1", "::1"]
-    return [http_host]
+def loopback_addresses(http_host: str) -> list[str]:
+    """Where a synthesized `*.localhost` zone points: the HTTP listener when it listens on a loopback
+    address (127.0.0.2 ...), else 127.0.0.1 and ::1. RFC 6761 section 6.3: localhost names resolve to
+    loopback, whatever the listener (a public address or all interfaces)."""
+    try:
+        if ipaddress.ip_address(http_host).is_loopback:
+            return [http_host]
+    except ValueError:  # "localhost"
+        pass
+    return ["127.0.0.1", "::1"]
 
 
-def load_zones(domains: Iterable[str], folder: Path, http_host: str, previous: Zones | None = None) -> Zones:
-    """Load `<folder>/<domain>.zone` for each domain, or synthesize one. Files for other domains are
-    never read. With `previous` (a reload), a bad file keeps the previous zone and logs the error;
-    without (the start), the first bad file raises ZoneError."""
+def synthesized_addresses(config: Config, domain: str) -> tuple[str, ...] | None:
+    """Where a synthesized zone for `domain` points, or None when the domain needs a zone file.
+
+    Only two kinds of domain get one: those the config names in `[dns.synthesize]`, with their
+    addresses, and those under `localhost`, at loopback. A public domain never silently answers
+    with loopback addresses (issue 16): it has a zone file or the config says where it points."""
+    name = domain.rstrip(".").lower()
+    for entry in config.dns.synthesize:
+        if entry.domain.rstrip(".").lower() == name:
+            return entry.addresses
+    if name == "localhost" or name.endswith(".localhost"):
+        return tuple(loopback_addresses(config.http.listen.host))
+    return None
+
+
+def check_zone_files(config: Config) -> None:
+    """Refuse the start (ConfigError) when a configured domain has no zone file and gets no
+    synthesized zone. Cheap (a stat per domain): edge.lifecycle calls it before anything binds."""
+    for domain in config.domains:
+        path = zone_path(config.dns.zones, domain)
+        if not path.exists() and synthesized_addresses(config, domain) is None:
+            raise ConfigError(_no_file(domain, path))
+
+
+def _no_file(domain: str, path: Path) -> str:
+    return (
+        f"domain {domain}: no zone file {path}; write one (`edge zone check` checks it), or name the"
+        f' addresses of a synthesized zone in the config: [dns.synthesize] "{domain}" = ["ADDRESS", ...]'
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The zones from the files, and the domains whose previous zone was kept on the last reload,
+    each with the error that kept it (so the next reload warns only about a new error)."""
+
+    zones: Zones
+    kept: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_zones(config: Config, previous: Loaded | None = None) -> Loaded:
+    """Load `<dns.zones>/<domain>.zone` for each configured domain; files for other domains are never read.
+
+    At the start (no `previous`): a bad file raises ZoneError, and a domain without a file gets a
+    synthesized zone (synthesized_addresses) or raises ConfigError.
+
+    On reload (`previous`): a zone read from a file is replaced only by a file that loads. A file
+    that fails to parse, or that disappeared (moved away, deleted by a deploy that writes it again),
+    keeps the previous zone, with a warning logged once per error (not on every reload) and a line
+    when the file loads again. A synthesized zone is made again until a file for its domain appears."""
     zones = []
-    for domain in domains:
-        path = zone_path(folder, domain)
+    kept: dict[str, str] = {}
+    for domain in config.domains:
+        path = zone_path(config.dns.zones, domain)
+        old = previous.zones.by_key.get(key_of(DNSLabel(domain))) if previous else None
         try:
             if path.exists():
-                zone = load_file(path, domain)
-                logger.info("zone %s loaded from %s (%d names)", domain, path, len(zone.nodes))
+                zone = load_file(path, domain)  # a file gone since the stat raises ZoneError too
+                logger.info("zone %s loaded from %s (serial %d, %d records)", domain, path, zone.serial, zone.records)
+                if previous is not None and domain in previous.kept:
+                    logger.info("zone %s: %s loads again", domain, path)
+            elif old is not None and old.source == os.fspath(path):
+                # Issue 16: a file that disappears is a broken file, never a cue to synthesize (on a
+                # public domain, a deploy that deletes and writes the file would publish loopback).
+                raise ZoneError(os.fspath(path), 0, "the file is gone (moved away or deleted)")
             else:
-                zone = synthesize(domain, wildcard_addresses(http_host))
-                logger.info(
-                    "zone %s: no file %s, synthesized SOA, NS and * -> %s",
-                    domain,
-                    path,
-                    ", ".join(wildcard_addresses(http_host)),
-                )
+                addresses = synthesized_addresses(config, domain)
+                if addresses is None:
+                    raise ConfigError(_no_file(domain, path))
+                zone = synthesize(domain, addresses)
+                logger.info("zone %s: no file %s, synthesized SOA, NS and * -> %s", domain, path, ", ".join(addresses))
         except ZoneError as exc:
-            old = previous.by_key.get(key_of(DNSLabel(domain))) if previous else None
-            if previous is None:
-                raise
-            logger.error(
-                "zone %s not reloaded, %s: %s",
-                domain,
-                "keeping the previous one" if old else "not served",
-                exc.message,
-            )
             if old is None:
-                continue
+                raise
+            kept[domain] = exc.message
+            if previous is None or previous.kept.get(domain) != exc.message:
+                logger.warning(
+                    "zone %s not reloaded, keeping the previous one (serial %d): %s",
+                    domain,
+                    old.serial,
+                    exc.message,
+                )
             zone = old
         zones.append(zone)
-    return Zones(zones)
+    return Loaded(Zones(zones), kept)
 
 
 def check_files(paths: list[str]) -> int:
-    """`edge zone check FILE...`: print `FILE:LINE: reason` per error; 0 if all files are good, else 1."""
+    """`edge zone check FILE...`: `FILE: ok, serial N, M records` per good file, `FILE:LINE: reason` per
+    error (on stderr); 0 if all files are good, else 1."""
     status = 0
     for path in paths:
         try:
-            load_file(path)
+            zone = load_file(path)
         except ZoneError as exc:
             status = 1
             errors = exc.details.get("errors")
             for err in errors if isinstance(errors, list) else [exc]:
                 print(err.message, file=sys.stderr)
         else:
-            print(f"{path}: ok")
+            print(f"{path}: ok, serial {zone.serial}, {zone.records} records")  # a zone has 2 at least: SOA and NS
     return status

@@ -105,9 +105,8 @@ def test_a_cname_at_the_name_is_left_alone():
 
 @pytest.fixture
 async def served(nursery, tmp_path):
-    cfg = config_mod.load(env={}, overrides={
-        "domains": [D], "dns": {"listen": "127.0.0.1:0", "zones": str(tmp_path), "zones_poll": 0.05},
-    })
+    dns_config = {"listen": "127.0.0.1:0", "zones": str(tmp_path), "zones_poll": 0.05, "synthesize": {D: ["127.0.0.1"]}}
+    cfg = config_mod.load(env={}, overrides={"domains": [D], "dns": dns_config})
     live = LiveCatalog()
     bound = await nursery.start(serve, cfg, live)
     return bound[0], live

@@ -3,7 +3,7 @@ running `edge serve`, validating through edge's own DNS server; lego obtains one
 endpoint. Everything real: processes, sockets, the CA's own checks.
 
 Pebble starts first with `-dnsserver` pointed at a port picked for edge's DNS; edge then starts with
-that port, a domain (`sandbox.test`, its zone synthesized) and `[acme]` pointing at pebble.
+that port, a domain (`sandbox.test`, its zone synthesized: `[dns] synthesize`) and `[acme]` pointing at pebble.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def write_config(tmp_path: Path, pebble: Pebble, extra: str = "", ca_bundle: boo
     path = tmp_path / "edge.toml"
     path.write_text(
         f'domains = ["{DOMAIN}"]\n'
-        f"[dns]\nzones = \"{tmp_path / 'zones'}\"\n"
+        f'[dns]\nzones = "{tmp_path / "zones"}"\nsynthesize = {{"{DOMAIN}" = ["127.0.0.1"]}}\n'
         f'[acme]\ndirectory = "{pebble.directory}"\nemail = "ops@{DOMAIN}"\n'
         + (f'ca_bundle = "{pebble.ca}"\n' if ca_bundle else "")
         + extra

@@ -37,7 +37,8 @@ async def edge(nursery, tmp_path):
         "state_dir": str(tmp_path / "state"),
         "catalog": f"sqlite:///{tmp_path}/catalog.db",
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-        "dns": {"listen": "127.0.0.1:0", "zones": str(tmp_path)},
+        "dns": {"listen": "127.0.0.1:0", "zones": str(tmp_path),
+                "synthesize": {"sandbox.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}},
     })
     store = open_store(cfg.catalog_url)
     live = LiveCatalog()

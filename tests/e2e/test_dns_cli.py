@@ -96,3 +96,26 @@ def test_bad_zone_file_refuses_to_start_with_file_line_and_reason(tmp_path):
     )
     assert done.returncode != 0
     assert f"{zones / 'sandbox.localhost.zone'}:4: " in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "dns"])
+def test_public_domain_without_zone_file_refuses_to_start_before_anything_listens(tmp_path, command):
+    """`edge serve` / `edge dns` with a public domain that has no zone file (and no [dns.synthesize]
+    entry) exit 1 naming the domain and the file, before any listener is up (none is announced)."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    env = {**os.environ, "EDGE_STATE_DIR": str(tmp_path / "state"), "EDGE_ADMIN_TOKEN": "t" * 32}
+    env.pop("EDGE_CONFIG", None)
+    listeners = ["--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", command, "--zones", str(zones), "--domain", "sandbox.example.test", *listeners],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    expected = f"edge: error: domain sandbox.example.test: no zone file {zones / 'sandbox.example.test.zone'}"
+    assert expected in done.stderr
+    assert "listening on" not in done.stdout
