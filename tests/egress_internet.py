@@ -23,7 +23,7 @@ import ssl
 import sys
 
 import trio
-from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSRecord
 
 DNS_ADDRESS = "203.0.113.53"
 #: name -> address, or "CNAME target."
@@ -38,6 +38,7 @@ NAMES = {
     "intranet.example.com": "172.31.99.10",
     "metadata.example.com": "169.254.169.254",
     "echo.example.net": "203.0.113.10",
+    "v6.example.com": "2001:db8:10::10",
 }
 CERT_NAMES = [
     "example.com",
@@ -48,6 +49,7 @@ CERT_NAMES = [
     "other.example.org",
     "intranet.example.com",
     "metadata.example.com",
+    "v6.example.com",
 ]
 CHUNK = b"x" * 65536
 
@@ -138,8 +140,10 @@ def dns_answer(data: bytes) -> bytes | None:
             reply.add_answer(RR(name + ".", QTYPE.CNAME, rdata=CNAME(target[6:]), ttl=60))
             name = target[6:].rstrip(".")
             continue
-        if qtype == "A":
+        if qtype == "A" and ":" not in target:
             reply.add_answer(RR(name + ".", QTYPE.A, rdata=A(target), ttl=60))
+        elif qtype == "AAAA" and ":" in target:
+            reply.add_answer(RR(name + ".", QTYPE.AAAA, rdata=AAAA(target), ttl=60))
         break
     else:
         reply.header.rcode = RCODE.NXDOMAIN
@@ -159,7 +163,7 @@ async def main(cert: str, key: str) -> None:
     await udp.bind((DNS_ADDRESS, 53))
     async with trio.open_nursery() as nursery:
         for port, handler in ((80, http), (443, tls_server(cert, key)), (7000, echo)):
-            listeners = await trio.open_tcp_listeners(port, host="0.0.0.0")
+            listeners = await trio.open_tcp_listeners(port)  # 0.0.0.0 and ::
             nursery.start_soon(trio.serve_listeners, handler, listeners)
         nursery.start_soon(dns, udp)
         print("ready", flush=True)

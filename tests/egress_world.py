@@ -2,10 +2,13 @@
 
     sandbox ns                     host ns (edge runs here)                  internet ns
     eth0 10.77.0.2-.9/24  <-veth->  sbx0 10.77.0.1/24   net0 203.0.113.1/24  <-veth->  up0 203.0.113.2/24
-         default via .1             nftables (edge/egress/nft.py):                  192.0.2.10, .11
+         fd77::2/64                      fd77::1/64          2001:db8:113::1/64           2001:db8:113::2/64
+         default via .1, fd77::1    nftables (edge/egress/nft.py):                  2001:db8:10::10
+                                                                                    192.0.2.10, .11
          resolv.conf:                 sandbox TCP -> REDIRECT :15001                198.51.100.10, .11, .20, .21
            203.0.113.53               UDP dropped but DNS to 203.0.113.53           203.0.113.10 (echo), .53 (DNS)
-                                    edge's egress listener 0.0.0.0:15001            172.31.99.10 (private)
+                                    edge's egress listener [::]:15001,              172.31.99.10 (private)
+                                      one dual-stack socket for both families
                                     routes to the internet's ranges via .2          169.254.169.254 (metadata)
 
 Why three namespaces and not the machine's own as the host: the machine's own network may be anything
@@ -51,6 +54,7 @@ RESOLVER = "203.0.113.53"
 #: Source addresses in the sandbox namespace: each may be registered as a sandbox; NOT_A_SANDBOX never is.
 SANDBOX_ADDRESSES = [f"10.77.0.{i}" for i in range(2, 10)]
 NOT_A_SANDBOX = "10.77.0.99"
+SANDBOX_V6 = "fd77::2"
 INTERNET_ADDRESSES = [
     "192.0.2.10/24",
     "192.0.2.11/24",
@@ -93,20 +97,26 @@ class World:
         lab.link(self.host_ns, "sbx0", self.sandbox_ns, "eth0")
         lab.link(self.host_ns, "net0", self.internet_ns, "up0")
         lab.addr(self.sandbox_ns, "eth0", *(f"{a}/24" for a in [*SANDBOX_ADDRESSES, NOT_A_SANDBOX]))
+        lab.addr(self.sandbox_ns, "eth0", f"{SANDBOX_V6}/64")
         lab.route(self.sandbox_ns, "default", "via", HOST_SANDBOX_SIDE)
-        lab.addr(self.host_ns, "sbx0", f"{HOST_SANDBOX_SIDE}/24")
-        lab.addr(self.host_ns, "net0", "203.0.113.1/24")
+        lab.route(self.sandbox_ns, "default", "via", "fd77::1")
+        lab.addr(self.host_ns, "sbx0", f"{HOST_SANDBOX_SIDE}/24", "fd77::1/64")
+        lab.addr(self.host_ns, "net0", "203.0.113.1/24", "2001:db8:113::1/64")
         for net in ("192.0.2.0/24", "198.51.100.0/24", "172.31.99.0/24", "169.254.0.0/16"):
             lab.route(self.host_ns, net, "via", "203.0.113.2")
-        lab.addr(self.internet_ns, "up0", "203.0.113.2/24", *INTERNET_ADDRESSES)
+        lab.route(self.host_ns, "2001:db8:10::/64", "via", "2001:db8:113::2")
+        lab.addr(
+            self.internet_ns, "up0", "203.0.113.2/24", *INTERNET_ADDRESSES, "2001:db8:113::2/64", "2001:db8:10::10/64"
+        )
         lab.route(self.internet_ns, "default", "via", "203.0.113.1")
+        lab.route(self.internet_ns, "default", "via", "2001:db8:113::1")
         lab.sh(self.host_ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         lab.sh(
             self.host_ns,
             "nft",
             "-f",
             "-",
-            input=ruleset(["10.77.0.0/24"], PORT, exclude=exclude, resolver=(RESOLVER, 53)),
+            input=ruleset(["10.77.0.0/24", "fd77::/64"], PORT, exclude=exclude, resolver=(RESOLVER, 53)),
         )
         self._resolv.mkdir(parents=True, exist_ok=True)
         (self._resolv / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:1 attempts:2\n")
@@ -137,7 +147,7 @@ class World:
         if self._scope is not None:
             self._scope.cancel()
             await trio.sleep(0.05)
-        cfg = EgressConfig(listen=Listen("0.0.0.0", PORT), resolver=RESOLVER, **config)
+        cfg = EgressConfig(listen=Listen("::", PORT), resolver=RESOLVER, **config)  # both families
 
         async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:

@@ -24,12 +24,20 @@ _SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int]:
-    """(address, port) the client dialled before the REDIRECT. OSError when there is none."""
-    if sock.family == socket.AF_INET6:
+    """(address, port) the client dialled before the REDIRECT. OSError when there is none.
+
+    On a dual-stack listener (`[::]:PORT`, IPV6_V6ONLY off) an IPv4 connection has a v4-mapped local
+    address, and its NAT entry is IPv4's: asked at SOL_IP (Linux passes SOL_IP options of an AF_INET6
+    TCP socket to the IPv4 code, which reads the connection's IPv4 addresses)."""
+    if sock.family == socket.AF_INET6 and not _mapped(sock.getsockname()[0]):
         raw = sock.getsockopt(_SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28)
         return parse_sockaddr(raw)
     raw = sock.getsockopt(_SOL_IP, SO_ORIGINAL_DST, 16)
     return parse_sockaddr(raw)
+
+
+def _mapped(address: str) -> bool:
+    return address.lower().startswith("::ffff:") and "." in address
 
 
 def parse_sockaddr(raw: bytes) -> tuple[str, int]:

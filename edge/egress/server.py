@@ -40,7 +40,7 @@ from edge.accept import accept_loop
 from edge.accesslog import ACCESS_LOG
 from edge.catalog.model import Sandbox, Snapshot
 from edge.catalog.store import LiveCatalog
-from edge.config import HttpConfig
+from edge.config import HttpConfig, Listen
 from edge.egress.config import EgressConfig, parse_resolver, private_exceptions
 from edge.egress.host import Head, read_head
 from edge.egress.original import original_dst
@@ -53,7 +53,7 @@ from edge.egress.stats import EGRESS
 from edge.errors import ConfigError
 from edge.http.client import SocketTransport, Transport
 from edge.http.deadlines import LINGER, Deadlines, Expired, Wait
-from edge.http.listen import open_listeners
+from edge.http.listen import BACKLOG, open_listeners
 from edge.http.splice import BrokenBody, Tunnel, move
 
 logger = logging.getLogger("edge.egress")
@@ -394,6 +394,24 @@ async def _connect(ctx: EgressContext, addresses: list[str], port: int, rec: Egr
     return None
 
 
+def _open_listeners(listen: Listen) -> list[socket.socket]:
+    """`[::]:PORT` is one dual-stack socket: sandboxes of both families redirected to one port (the
+    ruleset redirects both to the same one). Any other address: edge.http.listen's sockets."""
+    if listen.host != "::":
+        return open_listeners(listen, what="egress")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", listen.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"egress: cannot listen on {listen}: {exc.strerror}") from None
+    return [sock]
+
+
 def _reset(sock: socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0): the client sees "Connection reset by peer"."""
     try:
@@ -415,7 +433,7 @@ async def serve(
     flight `shutdown_grace` seconds. Reports [("egress", (host, port)), ...]."""
     if config.listen is None:
         raise ConfigError("egress.listen: no address to listen on")
-    listeners = open_listeners(config.listen, what="egress")
+    listeners = _open_listeners(config.listen)
     try:
         ctx = EgressContext(config, live, log or write_line)
         bound = [("egress", tuple(sock.getsockname()[:2])) for sock in listeners]

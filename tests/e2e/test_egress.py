@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from edge.egress.stats import EGRESS
-from tests.egress_world import NOT_A_SANDBOX, SANDBOX_ADDRESSES, egress_world, skip_reason
+from tests.egress_world import NOT_A_SANDBOX, SANDBOX_ADDRESSES, SANDBOX_V6, egress_world, skip_reason
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -312,3 +312,19 @@ async def test_an_allowed_name_that_does_not_resolve_is_reset_and_logged_as_an_e
     assert done.returncode != 0
     line = await world.log(name="nx.example.com")
     assert line["decision"] == "error" and line["error"] == "resolve: nx.example.com: NXDOMAIN"
+
+
+async def test_an_ipv6_sandbox_is_decided_and_dialled_the_same(world) -> None:
+    """fd77::2 redirected by the ruleset's ip6 rules to the same dual-stack listener: SO_ORIGINAL_DST
+    at SOL_IPV6; the name edge dials resolves to an IPv6 address (AAAA)."""
+    world.sandbox("box6", SANDBOX_V6, internet_access=False, allow_out=["v6.example.com"])
+    done = await world.curl(
+        "https://v6.example.com/", "-6", "--resolve", "v6.example.com:443:[2001:db8:10::10]", source=SANDBOX_V6
+    )
+    doc = _json(done)
+    assert doc["sni"] == "v6.example.com" and doc["local"] == "2001:db8:10::10:443"
+    line = await world.log(sandbox="box6")
+    assert line["client"] == SANDBOX_V6 and line["dst"] == "2001:db8:10::10" and line["upstream"] == "2001:db8:10::10"
+    done = await world.curl("http://[2001:db8:10::10]/", "-6", "-w", "%{http_code}", source=SANDBOX_V6)
+    assert done.stdout.endswith(b"403")
+    assert (await world.log(sandbox="box6", port=80))["rule"] == "internet_access false"
