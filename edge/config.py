@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -31,6 +32,19 @@ from edge.errors import ConfigError
 
 #: The zones shipped with edge: package data (edge/zones/), so a wheel install has them too.
 SHIPPED_ZONES = Path(__file__).resolve().parent / "zones"
+
+
+# A DNS label as edge accepts it in a domain it serves (underscores allowed, as in _acme-challenge).
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\Z")
+
+
+def normalize_domain(domain: str) -> str:
+    """A domain edge serves, lower case without a trailing dot. At least one label."""
+    d = domain.strip().rstrip(".").lower()
+    labels = d.split(".")
+    if not d or len(d) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ConfigError(f"domain: {domain!r} is not a domain name")
+    return d
 
 
 @dataclass(frozen=True)
@@ -383,8 +397,6 @@ def load(
 
 
 def _check(config: Config) -> None:
-    from edge.catalog.model import normalize_domain
-
     if not config.domains:
         raise ConfigError("domains: at least one domain is needed")
     for d in config.domains:

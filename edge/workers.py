@@ -162,6 +162,10 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
     """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
     accesslog.setup(config)
     rlimit.raise_nofile()
+    if dns:  # a domain with no zone file (and none to synthesize) is refused before anything binds
+        from edge.dns.zonefile import check_zone_files
+
+        check_zone_files(config)
     try:
         reserved = _reserve_port(config.http.listen)
     except OSError as exc:

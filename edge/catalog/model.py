@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
+from edge.config import normalize_domain
 from edge.errors import ValidationError
 
 # A sandbox ID is one DNS label in lower case: 1-63 of [a-z0-9-], not starting or ending with '-'.
@@ -101,17 +102,6 @@ def validate_mask(mask: object) -> str | None:
             "mask_request_host", f"{mask!r}: only ${{PORT}} may be substituted; no '/', '@' or '$'"
         )
     return mask
-
-
-def normalize_domain(domain: str) -> str:
-    """A domain edge serves, lower case without a trailing dot. At least one label."""
-    from edge.errors import ConfigError
-
-    d = domain.strip().rstrip(".").lower()
-    labels = d.split(".")
-    if not d or len(d) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ConfigError(f"domain: {domain!r} is not a domain name")
-    return d
 
 
 def validate_max_connections(value: object) -> int | None:

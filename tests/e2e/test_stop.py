@@ -20,3 +20,16 @@ def test_an_idle_edge_stops_at_once(tmp_path, workers):
     proc.proc.wait(timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert proc.proc.returncode == 0
+
+
+def test_workers_refuse_a_domain_without_a_zone_before_anything_listens(tmp_path):
+    """--workers 2 and a public domain with no zone file: a clear error, and no listener announced."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "edge", "serve", "--workers", "2", "--domain", "nozone.example",
+                          "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--log-format", "text"],
+                         env=edge_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "nozone.example" in res.stderr + res.stdout
+    assert "listening on" not in res.stdout
