@@ -168,6 +168,22 @@ def _meta(o, argv: list[str], sandboxes: list[options.Sandbox]) -> dict:
     }
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its descendants (edge's --workers), from /proc."""
+    total, todo, seen = 0, [pid], 0
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        seen += 1
+        total += int(fields[11]) + int(fields[12])
+        todo += [int(k) for k in kids]
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 def run(o, sandboxes: list[options.Sandbox], prefix: str) -> tuple[dict[int, Interval], dict, bool]:
     """Fork the workers, collect their seconds, print progress. (timeline, cpu samples, complete?)."""
     mp = multiprocessing.get_context("fork")
@@ -188,6 +204,8 @@ def run(o, sandboxes: list[options.Sandbox], prefix: str) -> tuple[dict[int, Int
     longest = max(session_seconds(o, s) for s in o.mix)
     give_up = t0 + o.duration + o.timeout + longest + 30
     tty = sys.stderr.isatty()
+    edge_cpu: dict[int, float] = {}
+    edge_last = (time.monotonic(), cpu_seconds(o.edge_pid)) if o.edge_pid else None
     try:
         while len(done) < o.procs:
             for r in multiprocessing.connection.wait(list(readers), timeout=0.25):
@@ -206,6 +224,12 @@ def run(o, sandboxes: list[options.Sandbox], prefix: str) -> tuple[dict[int, Int
                     done.add(i)
                     del readers[r]
             now = int(time.monotonic() - t0)
+            if edge_last and edge_last[1] is not None and time.monotonic() - edge_last[0] >= 1.0:
+                sample = (time.monotonic(), cpu_seconds(o.edge_pid))
+                if sample[1] is not None:
+                    sec = int((edge_last[0] + sample[0]) / 2 - t0)
+                    edge_cpu[sec] = 100 * (sample[1] - edge_last[1]) / (sample[0] - edge_last[0])
+                edge_last = sample
             if not o.quiet and now > last_line and now >= 2 and now <= o.duration + 1:
                 last_line = now
                 pct = max(
@@ -217,7 +241,7 @@ def run(o, sandboxes: list[options.Sandbox], prefix: str) -> tuple[dict[int, Int
                     ),
                     default=None,
                 )
-                line = report.progress_line(timeline, now - 1, o.duration, pct)
+                line = report.progress_line(timeline, now - 1, o.duration, pct, edge_cpu.get(now - 1))
                 print(("\r\x1b[K" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
             if time.monotonic() > give_up:
                 say("workers did not finish in time; stopping them")
@@ -236,6 +260,7 @@ def run(o, sandboxes: list[options.Sandbox], prefix: str) -> tuple[dict[int, Int
                 p.join(timeout=2)
     if died:
         say(f"worker process(es) {sorted(died)} ended without their final figures")
+    cpu["edge"] = edge_cpu  # type: ignore[index]
     return timeline, cpu, not died
 
 

@@ -341,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--threshold", default="", help="fail (exit 1) unless all hold: p99<50ms,errors<0.1%%,small.p99<20ms"
     )
+    o.add_argument(
+        "--edge-pid",
+        type=int,
+        metavar="PID",
+        help="a local edge's process: its CPU (with its workers') is sampled each second into the report",
+    )
     o.add_argument("--no-plots", action="store_true")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
     o.add_argument("--keep", action="store_true", help="leave the registered sandboxes in place at the end")

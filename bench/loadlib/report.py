@@ -35,7 +35,9 @@ def _errors_by_kind(iv: Interval, series: str | None = None, exclude: str | None
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def progress_line(timeline: dict[int, Interval], now: int, duration: float, cpu: float | None = None) -> str:
+def progress_line(
+    timeline: dict[int, Interval], now: int, duration: float, cpu: float | None = None, edge_cpu: float | None = None
+) -> str:
     """`[ 12s/60s] sent 2,000/s answered 1,998/s errors 0 p50 1.2ms p99 5.3ms | dns ... | cpu 45%`,
     over the last PROGRESS_WINDOW complete seconds before `now`."""
     secs = [s for s in range(now - PROGRESS_WINDOW, now) if s >= 0]
@@ -62,6 +64,8 @@ def progress_line(timeline: dict[int, Interval], now: int, duration: float, cpu:
         )
     if cpu is not None:
         text += f" | load cpu {cpu:.0f}%"
+    if edge_cpu is not None:
+        text += f" | edge cpu {edge_cpu:.0f}%"
     return text
 
 
@@ -82,6 +86,8 @@ def _block(iv: Interval, series: str) -> dict:
 
 def summary(timeline: dict[int, Interval], meta: dict, cpu: dict[int, list[tuple[float, float]]]) -> dict:
     """The JSON report: totals, per scenario, DNS, the timeline, the generator's own CPU and lag."""
+    cpu = dict(cpu)
+    edge_cpu: dict[int, float] = cpu.pop("edge", {}) or {}  # type: ignore[call-overload]
     total = merged(timeline.values())
     all_ = overall(total)
     head = _block(all_, "all")
@@ -102,6 +108,7 @@ def summary(timeline: dict[int, Interval], meta: dict, cpu: dict[int, list[tuple
                 "latency_ms": {f"p{q:g}": (h.percentile_ms(q) if h else None) for q in (50, 90, 99)}
                 | {"max": (h.max / 1000 if h and h.n else None)},
                 "scenarios": {name: iv.answered[name] for name in http_series(iv)},
+                "edge_cpu_percent": edge_cpu.get(s),
                 "dns": {
                     "sent": iv.sent["dns"],
                     "answered": iv.answered["dns"],
@@ -126,6 +133,9 @@ def summary(timeline: dict[int, Interval], meta: dict, cpu: dict[int, list[tuple
         "counts": dict(sorted(total.counts.items())),
         "dns": _block(total, "dns") if total.sent["dns"] else None,
         "generator": _generator(cpu, duration),
+        "edge_cpu_percent": {"mean": sum(edge_cpu.values()) / len(edge_cpu), "max": max(edge_cpu.values())}
+        if edge_cpu
+        else None,
         "timeline": per_second,
         # For thresholds on any percentile (p95, p99.99); not written to load.json.
         "_hists": {name: total.latency[name] for name in [*http_series(total), "dns"] if name in total.latency}
@@ -242,6 +252,14 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
                 f"| {what.get(name, '')} |"
             )
         lines.append("")
+    lag = lo.get("lag") or {}
+    if (lag.get("p99") or 0) > 10:
+        lines += [
+            f"**The generator itself was late**: its scheduler emitted requests {_fmt_ms(lag['p99'])} ms after their "
+            "due time at p99 (CPU contention on its core, or a process at its limit). Latency counts from the due "
+            "time, so that delay is inside the figures above: they are an upper bound for the edge.",
+            "",
+        ]
     counts = doc["counts"]
     if counts:
         lines.append("Counts: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".")
@@ -256,6 +274,21 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
             if g["busiest_second_percent"] >= 90
             else ""
         )
+    )
+    e = doc.get("edge_cpu_percent")
+    if e:
+        lines.append("")
+        lines.append(
+            f"Edge process CPU (`--edge-pid`, its workers included; % of one core): mean {e['mean']:.0f}%, "
+            f"busiest second {e['max']:.0f}%."
+        )
+    lines.append("")
+    lines.append(
+        "Load average before/after (other processes on this machine count too): "
+        + " / ".join(
+            ", ".join(f"{x:.2f}" for x in m[k]) for k in ("load_average_before", "load_average_after") if k in m
+        )
+        + "."
     )
     if doc["thresholds"]:
         lines += ["", "| threshold | actual | |", "|---|---:|---|"]
@@ -302,6 +335,11 @@ def plots(doc: dict, out: Path) -> list[Path]:
     if doc["dns"]:
         ax.plot(t, [p["dns"]["p99_ms"] for p in tl], "--", label="dns p99")
     ax.set_yscale("log")
+    if any(p.get("edge_cpu_percent") is not None for p in tl):
+        ax2 = ax.twinx()
+        ax2.plot(t, [p.get("edge_cpu_percent") for p in tl], color="grey", lw=0.8, alpha=0.7, label="edge CPU %")
+        ax2.set_ylim(0, 105)
+        ax2.set_ylabel("edge process CPU, % of a core (grey)")
     ax.set_xlabel("second of the run")
     ax.set_ylabel("latency, ms (log)")
     ax.set_title(f"Latency percentiles per second (all HTTP scenarios)\n{title}", fontsize=10)
@@ -330,7 +368,9 @@ def plots(doc: dict, out: Path) -> list[Path]:
     ax.set_ylabel("per second")
     ax.set_title(f"Throughput per second\n{title}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    top = max([p["sent"] for p in tl] + [p["answered"] for p in tl] + [1])
+    ax.set_ylim(0, top * 1.45)  # room for the legend above the curves
+    ax.legend(fontsize=8, loc="upper left", ncol=3)
     fig.tight_layout()
     made.append(out / "throughput.png")
     fig.savefig(made[-1], dpi=100)

@@ -333,8 +333,9 @@ def dns_reply(data: bytes) -> tuple[int, int, int, bool]:
 
 
 def dns_error(rcode: int, answers: int, truncated: bool = False) -> str | None:
-    """The error kind of a DNS reply, None when it answered. A truncated reply without an answer is what
-    a rate limiter's "slip" sends (BIND's response rate limiting, edge's dns.rrl_slip): `dns_truncated`, told apart from `dns_no_answer`."""
+    """The error kind of a DNS reply, None when it answered. A truncated reply without an answer is what a
+    rate limiter's "slip" sends (BIND's response rate limiting, edge's dns.rrl_slip): `dns_truncated`, told
+    apart from `dns_no_answer`."""
     if rcode:
         return "dns_" + RCODES.get(rcode, f"rcode{rcode}")
     if answers:
