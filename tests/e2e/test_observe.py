@@ -8,7 +8,7 @@ import json
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge import log as edge_log
+from edge.accesslog import FIELDS as ACCESS_FIELDS
 from edge.metrics import render
 from tests.backends import Backend
 from tests.conftest import curl
@@ -71,7 +71,7 @@ async def test_access_log_line_has_every_field(tmp_path, nursery):
     lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{") and '"method"' in ln]
     assert len(lines) == 2
     ok, missing = lines
-    assert tuple(ok) == edge_log.ACCESS_FIELDS
+    assert tuple(ok) == ACCESS_FIELDS
     assert ok["client"] == "127.0.0.1" and ok["host"] == host and ok["sandbox"] == "logged" and ok["port"] == b.port
     assert ok["method"] == "POST" and ok["path"] == "/echo" and ok["status"] == 200
     assert ok["bytes_in"] == 5 and ok["bytes_out"] > 0 and ok["duration_ms"] > 0 and ok["connect_ms"] >= 0
