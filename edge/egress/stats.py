@@ -1,7 +1,8 @@
 """The egress router's counters, and their Prometheus families.
 
 Hot paths add to plain integers in `EGRESS` (one per process, as edge.metrics.STATS); `families()`
-makes the metric families at scrape time, for edge.metrics' collector to yield beside its own:
+makes the metric families at scrape time; `register(edge.metrics.REGISTRY)` (from lifecycle, which
+may import both) puts them on /metrics beside the others:
 
     edge_egress_connections_total{decision}   allow, deny, error (no destination could be reached)
     edge_egress_bytes_total{direction}        out: sandbox -> destination; in: destination -> sandbox
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 DECISIONS = ("allow", "deny", "error")
@@ -57,3 +59,18 @@ class EgressStats:
 
 
 EGRESS = EgressStats()
+
+
+class EgressCollector:
+    """What a prometheus_client registry asks at scrape time: the egress families, read then."""
+
+    def __init__(self, stats: EgressStats = EGRESS) -> None:
+        self.stats = stats
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        return self.stats.families()
+
+
+def register(registry: CollectorRegistry) -> None:
+    """Add the egress families to `registry` (edge.metrics.REGISTRY: lifecycle calls this once)."""
+    registry.register(EgressCollector())
