@@ -147,13 +147,16 @@ class DnsConfig:
     #: Folder of `<domain>.zone` files in BIND format.
     zones: Path = SHIPPED_ZONES
     #: Response rate limiting: answers per second per (client /24 or /56, wildcard or name); 0 turns it off.
-    rrl_rate: int = 50
+    #: 200, as NSD's default: a spoofed flood is cut to 200 answers/s per victim network and answer kind.
+    rrl_rate: int = 200
     #: Of the answers over the rate, every `rrl_slip`-th is sent truncated (TC=1) instead of dropped;
     #: 0 drops them all.
     rrl_slip: int = 2
     #: Client prefix lengths (bits) that share one RRL budget.
     rrl_ipv4_prefix: int = 24
     rrl_ipv6_prefix: int = 56
+    #: Clients never rate limited (BIND's exempt-clients): loopback, where a local resolver forwards.
+    rrl_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     #: Seconds a TCP connection may sit idle between queries (RFC 7766 section 6.2.3).
     tcp_idle_timeout: float = 10.0
     #: Open TCP connections at most; connections past it are closed at once.
@@ -413,6 +416,11 @@ def _check(config: Config) -> None:
         normalize_domain(zone.domain)
     if config.dns.max_tcp_connections_per_ip < 1:
         raise ConfigError("dns.max_tcp_connections_per_ip must be >= 1")
+    for cidr in config.dns.rrl_exempt:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"dns.rrl_exempt: {cidr!r} is not an address or CIDR") from None
     for cidr in config.http.trusted_proxies:
         try:
             ipaddress.ip_network(cidr, strict=False)

@@ -9,7 +9,10 @@ client network gets for one kind of answer, in the manner of BIND's RRL:
   the node and type for other answers, the zone and rcode for NXDOMAIN/NODATA, one key for all errors;
 - each (client, key) is a token bucket of `rate` answers per second, holding at most `rate` tokens;
 - over the rate, answers are dropped, but every `slip`-th one is sent truncated (TC=1, no records) so
-  that a real client behind the prefix retries over TCP, which cannot be spoofed and is exempt.
+  that a real client behind the prefix retries over TCP, which cannot be spoofed and is exempt;
+- clients in `exempt` (loopback by default: a local resolver forwarding to edge, the "local DNS for
+  testing" use) are never limited, like BIND's `exempt-clients`. A spoofed packet claiming a loopback
+  source cannot arrive from the network (the kernel drops martians), so the exemption opens no hole.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ class RateLimiter:
         ipv4_prefix: int = 24,
         ipv6_prefix: int = 56,
         max_entries: int = 100_000,
+        exempt: tuple[str, ...] = (),
     ) -> None:
         self.rate = float(rate)
+        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt)
         self.slip = slip
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self.max_entries = max_entries
         self._buckets: dict[tuple[bytes, Hashable], list[float]] = {}  # -> [tokens, last time, drops]
-        self._prefixes: dict[str, bytes] = {}
+        self._prefixes: dict[str, bytes | None] = {}
 
-    def prefix(self, host: str) -> bytes:
-        """The client's network as bytes (its address with the host bits cleared), cached."""
+    def prefix(self, host: str) -> bytes | None:
+        """The client's network as bytes (its address with the host bits cleared), cached; None for an
+        exempt client."""
         found = self._prefixes.get(host)
         if found is None:
             if len(self._prefixes) >= self.max_entries:
@@ -58,13 +64,21 @@ class RateLimiter:
                     packed = socket.inet_aton(addr)
                 net = ipaddress.ip_network((packed, bits), strict=False)
                 found = net.network_address.packed
+                if self.exempt:
+                    address = ipaddress.ip_address(packed)
+                    if any(address in n for n in self.exempt):
+                        self._prefixes[host] = None
+                        return None
             except (OSError, ValueError):
                 found = host.encode()
             self._prefixes[host] = found
         return found
 
     def check(self, host: str, key: Hashable, now: float) -> int:
-        bucket_key = (self.prefix(host), key)
+        prefix = self.prefix(host)
+        if prefix is None:
+            return SEND  # exempt
+        bucket_key = (prefix, key)
         bucket = self._buckets.get(bucket_key)
         rate = self.rate
         if bucket is None:

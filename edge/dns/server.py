@@ -80,7 +80,9 @@ class _State:
         dns = config.dns
         self.edns_size = max(512, min(dns.edns_udp_size, 65535))  # RFC 6891 6.2.5: below 512 means 512
         self.limiter = (
-            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix) if dns.rrl_rate else None
+            RateLimiter(dns.rrl_rate, dns.rrl_slip, dns.rrl_ipv4_prefix, dns.rrl_ipv6_prefix, exempt=dns.rrl_exempt)
+            if dns.rrl_rate
+            else None
         )
         self.tcp_open = 0
         self.tcp_by_client: dict[str | bytes, int] = {}

@@ -75,3 +75,19 @@ def test_ipv4_on_a_dual_stack_socket_is_limited_per_ipv4_prefix():
     run(limiter, "::ffff:192.0.2.1", 3)
     assert limiter.check("::ffff:192.0.2.9", KEY, 0.0) != SEND
     assert limiter.check("::ffff:198.51.100.1", KEY, 0.0) == SEND
+
+
+def test_exempt_clients_are_never_limited():
+    """A loopback resolver forwarding to edge (exempt by default) gets every answer; others are limited."""
+    limiter = RateLimiter(2, slip=0, exempt=("127.0.0.0/8", "::1/128"))
+    assert set(run(limiter, "127.0.0.53", 50)) == {SEND}
+    assert set(run(limiter, "::1", 50)) == {SEND}
+    assert DROP in run(limiter, "192.0.2.1", 10)
+
+
+def test_default_rate_follows_nsd_and_exempts_loopback():
+    """The defaults: 200 answers/s per network and kind, loopback exempt."""
+    from edge.config import DnsConfig
+
+    assert DnsConfig().rrl_rate == 200
+    assert set(DnsConfig().rrl_exempt) == {"127.0.0.0/8", "::1/128"}

@@ -45,7 +45,7 @@ def test_rate_limiting_is_on_by_default():
 async def test_random_labels_share_the_wildcard_budget(nursery, tmp_path):
     """40 random names under the wildcard from one /24: `rate` answers, then drops and TC=1 slips."""
     write_zone(tmp_path)
-    addr = await start_dns(nursery, tmp_path, rrl_rate=5, rrl_slip=2)
+    addr = await start_dns(nursery, tmp_path, rrl_rate=5, rrl_slip=2, rrl_exempt=[])  # loopback is exempt by default
     replies = await trio.to_thread.run_sync(burst, addr, random_names(40))
     full = [r for r in replies if not r.flags & dns.flags.TC]
     slipped = [r for r in replies if r.flags & dns.flags.TC]
@@ -58,7 +58,7 @@ async def test_random_labels_share_the_wildcard_budget(nursery, tmp_path):
 async def test_slipped_answer_makes_a_real_client_retry_over_tcp(nursery, tmp_path):
     """A client that gets TC=1 retries over TCP, which is exempt, and gets its answer."""
     write_zone(tmp_path)
-    addr = await start_dns(nursery, tmp_path, rrl_rate=2, rrl_slip=1)
+    addr = await start_dns(nursery, tmp_path, rrl_rate=2, rrl_slip=1, rrl_exempt=[])
     await trio.to_thread.run_sync(burst, addr, random_names(10))
     query = dns.message.make_query(f"3000-retry.{Q}", "A")
     reply, used_tcp = await trio.to_thread.run_sync(
@@ -70,7 +70,7 @@ async def test_slipped_answer_makes_a_real_client_retry_over_tcp(nursery, tmp_pa
 async def test_tcp_is_exempt(nursery, tmp_path):
     """Over TCP every query is answered, whatever the UDP budget."""
     write_zone(tmp_path)
-    addr = await start_dns(nursery, tmp_path, rrl_rate=2)
+    addr = await start_dns(nursery, tmp_path, rrl_rate=2, rrl_exempt=[])
     await trio.to_thread.run_sync(burst, addr, random_names(20))
     for name in random_names(20):
         reply = await tcp(dns.message.make_query(name, "A"), addr)
@@ -83,3 +83,12 @@ async def test_rate_zero_turns_limiting_off(nursery, tmp_path):
     addr = await start_dns(nursery, tmp_path, rrl_rate=0)
     replies = await trio.to_thread.run_sync(burst, addr, random_names(200), 1.0)
     assert len(replies) == 200 and all(r.answer for r in replies)
+
+
+async def test_a_local_resolver_on_loopback_is_never_limited(nursery, tmp_path):
+    """With the default exemption, 200 names at once from 127.0.0.1 (a forwarding resolver) all get
+    full answers even at a rate of 2/s."""
+    write_zone(tmp_path)
+    addr = await start_dns(nursery, tmp_path, rrl_rate=2)
+    replies = await trio.to_thread.run_sync(burst, addr, random_names(200), 2.0)
+    assert len(replies) == 200 and not [r for r in replies if r.flags & dns.flags.TC]
