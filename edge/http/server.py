@@ -50,6 +50,7 @@ async def _handle(ctx: ServerContext, listener: Listener, certs: CertStore | Non
         return
     raw = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach())
     raw.setblocking(False)  # socket(fileno=) thinks it blocks: OpenSSL would then wait in poll()
+    del stream, trio_sock  # the connection lives on as `raw`: idle connections should cost little
     ip = peer
     if listener.proxy_protocol:
         try:
