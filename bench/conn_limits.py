@@ -447,9 +447,7 @@ def abandoned(src: Path) -> dict:
             "edge descriptors before": baseline,
             "edge descriptors, peak": peak,
             "edge descriptors 5 s after": samples[-1][1],
-            "back within 5 of before, s after the last client left": (
-                max(0.0, back) if back is not None else ">5"
-            ),
+            "back within 5 of before, s after the last client left": (max(0.0, back) if back is not None else ">5"),
             "logged 499": e.count_499(),
         }
 
@@ -606,14 +604,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rev", help="measure this commit (git archive) instead of the working tree")
-    ap.add_argument(
-        "--before", help="also measure this commit, in a second column (e.g. the one before the fix)"
-    )
+    ap.add_argument("--before", help="also measure this commit, in a second column (e.g. the one before the fix)")
     ap.add_argument("--out", default=str(REPO / "bench/results/conn_limits.md"), help="'-': stdout only")
     args = ap.parse_args()
-    nofile = raise_nofile(
-        65536
-    )  # this process holds 600 client sockets and the sandbox's ends; edge inherits it
+    nofile = raise_nofile(65536)  # this process holds 600 client sockets and the sandbox's ends; edge inherits it
     began = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with http_backend() as backend_port:
         with checkout(args.rev) as (src, label):
@@ -642,7 +636,8 @@ def main() -> None:
             "median (min-max), or every run when they differ in kind. Scenario 1 runs edge under "
             f"RLIMIT_NOFILE {NOFILE} (soft and hard), so its caps are {(NOFILE - 64) // 3} in all and "
             f"{(NOFILE - 64) // 3 // 4} per address; the others inherit {nofile:,} ({(nofile - 64) // 3:,} and "
-            f"{(nofile - 64) // 3 // 4:,}; scenario 2 spreads its connections over 4 addresses to stay under the second).",
+            f"{(nofile - 64) // 3 // 4:,}; scenario 2 spreads its connections over 4 addresses to stay under "
+            "the second).",
             "",
             table(after, label, before, before_label),
             "",

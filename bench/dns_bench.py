@@ -269,14 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuzz", type=int, default=100_000, help="hostile packets (0: skip)")
     parser.add_argument("--fuzz-rate", type=float, default=8000.0, help="hostile packets per second")
     parser.add_argument("--quick", action="store_true", help="3 s runs and 20,000 names (the fuzz stays whole)")
-    parser.add_argument("--defaults", action="store_true",
-                        help="edge with its default DNS settings (RRL on at its default rate, loopback exempt)")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="edge with its default DNS settings (RRL on at its default rate, loopback exempt)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for dns.json and dns.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.names = min(args.seconds, 3.0), min(args.names, 20_000)
 
-    missing = [tool for tool in ("dnsperf", "dnsmasq") if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        tool for tool in ("dnsperf", "dnsmasq") if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if missing:
         print(f"dns_bench: {' and '.join(missing)} not found. Run `make bench` (it installs them) or\n"
               "    apt-get install dnsperf dnsmasq-base", file=sys.stderr)  # fmt: skip
@@ -295,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     config = tmp / "edge.toml"
     # Rate limiting stays on (its bookkeeping is paid per query) with a rate above the load, and no
     # client exempt; --defaults measures edge as shipped instead (loopback exempt, as a local resolver).
-    config.write_text("" if args.defaults else '[dns]\nrrl_rate = 1000000000\nrrl_exempt = []\n')
+    config.write_text("" if args.defaults else "[dns]\nrrl_rate = 1000000000\nrrl_exempt = []\n")
 
     print("micro-benchmarks (in memory)...", flush=True)
     micro_results = micro()
@@ -391,7 +396,8 @@ def markdown(r: dict) -> str:
         "| server | median q/s | min-max q/s | lost / sent |",
         "|---|---:|---:|---:|",
         f"| edge | {e['qps_median']:,} | {e['qps_min']:,}-{e['qps_max']:,} | {e['lost_total']} / {e['sent_total']:,} |",
-        f"| dnsmasq | {d['qps_median']:,} | {d['qps_min']:,}-{d['qps_max']:,} | {d['lost_total']} / {d['sent_total']:,} |",
+        f"| dnsmasq | {d['qps_median']:,} | {d['qps_min']:,}-{d['qps_max']:,} | "
+        f"{d['lost_total']} / {d['sent_total']:,} |",
         "",
         f"Ratio of medians, edge / dnsmasq: **{r['ratio_edge_to_dnsmasq']}** (target >= 0.5).",
         "",

@@ -84,8 +84,18 @@ def edge(backend_host: str, backend_port: int, rrl_rate: int | None):
             cwd=peers.EDGE_SRC,
             timeout=60,
         )
-        args = ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-access-log",
-                "--log-format", "text"]  # the listening lines read below are text mode's
+        args = [
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-access-log",
+            "--log-format",
+            "text",
+        ]  # the listening lines read below are text mode's
         if rrl_rate is not None:
             config = Path(d) / "edge.toml"
             config.write_text(f"[dns]\nrrl_rate = {rrl_rate}\n")

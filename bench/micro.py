@@ -157,12 +157,16 @@ def stages() -> dict:
         fields = hdr.rewrite_response(answer_head.headers, answer_head.status, answer_head.tokens)
         return h1.response_bytes(answer_head.start, fields)
 
-    lanes.update({
-        "fast: parse": lambda: h1.parse_request(RAW, RAW.find(b"\r\n\r\n"), http.max_head_bytes, http.max_head_fields),
-        "fast: write": lambda: h1.request_bytes(head.method, target, out_headers),
-        "fast: response": lambda: h1.parse_response(RESPONSE_RAW, RESPONSE_RAW.find(b"\r\n\r\n"), False),
-        "fast: answer": answer,
-    })
+    lanes.update(
+        {
+            "fast: parse": lambda: h1.parse_request(
+                RAW, RAW.find(b"\r\n\r\n"), http.max_head_bytes, http.max_head_fields
+            ),
+            "fast: write": lambda: h1.request_bytes(head.method, target, out_headers),
+            "fast: response": lambda: h1.parse_response(RESPONSE_RAW, RESPONSE_RAW.find(b"\r\n\r\n"), False),
+            "fast: answer": answer,
+        }
+    )
     return lanes
 
 

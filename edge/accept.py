@@ -51,8 +51,13 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
                     failures += 1
                     now = trio.current_time()
                     if now - logged_at >= LOG_EVERY:
-                        logger.error("%s: accept failed %d time(s) since the last report (%s); pausing accepts "
-                                     "for 100 ms each time", label, failures, exc.strerror)
+                        logger.error(
+                            "%s: accept failed %d time(s) since the last report (%s); pausing accepts "
+                            "for 100 ms each time",
+                            label,
+                            failures,
+                            exc.strerror,
+                        )
                         failures = 0
                         logged_at = now
                     STATS.accept_errors += 1

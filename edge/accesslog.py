@@ -36,8 +36,23 @@ from edge import log as edge_log
 from edge.config import Config
 from edge.metrics import STATS
 
-FIELDS = ("time", "client", "host", "sandbox", "port", "method", "path", "status", "bytes_in", "bytes_out",
-          "duration_ms", "connect_ms", "user_agent", "request_id", "error")
+FIELDS = (
+    "time",
+    "client",
+    "host",
+    "sandbox",
+    "port",
+    "method",
+    "path",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "connect_ms",
+    "user_agent",
+    "request_id",
+    "error",
+)
 BATCH = 64 * 1024
 EVERY = 0.1
 MAX_BUFFER = 4 * 1024 * 1024
@@ -109,9 +124,23 @@ class AccessLog:
 
     # --- the hot path ------------------------------------------------------------------------------
 
-    def line(self, client: bytes, host: bytes, sandbox: str | None, port: int | None, method: bytes, path: bytes,
-             status: int, bytes_in: int, bytes_out: int, duration_ms: float, connect_ms: float | None,
-             user_agent: bytes, request_id: bytes, error: str | None) -> None:
+    def line(
+        self,
+        client: bytes,
+        host: bytes,
+        sandbox: str | None,
+        port: int | None,
+        method: bytes,
+        path: bytes,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        duration_ms: float,
+        connect_ms: float | None,
+        user_agent: bytes,
+        request_id: bytes,
+        error: str | None,
+    ) -> None:
         buf = self._buf
         if len(buf) >= self.max_buffer:
             STATS.access_log_dropped += 1
@@ -119,17 +148,41 @@ class AccessLog:
         ts = self._clock.now()
         if self.text:
             out = b'%s %s "%s %s%s" %d in=%d out=%d %.3fms "%s" id=%s%s\n' % (
-                ts, client, _text_str(method), _text_str(host), _text_str(path), status, bytes_in, bytes_out,
-                duration_ms, _text_str(user_agent) if user_agent else b"-", _text_str(request_id) or b"-",
-                b" error=" + error.encode() if error else b"")
+                ts,
+                client,
+                _text_str(method),
+                _text_str(host),
+                _text_str(path),
+                status,
+                bytes_in,
+                bytes_out,
+                duration_ms,
+                _text_str(user_agent) if user_agent else b"-",
+                _text_str(request_id) or b"-",
+                b" error=" + error.encode() if error else b"",
+            )
         else:
-            out = (b'{"time":"%s","client":"%s","host":%s,"sandbox":%s,"port":%s,"method":%s,"path":%s,'
-                   b'"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,"connect_ms":%s,'
-                   b'"user_agent":%s,"request_id":%s,"error":%s}\n') % (
-                ts, client, _json_str(host), b"null" if sandbox is None else _json_str(sandbox.encode()),
-                b"null" if port is None else b"%d" % port, _json_str(method), _json_str(path), status, bytes_in,
-                bytes_out, duration_ms, b"null" if connect_ms is None else b"%.3f" % connect_ms,
-                _json_str(user_agent), _json_str(request_id), b"null" if error is None else b'"%s"' % error.encode())
+            out = (
+                b'{"time":"%s","client":"%s","host":%s,"sandbox":%s,"port":%s,"method":%s,"path":%s,'
+                b'"status":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,"connect_ms":%s,'
+                b'"user_agent":%s,"request_id":%s,"error":%s}\n'
+            ) % (
+                ts,
+                client,
+                _json_str(host),
+                b"null" if sandbox is None else _json_str(sandbox.encode()),
+                b"null" if port is None else b"%d" % port,
+                _json_str(method),
+                _json_str(path),
+                status,
+                bytes_in,
+                bytes_out,
+                duration_ms,
+                b"null" if connect_ms is None else b"%.3f" % connect_ms,
+                _json_str(user_agent),
+                _json_str(request_id),
+                b"null" if error is None else b'"%s"' % error.encode(),
+            )
         buf += out
         if len(buf) >= BATCH and self._wake is not None:
             self._wake.set()
@@ -207,7 +260,7 @@ class AccessLog:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             except InterruptedError:
                 continue
             except OSError:

@@ -1,20 +1,20 @@
 """The `edge` command line. Every failure is one line on stderr and a non-zero exit, never a traceback.
 
-    edge serve [--config FILE] [--domain D]... [--http ADDR:PORT] [--dns ADDR:PORT] [--admin ADDR:PORT]
-               [--catalog URL] [--zones DIR] [--log-format json|text] [--no-access-log]
-    edge dns   [the same flags]                       DNS server alone
-    edge zone check FILE...                           validate zone files
-    edge sandbox add ID --address IP [--mask-request-host T] [--private] [--max-connections N] [--json]
-    edge sandbox update ID [--address IP] [--mask-request-host T | --no-mask] [--private | --public]
-                           [--max-connections N | --no-max-connections] [--json]   only the fields named
-    edge sandbox list [--json] | show ID [--json] | rm ID
-    edge sandbox token ID --rotate [--json]           new traffic access token of a private sandbox, shown once
-        (add, update, rm and token return once the running edge serves the change, 2 s at most, and
-         warn when no edge answers or it serves another catalog: [--admin ADDR:PORT] [--no-wait])
-    edge host ID PORT [--url]                         the public host (or URL) for a port (E2B's getHost)
-    edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
-    edge cert list [--config FILE] [--json]           certificates on disk: domains, names, expiry, source
-    edge cert renew DOMAIN [--config FILE] [--admin ADDR:PORT] [--no-wait] [--json]   an ACME order now
+edge serve [--config FILE] [--domain D]... [--http ADDR:PORT] [--dns ADDR:PORT] [--admin ADDR:PORT]
+           [--catalog URL] [--zones DIR] [--log-format json|text] [--no-access-log]
+edge dns   [the same flags]                       DNS server alone
+edge zone check FILE...                           validate zone files
+edge sandbox add ID --address IP [--mask-request-host T] [--private] [--max-connections N] [--json]
+edge sandbox update ID [--address IP] [--mask-request-host T | --no-mask] [--private | --public]
+                       [--max-connections N | --no-max-connections] [--json]   only the fields named
+edge sandbox list [--json] | show ID [--json] | rm ID
+edge sandbox token ID --rotate [--json]           new traffic access token of a private sandbox, shown once
+    (add, update, rm and token return once the running edge serves the change, 2 s at most, and
+     warn when no edge answers or it serves another catalog: [--admin ADDR:PORT] [--no-wait])
+edge host ID PORT [--url]                         the public host (or URL) for a port (E2B's getHost)
+edge status [--config FILE] [--admin ADDR:PORT] [--json]   a running edge's summary, from its admin API
+edge cert list [--config FILE] [--json]           certificates on disk: domains, names, expiry, source
+edge cert renew DOMAIN [--config FILE] [--admin ADDR:PORT] [--no-wait] [--json]   an ACME order now
 """
 
 from __future__ import annotations
@@ -75,21 +75,28 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
-    p.add_argument("--catalog", metavar="URL", help="catalog URL, e.g. sqlite:///var/lib/edge/catalog.db (env EDGE_CATALOG)")
+    p.add_argument(
+        "--catalog", metavar="URL", help="catalog URL, e.g. sqlite:///var/lib/edge/catalog.db (env EDGE_CATALOG)"
+    )
     p.add_argument("--domain", action="append", metavar="D", help="domain served; repeat for several")
 
 
 def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> None:
     _common(p)
     p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener (default 127.0.0.1:8080)")
-    p.add_argument("--https", metavar="ADDR:PORT", help="HTTPS listener (default: none; certificates: [https] certs or [acme])")
+    p.add_argument(
+        "--https", metavar="ADDR:PORT", help="HTTPS listener (default: none; certificates: [https] certs or [acme])"
+    )
     p.add_argument("--dns", metavar="ADDR:PORT", help="DNS listener, UDP and TCP (default 127.0.0.1:5353)")
     p.add_argument("--admin", metavar="ADDR:PORT", help="admin API listener (default 127.0.0.1:8081)")
     p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
     p.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
-    p.add_argument("--access-log", metavar="PATH",
-                   help="access lines to this file (append; reopened on SIGUSR1); - is stdout (default)")
+    p.add_argument(
+        "--access-log",
+        metavar="PATH",
+        help="access lines to this file (append; reopened on SIGUSR1); - is stdout (default)",
+    )
     if with_workers:
         p.add_argument("--workers", type=_whole, metavar="N", help="HTTP worker processes sharing the port (default 1)")
 
@@ -107,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(sub.add_parser("serve", help="serve HTTP, DNS and admin"), with_workers=True)
     _server_flags(sub.add_parser("dns", help="serve DNS alone"))
 
-    zone = sub.add_parser("zone", help="zone files").add_subparsers(dest="zone_command", required=True, parser_class=_Parser)
+    zone = sub.add_parser("zone", help="zone files").add_subparsers(
+        dest="zone_command", required=True, parser_class=_Parser
+    )
     check = zone.add_parser("check", help="validate zone files; exit 1 on errors")
     check.add_argument("files", nargs="+", metavar="FILE")
 
@@ -129,10 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
     mask.add_argument("--no-mask", action="store_true", help="send the client's Host upstream again")
     privacy = update.add_mutually_exclusive_group()
-    privacy.add_argument("--private", dest="public", action="store_const", const=False,
-                         help="require a traffic access token (a new one is printed once)")
-    privacy.add_argument("--public", dest="public", action="store_const", const=True,
-                         help="no token needed; the token is forgotten")
+    privacy.add_argument(
+        "--private",
+        dest="public",
+        action="store_const",
+        const=False,
+        help="require a traffic access token (a new one is printed once)",
+    )
+    privacy.add_argument(
+        "--public", dest="public", action="store_const", const=True, help="no token needed; the token is forgotten"
+    )
     limit = update.add_mutually_exclusive_group()
     limit.add_argument("--max-connections", type=_whole, metavar="N", help="concurrent requests and tunnels at most")
     limit.add_argument("--no-max-connections", action="store_true", help="remove the limit")
@@ -140,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(update)
     token = sandbox.add_parser("token", help="rotate a private sandbox's traffic access token")
     token.add_argument("id")
-    token.add_argument("--rotate", action="store_true", required=True, help="make a new token; the old one stops working")
+    token.add_argument(
+        "--rotate", action="store_true", required=True, help="make a new token; the old one stops working"
+    )
     token.add_argument("--json", action="store_true")
     _common(token)
     ls = sandbox.add_parser("list", help="list sandboxes")
@@ -154,11 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("id")
     _common(rm)
     for write in (add, update, token, rm):
-        write.add_argument("--admin", metavar="ADDR:PORT",
-                           help="the running edge's admin API, asked whether it serves the change"
-                           " (default: admin.listen, 127.0.0.1:8081)")
-        write.add_argument("--no-wait", action="store_true",
-                           help="return once the catalog is written, without asking the running edge")
+        write.add_argument(
+            "--admin",
+            metavar="ADDR:PORT",
+            help="the running edge's admin API, asked whether it serves the change"
+            " (default: admin.listen, 127.0.0.1:8081)",
+        )
+        write.add_argument(
+            "--no-wait", action="store_true", help="return once the catalog is written, without asking the running edge"
+        )
 
     host = sub.add_parser("host", help="print the public host for a sandbox port")
     host.add_argument("id")
@@ -184,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     renew.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
     renew.add_argument("--admin", metavar="ADDR:PORT", help="the admin API (default: admin.listen, 127.0.0.1:8081)")
     renew.add_argument("--no-wait", action="store_true", help="return once the order is asked for, not when it ends")
-    renew.add_argument("--timeout", type=_whole, default=300, metavar="S",
-                       help="seconds to wait for the order to end (default 300)")
+    renew.add_argument(
+        "--timeout", type=_whole, default=300, metavar="S", help="seconds to wait for the order to end (default 300)"
+    )
     renew.add_argument("--json", action="store_true", help="print the domain's state as JSON")
     return parser
 
@@ -250,8 +272,10 @@ def _changes(args: argparse.Namespace) -> dict:
     elif args.max_connections is not None:
         changes["max_connections"] = _limit(args.max_connections)
     if not changes:
-        raise EdgeError("update: nothing to change; name at least one of --address, --mask-request-host,"
-                        " --no-mask, --private, --public, --max-connections, --no-max-connections")
+        raise EdgeError(
+            "update: nothing to change; name at least one of --address, --mask-request-host,"
+            " --no-mask, --private, --public, --max-connections, --no-max-connections"
+        )
     return changes
 
 
@@ -273,8 +297,12 @@ def _sandbox(args: argparse.Namespace) -> int:
     try:
         if cmd == "add":
             record, token = ops.add_sandbox(
-                store, sandbox_id, address=args.address, public=not args.private,
-                mask_request_host=args.mask_request_host, max_connections=args.max_connections,
+                store,
+                sandbox_id,
+                address=args.address,
+                public=not args.private,
+                mask_request_host=args.mask_request_host,
+                max_connections=args.max_connections,
             )
             _print_sandbox(record, args.json, token)
         elif cmd == "update":
@@ -326,9 +354,11 @@ def _await_served(cfg, version: int) -> str | None:
         try:
             doc = _admin_call(cfg, "GET", "/v1/status", timeout=max(0.2, deadline - time.monotonic()))
         except EdgeError as exc:
-            return (f"the change is in catalog {ours}, but no running edge confirmed it: {exc.message}"
-                    " (it may use another state folder, config or admin address: --admin ADDR:PORT,"
-                    " or --no-wait not to ask)")
+            return (
+                f"the change is in catalog {ours}, but no running edge confirmed it: {exc.message}"
+                " (it may use another state folder, config or admin address: --admin ADDR:PORT,"
+                " or --no-wait not to ask)"
+            )
         where = _admin_address(cfg)
         catalog = doc.get("catalog")
         if not isinstance(catalog, dict):
@@ -336,15 +366,19 @@ def _await_served(cfg, version: int) -> str | None:
         theirs = catalog.get("path") or catalog.get("url", "?")
         same = theirs == ours or (os.path.exists(theirs) and os.path.exists(ours) and os.path.samefile(theirs, ours))
         if not same:
-            return (f"the change is in catalog {ours}, but the edge at {where} serves catalog {theirs}: it will"
-                    " not see it; use the edge's catalog (its config with --config or EDGE_CONFIG, its"
-                    " EDGE_STATE_DIR, or --catalog)")
+            return (
+                f"the change is in catalog {ours}, but the edge at {where} serves catalog {theirs}: it will"
+                " not see it; use the edge's catalog (its config with --config or EDGE_CONFIG, its"
+                " EDGE_STATE_DIR, or --catalog)"
+            )
         served = catalog.get("version", 0)
         if served >= version:
             return None
         if time.monotonic() >= deadline:
-            return (f"the edge at {where} still serves catalog version {served} after {SERVE_WAIT:g} s, not yet"
-                    f" {version} with this change; it will within its catalog_poll")
+            return (
+                f"the edge at {where} still serves catalog version {served} after {SERVE_WAIT:g} s, not yet"
+                f" {version} with this change; it will within its catalog_poll"
+            )
         time.sleep(0.02)
 
 
@@ -481,13 +515,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
         return 1
     except SandboxExists as exc:
-        print(f"edge: error: sandbox {exc.sandbox_id!r} exists already and `add` never changes a sandbox;"
-              f" to change only the fields you name: {UPDATE_USAGE} (--no-max-connections removes a limit)",
-              file=sys.stderr)
+        print(
+            f"edge: error: sandbox {exc.sandbox_id!r} exists already and `add` never changes a sandbox;"
+            f" to change only the fields you name: {UPDATE_USAGE} (--no-max-connections removes a limit)",
+            file=sys.stderr,
+        )
         return 1
     except SandboxIsPublic as exc:
-        print(f"edge: error: sandbox {exc.sandbox_id!r} is public: it has no token to rotate; make it private"
-              f" (its new token is printed once) with: edge sandbox update {exc.sandbox_id} --private", file=sys.stderr)
+        print(
+            f"edge: error: sandbox {exc.sandbox_id!r} is public: it has no token to rotate; make it private"
+            f" (its new token is printed once) with: edge sandbox update {exc.sandbox_id} --private",
+            file=sys.stderr,
+        )
         return 1
     except EdgeError as exc:
         print(f"edge: error: {exc.message}", file=sys.stderr)

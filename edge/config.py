@@ -301,7 +301,7 @@ def _convert(value: object, typ: object, key: str) -> object:
             return value
     elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is SynthesizedZone:
         if isinstance(value, Mapping):
-            return tuple(_synthesized(domain, v, f"{key}.\"{domain}\"") for domain, v in value.items())
+            return tuple(_synthesized(domain, v, f'{key}."{domain}"') for domain, v in value.items())
         if isinstance(value, tuple) and all(isinstance(v, SynthesizedZone) for v in value):
             return value
     elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is CertFiles:
@@ -427,6 +427,8 @@ def _check(config: Config) -> None:
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: {cidr!r} is not an address or CIDR") from None
     if config.http.max_connections < 0 or config.http.max_connections_per_ip < 0:
-        raise ConfigError("http.max_connections and http.max_connections_per_ip must be >= 0 (0: sized to the descriptor limit)")
+        raise ConfigError(
+            "http.max_connections and http.max_connections_per_ip must be >= 0 (0: sized to the descriptor limit)"
+        )
     if config.http.max_head_fields < 1 or config.http.max_head_bytes < 1024:
         raise ConfigError("http.max_head_fields must be >= 1 and http.max_head_bytes >= 1024")

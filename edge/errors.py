@@ -153,9 +153,7 @@ class PortNotOpen(EdgeError):
     code = "port_not_open"
 
     def __init__(self, sandbox_id: str, port: int) -> None:
-        super().__init__(
-            f"The sandbox is running but port {port} is not open", sandbox_id=sandbox_id, port=port
-        )
+        super().__init__(f"The sandbox is running but port {port} is not open", sandbox_id=sandbox_id, port=port)
         self.sandbox_id = sandbox_id
         self.port = port
 

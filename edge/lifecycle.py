@@ -34,9 +34,15 @@ logger = logging.getLogger("edge")
 Listener = tuple[str, tuple[Any, ...]]
 
 
-async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True,
-                http_listening: list[Listener] | None = None,
-                served_versions: Callable[[], list[int]] | None = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    http: bool = True,
+    dns: bool = True,
+    admin: bool = True,
+    http_listening: list[Listener] | None = None,
+    served_versions: Callable[[], list[int]] | None = None,
+) -> None:
     """The catalog watcher and the chosen servers in one nursery, until a signal stops them.
 
     `http_listening`: HTTP listeners served elsewhere (a supervisor's workers), for /v1/status;
@@ -100,8 +106,9 @@ async def serve(config: Config, *, http: bool = True, dns: bool = True, admin: b
             if admin:
                 from edge.admin.server import serve as serve_admin
 
-                serving_admin = partial(serve_admin, listeners=listening, certs=certs, acme=acme,
-                                        served_versions=served_versions)
+                serving_admin = partial(
+                    serve_admin, listeners=listening, certs=certs, acme=acme, served_versions=served_versions
+                )
                 bound = await nursery.start(serving_admin, config, store, live)
                 for addr in bound:
                     announce("admin", addr, config.log_format)
@@ -121,8 +128,15 @@ def announce(kind: str, addr: tuple[Any, ...], log_format: str = "text") -> None
     if log_format == "json":
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-        doc = {"time": stamp, "level": "info", "logger": "edge", "message": f"{kind} listening on {shown}",
-               "event": "listening", "kind": kind, "address": shown}
+        doc = {
+            "time": stamp,
+            "level": "info",
+            "logger": "edge",
+            "message": f"{kind} listening on {shown}",
+            "event": "listening",
+            "kind": kind,
+            "address": shown,
+        }
         print(json.dumps(doc, separators=(",", ":")), flush=True)
         return
     # A fixed, parseable line: "edge: <kind> listening on <addr>"
@@ -140,8 +154,14 @@ async def serve_until_done(
         done.set()
 
 
-async def stop_on_signal(signals: AsyncIterator[int], stopping: trio.Event, drained: trio.Event,
-                         scope: trio.CancelScope, *, second_signal_stops: bool = True) -> None:
+async def stop_on_signal(
+    signals: AsyncIterator[int],
+    stopping: trio.Event,
+    drained: trio.Event,
+    scope: trio.CancelScope,
+    *,
+    second_signal_stops: bool = True,
+) -> None:
     """First signal: set `stopping` (the HTTP server drains, bounded by http.shutdown_grace), wait
     for `drained`, then cancel `scope`. A second signal stops at once, unless `second_signal_stops`
     is False (a worker: Ctrl-C reaches it with its supervisor, whose SIGTERM then comes second)."""
@@ -154,6 +174,7 @@ async def stop_on_signal(signals: AsyncIterator[int], stopping: trio.Event, drai
         scope.cancel()
         return
     async with trio.open_nursery() as waiting:
+
         async def second_signal() -> None:
             async for _ in signals:
                 waiting.cancel_scope.cancel()

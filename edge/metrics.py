@@ -11,9 +11,9 @@ but only the `TOP_SANDBOXES` busiest are exported, so the label set never grows 
 
 from __future__ import annotations
 
-import time
 import os
 import resource
+import time
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -91,7 +91,6 @@ class Stats:
         #: TLS connections whose records the kernel does both ways (kTLS): their bodies move by splice.
         self.tls_ktls_connections = 0
 
-
     def snapshot(self) -> dict:
         """The counters as plain data, for a worker to hand to its supervisor."""
         return {
@@ -128,8 +127,10 @@ class Stats:
             self.upstream_connect_failures[reason] = self.upstream_connect_failures.get(reason, 0) + n
         for reason, n in snap.get("http_h11_exchanges", {}).items():
             self.http_h11_exchanges[reason] = self.http_h11_exchanges.get(reason, 0) + n
-        for hist, (counts, total) in ((self.http_duration, snap["http_duration"]),
-                                      (self.upstream_connect, snap["upstream_connect"])):
+        for hist, (counts, total) in (
+            (self.http_duration, snap["http_duration"]),
+            (self.upstream_connect, snap["upstream_connect"]),
+        ):
             hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
             hist.sum += total
         for sandbox_id, n in snap["sandbox_requests"].items():
@@ -201,13 +202,21 @@ class _Collector:
         for i, n in enumerate(s.http_requests):
             req.add_metric([f"{i}xx" if i else "none"], n)
         yield req
-        yield GaugeMetricFamily("edge_http_active_connections", "Open client connections", value=s.http_active_connections)
-        yield GaugeMetricFamily("edge_http_active_tunnels", "Open WebSocket/upgrade tunnels", value=s.http_active_tunnels)
-        by = CounterMetricFamily("edge_http_body_bytes", "Body and tunnel bytes moved, by direction", labels=["direction"])
+        yield GaugeMetricFamily(
+            "edge_http_active_connections", "Open client connections", value=s.http_active_connections
+        )
+        yield GaugeMetricFamily(
+            "edge_http_active_tunnels", "Open WebSocket/upgrade tunnels", value=s.http_active_tunnels
+        )
+        by = CounterMetricFamily(
+            "edge_http_body_bytes", "Body and tunnel bytes moved, by direction", labels=["direction"]
+        )
         by.add_metric(["in"], s.http_bytes_in)
         by.add_metric(["out"], s.http_bytes_out)
         yield by
-        cf = CounterMetricFamily("edge_upstream_connect_failures", "Failed connects to sandboxes, by reason", labels=["reason"])
+        cf = CounterMetricFamily(
+            "edge_upstream_connect_failures", "Failed connects to sandboxes, by reason", labels=["reason"]
+        )
         for reason, n in s.upstream_connect_failures.items():
             cf.add_metric([reason], n)
         yield cf
@@ -220,38 +229,54 @@ class _Collector:
         for reason, n in s.http_h11_exchanges.items():
             lane.add_metric([reason], n)
         yield lane
-        rej = CounterMetricFamily("edge_http_connections_rejected",
-                                  "New client connections closed at once, by the limit they were over",
-                                  labels=["reason"])
+        rej = CounterMetricFamily(
+            "edge_http_connections_rejected",
+            "New client connections closed at once, by the limit they were over",
+            labels=["reason"],
+        )
         for reason, n in s.http_connections_rejected.items():
             rej.add_metric([reason], n)
         yield rej
-        tls = CounterMetricFamily("edge_tls_handshake_failures", "TLS handshakes that did not complete, by why",
-                                  labels=["reason"])
+        tls = CounterMetricFamily(
+            "edge_tls_handshake_failures", "TLS handshakes that did not complete, by why", labels=["reason"]
+        )
         for reason, n in s.tls_handshake_failures.items():
             tls.add_metric([reason], n)
         yield tls
-        yield CounterMetricFamily("edge_tls_ktls_connections",
-                                  "TLS connections the kernel encrypts both ways (kTLS): bodies move by splice",
-                                  value=s.tls_ktls_connections)
-        yield CounterMetricFamily("edge_http_idle_reclaimed",
-                                  "Waiting client connections closed to admit new ones at http.max_connections",
-                                  value=s.http_idle_reclaimed)
-        yield CounterMetricFamily("edge_http_proxy_header_errors",
-                                  "Connections closed for a missing, malformed or untrusted PROXY header",
-                                  value=s.http_proxy_header_errors)
-        yield CounterMetricFamily("edge_access_log_dropped", "Access-log lines dropped: the sink did not keep up",
-                                  value=s.access_log_dropped)
-        yield CounterMetricFamily("edge_accept_errors", "accept() failures for want of descriptors or memory",
-                                  value=s.accept_errors)
-        yield GaugeMetricFamily("edge_open_fds", "Open file descriptors (this process and its workers)",
-                                value=open_fds() + s.worker_fds)
-        yield GaugeMetricFamily("edge_max_fds", "Soft RLIMIT_NOFILE (this process and its workers)",
-                                value=max_fds() + s.worker_max_fds)
-        yield CounterMetricFamily("edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them",
-                                  value=s.http_revoked)
+        yield CounterMetricFamily(
+            "edge_tls_ktls_connections",
+            "TLS connections the kernel encrypts both ways (kTLS): bodies move by splice",
+            value=s.tls_ktls_connections,
+        )
+        yield CounterMetricFamily(
+            "edge_http_idle_reclaimed",
+            "Waiting client connections closed to admit new ones at http.max_connections",
+            value=s.http_idle_reclaimed,
+        )
+        yield CounterMetricFamily(
+            "edge_http_proxy_header_errors",
+            "Connections closed for a missing, malformed or untrusted PROXY header",
+            value=s.http_proxy_header_errors,
+        )
+        yield CounterMetricFamily(
+            "edge_access_log_dropped", "Access-log lines dropped: the sink did not keep up", value=s.access_log_dropped
+        )
+        yield CounterMetricFamily(
+            "edge_accept_errors", "accept() failures for want of descriptors or memory", value=s.accept_errors
+        )
+        yield GaugeMetricFamily(
+            "edge_open_fds", "Open file descriptors (this process and its workers)", value=open_fds() + s.worker_fds
+        )
+        yield GaugeMetricFamily(
+            "edge_max_fds", "Soft RLIMIT_NOFILE (this process and its workers)", value=max_fds() + s.worker_max_fds
+        )
+        yield CounterMetricFamily(
+            "edge_http_revoked", "Exchanges and tunnels cut by a catalog change that revoked them", value=s.http_revoked
+        )
         yield s.http_duration.family("edge_http_request_duration_seconds", "Time from request head to end of answer")
-        yield s.upstream_connect.family("edge_upstream_connect_seconds", "Time to get an upstream connection (pooled or new)")
+        yield s.upstream_connect.family(
+            "edge_upstream_connect_seconds", "Time to get an upstream connection (pooled or new)"
+        )
         top = sorted(s.sandbox_requests.items(), key=lambda kv: kv[1], reverse=True)[:TOP_SANDBOXES]
         sb = CounterMetricFamily(
             "edge_sandbox_requests", f"Requests per sandbox, the {TOP_SANDBOXES} busiest only", labels=["sandbox"]
@@ -264,15 +289,18 @@ class _Collector:
             if n or rcode in DNS_RCODES:
                 dq.add_metric([DNS_RCODES.get(rcode, str(rcode))], n)
         yield dq
-        yield CounterMetricFamily("edge_dns_rate_limited", "DNS answers dropped or truncated by RRL",
-                                  value=s.dns_rate_limited)
+        yield CounterMetricFamily(
+            "edge_dns_rate_limited", "DNS answers dropped or truncated by RRL", value=s.dns_rate_limited
+        )
         acme = CounterMetricFamily("edge_acme_renewals", "ACME certificate orders, by result", labels=["result"])
         for result, n in s.acme_renewals.items():
             acme.add_metric([result], n)
         yield acme
-        expiry = GaugeMetricFamily("edge_tls_certificate_expiry_seconds",
-                                   "Seconds until a certificate expires, per name it serves (domain) and source",
-                                   labels=["domain", "source"])
+        expiry = GaugeMetricFamily(
+            "edge_tls_certificate_expiry_seconds",
+            "Seconds until a certificate expires, per name it serves (domain) and source",
+            labels=["domain", "source"],
+        )
         soonest: dict[tuple[str, str], float] = {}
         for info in CERTIFICATES:
             for cert in info():

@@ -73,7 +73,9 @@ class Backend:
         if path == "/drop":
             return False  # read the head, answer nothing, close
         if path == "/early":
-            await send(conn.send(h11.Response(status_code=413, headers=[("content-length", "2"), ("connection", "close")])))
+            await send(
+                conn.send(h11.Response(status_code=413, headers=[("content-length", "2"), ("connection", "close")]))
+            )
             await send(conn.send(h11.Data(data=b"no")) + conn.send(h11.EndOfMessage()))
             return False
         body_len = 0
@@ -102,7 +104,13 @@ class Backend:
             await send(conn.send(h11.EndOfMessage()))
         elif path == "/sse":
             n, gap = int(q.get("n", "3")), float(q.get("gap", "0.3"))
-            await send(conn.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")])))
+            await send(
+                conn.send(
+                    h11.Response(
+                        status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+                    )
+                )
+            )
             for i in range(n):
                 await send(conn.send(h11.Data(data=f"id: {i}\ndata: event {i}\n\n".encode())))
                 if i < n - 1:
@@ -128,8 +136,14 @@ class Backend:
                 return False
             if path == "/hop":
                 # hop-by-hop headers a sandbox might send; the client must not see them
-                headers += [("connection", "x-secret"), ("x-secret", "1"), ("keep-alive", "timeout=5"),
-                            ("proxy-authenticate", "Basic"), ("trailer", "x-t"), ("upgrade", "h2c")]
+                headers += [
+                    ("connection", "x-secret"),
+                    ("x-secret", "1"),
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-authenticate", "Basic"),
+                    ("trailer", "x-t"),
+                    ("upgrade", "h2c"),
+                ]
             await send(conn.send(h11.Response(status_code=200, headers=headers)))
             if req.method != b"HEAD":
                 await send(conn.send(h11.Data(data=body)))

@@ -59,8 +59,11 @@ def make_edge(nursery, tmp_path, lane):
     """Start an in-process edge: `await make_edge(http={...}, sandboxes=[...])`."""
 
     async def start(sandboxes=(), **overrides) -> EdgeUnderTest:
-        raw = {"http": {"listen": "127.0.0.1:0", "fast_lane": lane == "fast"},
-               "catalog": f"sqlite:///{tmp_path}/catalog.db", "access_log": False}
+        raw = {
+            "http": {"listen": "127.0.0.1:0", "fast_lane": lane == "fast"},
+            "catalog": f"sqlite:///{tmp_path}/catalog.db",
+            "access_log": False,
+        }
         for key, value in overrides.items():
             if isinstance(value, dict):
                 raw.setdefault(key, {}).update(value)
@@ -152,8 +155,9 @@ def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
 
 async def curl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real curl; returns the completed process with stdout as bytes."""
-    return await trio.run_process(["curl", "-sS", "--max-time", "60", *args], capture_stdout=True,
-                                  capture_stderr=True, check=check)
+    return await trio.run_process(
+        ["curl", "-sS", "--max-time", "60", *args], capture_stdout=True, capture_stderr=True, check=check
+    )
 
 
 def echo_headers(body: bytes) -> dict[str, list[str]]:

@@ -54,9 +54,13 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble listener test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
@@ -64,10 +68,15 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -75,8 +84,9 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
     paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     paths[0].write_bytes(_pem(ca))
     paths[1].write_bytes(_pem(leaf))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths
 
 
@@ -89,22 +99,33 @@ class Pebble:
             raise RuntimeError("pebble is not installed: `make test-deps` installs it (Debian package pebble)")
         self.ca, cert, key = make_tls(folder / "tls")
         self.port, self.management = free_port(), free_port()
-        config = {"pebble": {
-            "listenAddress": f"127.0.0.1:{self.port}", "managementListenAddress": f"127.0.0.1:{self.management}",
-            "certificate": str(cert), "privateKey": str(key),
-            "httpPort": free_port(), "tlsPort": free_port(),  # http-01 and tls-alpn-01: not used here
-            "ocspResponderURL": "", "externalAccountBindingRequired": False,
-        }}
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.port}",
+                "managementListenAddress": f"127.0.0.1:{self.management}",
+                "certificate": str(cert),
+                "privateKey": str(key),
+                "httpPort": free_port(),
+                "tlsPort": free_port(),  # http-01 and tls-alpn-01: not used here
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
         (folder / "pebble.json").write_text(json.dumps(config))
-        env = {**os.environ,
-               "PEBBLE_VA_NOSLEEP": "1",  # validate at once, not after a random sleep
-               "PEBBLE_VA_ALWAYS_VALID": "0",  # really ask edge's DNS
-               "PEBBLE_WFE_NONCEREJECT": "0",  # no random badNonce: the tests are about DNS-01, not retries
-               "PEBBLE_AUTHZREUSE": "0"}  # every order validates again (a renewal too)
+        env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",  # validate at once, not after a random sleep
+            "PEBBLE_VA_ALWAYS_VALID": "0",  # really ask edge's DNS
+            "PEBBLE_WFE_NONCEREJECT": "0",  # no random badNonce: the tests are about DNS-01, not retries
+            "PEBBLE_AUTHZREUSE": "0",
+        }  # every order validates again (a renewal too)
         self.log = (folder / "pebble.log").open("w")
-        self.proc = subprocess.Popen([binary, "-config", str(folder / "pebble.json"),
-                                      "-dnsserver", f"127.0.0.1:{dns_port}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [binary, "-config", str(folder / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self.log_path = folder / "pebble.log"
         self._context = ssl.create_default_context(cafile=str(self.ca))
         deadline = time.monotonic() + timeout

@@ -35,8 +35,12 @@ class EdgeProcess:
         if args and args[0] == "serve" and "--admin" not in args:
             args = [*args, "--admin", "127.0.0.1:0"]  # never the default port: tests run side by side
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1,
+            [sys.executable, "-m", "edge", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         self.listening: dict[str, str] = {}
         self.lines: list[str] = []

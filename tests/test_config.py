@@ -9,7 +9,11 @@ from edge.errors import ConfigError
 def test_defaults_match_the_documented_ones(tmp_path):
     """HTTP 127.0.0.1:8080, DNS :5353, admin :8081, sandbox.localhost, catalog in the state folder."""
     cfg = load(env={"EDGE_STATE_DIR": str(tmp_path)})
-    assert (str(cfg.http.listen), str(cfg.dns.listen), str(cfg.admin.listen)) == ("127.0.0.1:8080", "127.0.0.1:5353", "127.0.0.1:8081")
+    assert (str(cfg.http.listen), str(cfg.dns.listen), str(cfg.admin.listen)) == (
+        "127.0.0.1:8080",
+        "127.0.0.1:5353",
+        "127.0.0.1:8081",
+    )
     assert cfg.domains == ("sandbox.localhost",)
     assert cfg.catalog_url == f"sqlite:///{tmp_path}/catalog.db"
 
@@ -17,7 +21,9 @@ def test_defaults_match_the_documented_ones(tmp_path):
 def test_flags_win_over_env_which_wins_over_the_file(tmp_path):
     """Precedence: flags > environment > file > defaults."""
     f = tmp_path / "edge.toml"
-    f.write_text('catalog = "sqlite:///file.db"\ndomains = ["a.example"]\n[http]\nlisten = "127.0.0.1:1"\nhead_timeout = 3\n')
+    f.write_text(
+        'catalog = "sqlite:///file.db"\ndomains = ["a.example"]\n[http]\nlisten = "127.0.0.1:1"\nhead_timeout = 3\n'
+    )
     cfg = load(f, env={"EDGE_CATALOG": "sqlite:///env.db"}, overrides={"http": {"listen": "[::1]:2"}})
     assert cfg.catalog == "sqlite:///env.db" and cfg.domains == ("a.example",)
     assert cfg.http.listen == Listen("::1", 2) and cfg.http.head_timeout == 3.0

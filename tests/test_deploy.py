@@ -56,7 +56,10 @@ def test_example_zone_passes_zone_check_for_every_configured_domain():
     assert all(f.is_file() for f in files), files
     done = subprocess.run(
         [sys.executable, "-m", "edge", "zone", "check", *map(str, files)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(": ok") == len(files)

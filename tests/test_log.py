@@ -12,9 +12,22 @@ from edge import log as edge_log
 from edge.accesslog import ACCESS_LOG
 from edge.accesslog import FIELDS as ACCESS_FIELDS
 
-FIELDS = dict(client="127.0.0.1", host="3000-a.sandbox.localhost", sandbox="a", port=3000, method="GET", path="/",
-              status=200, bytes_in=0, bytes_out=5, duration_ms=1.5, connect_ms=0.2, user_agent="curl/8",
-              request_id="r-1", error=None)
+FIELDS = dict(
+    client="127.0.0.1",
+    host="3000-a.sandbox.localhost",
+    sandbox="a",
+    port=3000,
+    method="GET",
+    path="/",
+    status=200,
+    bytes_in=0,
+    bytes_out=5,
+    duration_ms=1.5,
+    connect_ms=0.2,
+    user_agent="curl/8",
+    request_id="r-1",
+    error=None,
+)
 
 # Everything some reader takes for the end of a line, or that would end a quoted field.
 HOSTILE = [
@@ -49,9 +62,22 @@ def emit():
         ACCESS_LOG.configure(fmt=fmt)
         f = dict(FIELDS, **fields)
         ACCESS_LOG.take()
-        ACCESS_LOG.line(f["client"].encode(), wire(f["host"]), f["sandbox"], f["port"],
-                        f["method"].encode(), wire(f["path"]), f["status"], f["bytes_in"], f["bytes_out"],
-                        f["duration_ms"], f["connect_ms"], f["user_agent"].encode(), f["request_id"].encode(), f["error"])
+        ACCESS_LOG.line(
+            f["client"].encode(),
+            wire(f["host"]),
+            f["sandbox"],
+            f["port"],
+            f["method"].encode(),
+            wire(f["path"]),
+            f["status"],
+            f["bytes_in"],
+            f["bytes_out"],
+            f["duration_ms"],
+            f["connect_ms"],
+            f["user_agent"].encode(),
+            f["request_id"].encode(),
+            f["error"],
+        )
         return ACCESS_LOG.take().decode("latin-1")
 
     yield run

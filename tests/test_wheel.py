@@ -23,9 +23,7 @@ pytestmark = pytest.mark.slow  # ~10 s: building a wheel sets up an isolated bui
 
 
 def _pip(*args: str, cwd: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"pip {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 

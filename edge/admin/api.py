@@ -144,8 +144,14 @@ class AdminContext:
 # --- errors -------------------------------------------------------------------------------------------
 
 # FastAPI raises a bare 400 only when it cannot decode the body (e.g. not UTF-8).
-_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          413: "body_too_large", 415: "unsupported_media_type"}
+_CODES = {
+    400: "malformed_json",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _error(status_code: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -195,8 +201,12 @@ async def _on_edge_error(request: Request, exc: EdgeError) -> JSONResponse:
         # The HTTP edge answers an unknown sandbox with E2B's 502; for the API it is a missing resource.
         return _error(404, "not_found", f"no sandbox {exc.sandbox_id!r} in the catalog")
     if isinstance(exc, SandboxIsPublic):
-        return _error(409, exc.code, f"{exc.message}; make it private with PATCH /v1/sandboxes/{exc.sandbox_id}"
-                      ' {"public": false}, whose answer carries its new token once')
+        return _error(
+            409,
+            exc.code,
+            f"{exc.message}; make it private with PATCH /v1/sandboxes/{exc.sandbox_id}"
+            ' {"public": false}, whose answer carries its new token once',
+        )
     if isinstance(exc, CatalogError):
         return _error(503, exc.code, exc.message)
     return _error(exc.status, exc.code, exc.message)
@@ -270,7 +280,9 @@ class BearerAuth:
             response = _error(401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": REALM})
         elif not auth.matches(presented, self.token):
             response = _error(
-                401, "unauthorized", "invalid bearer token",
+                401,
+                "unauthorized",
+                "invalid bearer token",
                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
             )
         else:
@@ -322,8 +334,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope, receive, send) -> None:
-        response = _error(413, "body_too_large", f"the request body is larger than {self.limit} bytes",
-                          headers={"Connection": "close"})
+        response = _error(
+            413,
+            "body_too_large",
+            f"the request body is larger than {self.limit} bytes",
+            headers={"Connection": "close"},
+        )
         await response(scope, receive, send)
 
 
@@ -340,12 +356,17 @@ _MISSING = {404: {**_E, "description": "No sandbox with this ID"}}
 _MEDIA = {415: {**_E, "description": "The body is declared as a type other than JSON (PATCH: or merge patch)"}}
 _PUBLIC = {409: {**_E, "description": "The sandbox is public: it has no token (code `sandbox_public`)"}}
 # PATCH takes RFC 7396's own media type as well as plain JSON; both carry the same document.
-_MERGE_PATCH = {"requestBody": {"content": {"application/merge-patch+json": {
-    "schema": {"$ref": "#/components/schemas/SandboxPatch"}}}}}
+_MERGE_PATCH = {
+    "requestBody": {
+        "content": {"application/merge-patch+json": {"schema": {"$ref": "#/components/schemas/SandboxPatch"}}}
+    }
+}
 _STORE = {503: {**_E, "description": "The catalog cannot be read or written"}}
 
 # Registers the security scheme in /openapi.json; BearerAuth does the checking.
-_bearer = HTTPBearer(auto_error=False, description="The admin token (config admin.token, EDGE_ADMIN_TOKEN or <state_dir>/admin-token)")
+_bearer = HTTPBearer(
+    auto_error=False, description="The admin token (config admin.token, EDGE_ADMIN_TOKEN or <state_dir>/admin-token)"
+)
 
 
 def _ctx(request: Request) -> AdminContext:
@@ -393,11 +414,15 @@ def create_app(ctx: AdminContext) -> FastAPI:
     # Starlette runs the last added outermost: the token is checked before any of the body is read.
     app.add_middleware(BodyLimit, limit=ctx.max_body)
     app.add_middleware(BearerAuth, token=ctx.token)
+
     # Routes live on the app itself (not an included router) so the 405 handler can list their methods.
     def api(method: str, path: str, *, responses: dict | None = None, dependencies: list | None = None, **kw):
         return app.api_route(
-            path, methods=[method], dependencies=[Security(_bearer), *(dependencies or [])],
-            responses={**_AUTH, **(responses or {})}, **kw
+            path,
+            methods=[method],
+            dependencies=[Security(_bearer), *(dependencies or [])],
+            responses={**_AUTH, **(responses or {})},
+            **kw,
         )
 
     def written(record, token: str | None) -> Response:
@@ -436,8 +461,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
         description="RFC 7396: a field left out keeps its value; `null` removes `mask_request_host` or"
         " `max_connections`; `address` and `public` cannot be removed. Content type `application/json`"
         " or `application/merge-patch+json`. The read and the write are one catalog transaction, so"
-        " concurrent patches of different fields all land. `{\"public\": false}` on a public sandbox answers"
-        " its new `traffic_access_token`, shown this once; `{\"public\": true}` forgets the token.",
+        ' concurrent patches of different fields all land. `{"public": false}` on a public sandbox answers'
+        ' its new `traffic_access_token`, shown this once; `{"public": true}` forgets the token.',
     )
     async def patch_sandbox(id: SandboxId, body: SandboxPatch, request: Request) -> Response:
         ctx = _ctx(request)
@@ -499,16 +524,26 @@ def create_app(ctx: AdminContext) -> FastAPI:
     @api("GET", "/v1/status", response_model=StatusOut, summary="What `edge status` prints")
     async def get_status(request: Request) -> Response:
         ctx = _ctx(request)
-        doc = status.build(ctx.live.snapshot, metrics.combined(), ctx.listeners(), time.monotonic() - ctx.started,
-                           certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [],
-                           catalog=ctx.catalog())
+        doc = status.build(
+            ctx.live.snapshot,
+            metrics.combined(),
+            ctx.listeners(),
+            time.monotonic() - ctx.started,
+            certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [],
+            catalog=ctx.catalog(),
+        )
         return JSONResponse(doc)
 
     # --- certificates and ACME challenges (edge/tls/README.md) ----------------------------------------
 
-    @api("GET", "/v1/certs", response_model=CertsOut, summary="Certificates and the ACME state of each domain",
-         description="Per configured domain: the certificate serving it and, with ACME on, the task's state"
-         " (next renewal, failures, last error); and every certificate loaded, static and ACME.")
+    @api(
+        "GET",
+        "/v1/certs",
+        response_model=CertsOut,
+        summary="Certificates and the ACME state of each domain",
+        description="Per configured domain: the certificate serving it and, with ACME on, the task's state"
+        " (next renewal, failures, last error); and every certificate loaded, static and ACME.",
+    )
     async def get_certs(request: Request) -> Response:
         return JSONResponse(_ctx(request).certificates())
 
@@ -517,8 +552,10 @@ def create_app(ctx: AdminContext) -> FastAPI:
         "/v1/certs/{domain}/renew",
         status_code=202,
         response_model=RenewOut,
-        responses={409: {**_E, "description": "ACME is off (code `acme_not_configured`)"},
-                   422: {**_E, "description": "Not a configured domain"}},
+        responses={
+            409: {**_E, "description": "ACME is off (code `acme_not_configured`)"},
+            422: {**_E, "description": "Not a configured domain"},
+        },
         summary="Renew a domain's certificate now",
         description="The ACME task starts an order for the domain at once, whatever its certificate's age; the"
         " answer comes before the order ends: GET /v1/certs shows its outcome (`last_attempt` after"
@@ -531,11 +568,14 @@ def create_app(ctx: AdminContext) -> FastAPI:
         requested = time.time()
         state = ctx.acme.request_renewal(domain)
         _audit(request, "POST", f"certificate {state.domain}", "renewal requested")
-        return JSONResponse({"domain": state.domain, "requested_at": requested, "acme": state.to_json()},
-                            status_code=202)
+        return JSONResponse(
+            {"domain": state.domain, "requested_at": requested, "acme": state.to_json()}, status_code=202
+        )
 
-    _challenge_docs = (" lego's httpreq DNS provider (HTTPREQ_ENDPOINT) and certbot hooks use it; the admin token"
-                       " goes as the bearer token or as the Basic auth password (HTTPREQ_PASSWORD).")
+    _challenge_docs = (
+        " lego's httpreq DNS provider (HTTPREQ_ENDPOINT) and certbot hooks use it; the admin token"
+        " goes as the bearer token or as the Basic auth password (HTTPREQ_PASSWORD)."
+    )
 
     @api(
         "POST",
@@ -578,8 +618,12 @@ def create_app(ctx: AdminContext) -> FastAPI:
         "GET",
         "/metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                         "description": "Prometheus text exposition"}},
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition",
+            }
+        },
         summary="Prometheus metrics",
     )
     async def get_metrics() -> Response:

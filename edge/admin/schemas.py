@@ -149,7 +149,10 @@ class SandboxPatch(BaseModel):
         ),
     ] = Field(None, json_schema_extra=_no_default)
     max_connections: Annotated[int | None, BeforeValidator(_integral)] = Field(
-        None, ge=1, le=1_000_000, json_schema_extra=_no_default,
+        None,
+        ge=1,
+        le=1_000_000,
+        json_schema_extra=_no_default,
         description="Concurrent requests and tunnels at most; past it, 429. null removes the limit.",
     )
 
@@ -209,8 +212,10 @@ class SandboxCounts(BaseModel):
 class CatalogOut(BaseModel):
     url: str = Field(description="The catalog URL this edge reads.")
     path: str | None = Field(description="The file it names, absolute, symlinks resolved.")
-    version: int = Field(description="The catalog version every process of this edge serves (with workers: the"
-                         " lowest); a write is served once this reaches the version it made.")
+    version: int = Field(
+        description="The catalog version every process of this edge serves (with workers: the"
+        " lowest); a write is served once this reaches the version it made."
+    )
 
 
 class Busy(BaseModel):
@@ -243,8 +248,10 @@ class AcmeStateOut(BaseModel):
     last_attempt: float | None = Field(description="Unix time of the last order started.")
     last_success: float | None
     renewing: bool = Field(description="An order is asked for or running now.")
-    next_attempt: float | None = Field(description="Unix time of the next order (renewal at 2/3 of the lifetime);"
-                                       " null: none planned (static certificates cover the domain).")
+    next_attempt: float | None = Field(
+        description="Unix time of the next order (renewal at 2/3 of the lifetime);"
+        " null: none planned (static certificates cover the domain)."
+    )
 
 
 class CertDomainOut(BaseModel):
@@ -290,14 +297,27 @@ class ChallengeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    fqdn: Annotated[str, WithJsonSchema({
-        "type": "string", "pattern": CHALLENGE_FQDN_PATTERN, "maxLength": 254,
-        "description": "`_acme-challenge.` under a domain this edge serves; a trailing dot is fine.",
-    })]
-    value: Annotated[str, WithJsonSchema({
-        "type": "string", "pattern": CHALLENGE_VALUE_PATTERN,
-        "description": "The TXT value: base64url, as DNS-01 makes it.",
-    })]
+    fqdn: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": CHALLENGE_FQDN_PATTERN,
+                "maxLength": 254,
+                "description": "`_acme-challenge.` under a domain this edge serves; a trailing dot is fine.",
+            }
+        ),
+    ]
+    value: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": CHALLENGE_VALUE_PATTERN,
+                "description": "The TXT value: base64url, as DNS-01 makes it.",
+            }
+        ),
+    ]
 
 
 class ChallengeOut(BaseModel):

@@ -47,9 +47,18 @@ async def serve(
     api, hypercorn_config, hypercorn_trio = await trio.to_thread.run_sync(
         lambda: [importlib.import_module(m) for m in ("edge.admin.api", "hypercorn.config", "hypercorn.trio")]
     )
-    ctx = api.AdminContext(store=store, live=live, token=token.value, listeners=lambda: shown,
-                           max_body=config.admin.max_body_bytes, domains=tuple(config.domains), certs=certs,
-                           acme=acme, catalog_url=config.catalog_url, served_versions=served_versions)
+    ctx = api.AdminContext(
+        store=store,
+        live=live,
+        token=token.value,
+        listeners=lambda: shown,
+        max_body=config.admin.max_body_bytes,
+        domains=tuple(config.domains),
+        certs=certs,
+        acme=acme,
+        catalog_url=config.catalog_url,
+        served_versions=served_versions,
+    )
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()

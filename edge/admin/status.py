@@ -58,8 +58,10 @@ def format_text(doc: dict) -> str:
     )
     catalog = doc.get("catalog") or {}
     if catalog:
-        lines.append(f"catalog:     {catalog.get('path') or catalog.get('url', '?')}, version"
-                     f" {catalog.get('version', '?')} served")
+        lines.append(
+            f"catalog:     {catalog.get('path') or catalog.get('url', '?')}, version"
+            f" {catalog.get('version', '?')} served"
+        )
     lines.append(f"connections: {doc.get('active_connections', '?')} open")
     lines.append(f"tunnels:     {doc.get('active_tunnels', '?')} open")
     req = doc.get("requests", {})
@@ -91,8 +93,10 @@ def format_certificates(rows: list, now: float | None = None) -> list[str]:
         acme = row.get("acme") or {}
         if cert:
             left = cert.get("not_after", now) - now
-            text = (f"{', '.join(cert.get('names', []))}  {cert.get('source', '?')}, expires"
-                    f" {_date(cert.get('not_after'))} (in {_duration(left) if left > 0 else 'the past: EXPIRED'})")
+            text = (
+                f"{', '.join(cert.get('names', []))}  {cert.get('source', '?')}, expires"
+                f" {_date(cert.get('not_after'))} (in {_duration(left) if left > 0 else 'the past: EXPIRED'})"
+            )
         else:
             text = "no certificate"
         if acme.get("renewing"):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
-from edge.config import normalize_domain
+from edge.config import normalize_domain as normalize_domain  # re-exported: callers spell it model.normalize_domain
 from edge.errors import ValidationError
 
 # A sandbox ID is one DNS label in lower case: 1-63 of [a-z0-9-], not starting or ending with '-'.
@@ -98,9 +98,7 @@ def validate_mask(mask: object) -> str | None:
         raise ValidationError("mask_request_host", f"{mask!r} is not a valid Host value")
     probe = mask.replace(PORT_PLACEHOLDER, "1")
     if "$" in probe or "/" in probe or "@" in probe:
-        raise ValidationError(
-            "mask_request_host", f"{mask!r}: only ${{PORT}} may be substituted; no '/', '@' or '$'"
-        )
+        raise ValidationError("mask_request_host", f"{mask!r}: only ${{PORT}} may be substituted; no '/', '@' or '$'")
     return mask
 
 
@@ -190,8 +188,9 @@ class Snapshot:
 
     __slots__ = ("by_id", "version", "challenges")
 
-    def __init__(self, sandboxes: Iterable[Sandbox] = (), version: int = 0,
-                 challenges: Iterable[Challenge] = ()) -> None:
+    def __init__(
+        self, sandboxes: Iterable[Sandbox] = (), version: int = 0, challenges: Iterable[Challenge] = ()
+    ) -> None:
         self.by_id: Mapping[str, Sandbox] = MappingProxyType({s.id: s for s in sandboxes})
         self.version = version
         self.challenges: tuple[Challenge, ...] = tuple(sorted(challenges))

@@ -96,8 +96,9 @@ def _with_token(record: Sandbox, old: Sandbox | None) -> tuple[Sandbox, str | No
     return replace(record, token_hash=hash_token(token)), token
 
 
-def _new_record(sandbox_id: str, address: str, public: bool, mask_request_host: str | None,
-                max_connections: int | None) -> Sandbox:
+def _new_record(
+    sandbox_id: str, address: str, public: bool, mask_request_host: str | None, max_connections: int | None
+) -> Sandbox:
     return Sandbox(
         id=validate_id(sandbox_id),
         address=validate_address(address),
@@ -203,8 +204,15 @@ def rotate_token(store: Store, sandbox_id: str) -> tuple[Sandbox, str]:
     return record, token
 
 
-def present_challenge(store: Store, domains: Iterable[str], fqdn: object, value: object, *,
-                      lifetime: float = CHALLENGE_LIFETIME, now: float | None = None) -> Challenge:
+def present_challenge(
+    store: Store,
+    domains: Iterable[str],
+    fqdn: object,
+    value: object,
+    *,
+    lifetime: float = CHALLENGE_LIFETIME,
+    now: float | None = None,
+) -> Challenge:
     """Serve `value` as a TXT record at `fqdn` (`_acme-challenge.` under a configured domain) for
     `lifetime` seconds, beside any other values there. Presenting the same value again renews it."""
     name, _ = challenge_domain(fqdn, tuple(domains))

@@ -84,8 +84,12 @@ def _private_file(path: Path) -> None:
             try:
                 os.chmod(file, mode & 0o700)
             except OSError as exc:
-                log.warning("catalog file %s is mode %04o, readable by others, and cannot be narrowed: %s",
-                            file, mode, exc.strerror)
+                log.warning(
+                    "catalog file %s is mode %04o, readable by others, and cannot be narrowed: %s",
+                    file,
+                    mode,
+                    exc.strerror,
+                )
             else:
                 log.warning("catalog file %s was mode %04o, readable by others; now %04o", file, mode, mode & 0o700)
 
@@ -155,8 +159,16 @@ class SqliteStore:
                 created = old.created_at if old else now
                 self._db.execute(
                     f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (new.id, new.address, int(new.public), new.mask_request_host, created, now,
-                     new.max_connections, new.token_hash),
+                    (
+                        new.id,
+                        new.address,
+                        int(new.public),
+                        new.mask_request_host,
+                        created,
+                        now,
+                        new.max_connections,
+                        new.token_hash,
+                    ),
                 )
                 rows = self._db.execute(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = ?", (new.id,)).fetchall()
                 return _row(rows[0])
@@ -224,8 +236,9 @@ class SqliteStore:
 
     def challenges(self) -> tuple[Challenge, ...]:
         """The values still served (not expired), sorted."""
-        rows = self._run("SELECT fqdn, value, expires_at FROM challenges WHERE expires_at > ? ORDER BY fqdn, value",
-                         (time.time(),))
+        rows = self._run(
+            "SELECT fqdn, value, expires_at FROM challenges WHERE expires_at > ? ORDER BY fqdn, value", (time.time(),)
+        )
         return tuple(Challenge(*r) for r in rows)
 
     def close(self) -> None:

@@ -117,9 +117,7 @@ async def reload(store: Store, live: LiveCatalog) -> bool:
     return True
 
 
-async def watch(
-    store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED
-) -> None:
+async def watch(store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Keep `live.snapshot` equal to the store's contents, checking every `poll` seconds."""
     await reload(store, live)
     task_status.started()

@@ -164,8 +164,15 @@ def _valid(candidates: list[bytes], token_hash: str) -> bytes | None:
     return None
 
 
-def authorize(sandbox: Sandbox, method: bytes, headers: list[tuple[bytes, bytes]], target: bytes, port: int, secure: bool,
-              host: bytes) -> Grant:
+def authorize(
+    sandbox: Sandbox,
+    method: bytes,
+    headers: list[tuple[bytes, bytes]],
+    target: bytes,
+    port: int,
+    secure: bool,
+    host: bytes,
+) -> Grant:
     """Decide on a request to a private sandbox: a Grant, or AccessDenied (403, missing or invalid).
 
     `host` is the Host the request was routed by: a link is redirected to exactly that host."""

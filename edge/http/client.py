@@ -41,6 +41,7 @@ class Listener:
     #: Connections start with a PROXY header (a TCP load balancer in front): proxyproto.py.
     proxy_protocol: bool = False
 
+
 GONE = (OSError, Expired)
 
 
@@ -95,8 +96,9 @@ class SocketTransport:
 class ClientSide:
     __slots__ = ("io", "ip", "listener", "trusted", "h", "buffered", "_max_head")
 
-    def __init__(self, io: Transport, ip: bytes, listener: Listener, max_head_bytes: int,
-                 trusted: bool = False) -> None:
+    def __init__(
+        self, io: Transport, ip: bytes, listener: Listener, max_head_bytes: int, trusted: bool = False
+    ) -> None:
         self.io = io
         self.ip = ip
         self.listener = listener

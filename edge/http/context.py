@@ -35,9 +35,28 @@ def via_token(config: Config) -> bytes:
 
 
 class ServerContext:
-    __slots__ = ("config", "http", "router", "live", "pool", "deadlines", "access_log",
-                 "own", "via", "via_entry", "max_open", "max_per_ip", "open", "per_ip",
-                 "active", "inflight", "draining", "trusted", "_id_prefix", "_id_count")
+    __slots__ = (
+        "config",
+        "http",
+        "router",
+        "live",
+        "pool",
+        "deadlines",
+        "access_log",
+        "own",
+        "via",
+        "via_entry",
+        "max_open",
+        "max_per_ip",
+        "open",
+        "per_ip",
+        "active",
+        "inflight",
+        "draining",
+        "trusted",
+        "_id_prefix",
+        "_id_count",
+    )
 
     def __init__(self, config: Config, live: LiveCatalog, own: OwnListeners) -> None:
         http = self.http = config.http

@@ -78,8 +78,15 @@ class Deadlines:
         """`others`: further timeouts kept here (the TLS handshake's), for the sweep's tick."""
         self.table: dict[Wait, float] = {}
         self.send_timeout = http.send_timeout
-        shortest = min(http.keepalive_timeout, http.head_timeout, http.body_idle_timeout,
-                       http.response_head_timeout, http.send_timeout, http.connect_timeout, *others)
+        shortest = min(
+            http.keepalive_timeout,
+            http.head_timeout,
+            http.body_idle_timeout,
+            http.response_head_timeout,
+            http.send_timeout,
+            http.connect_timeout,
+            *others,
+        )
         self.tick = min(1.0, max(shortest / 4, 0.01))
 
     async def run(self) -> None:

@@ -109,5 +109,19 @@ def finish(ex: Exchange, access_log: bool) -> None:
         sandbox = ex.sandbox or "-"  # always set once a sandbox connection was asked for
         stats.sandbox_requests[sandbox] = stats.sandbox_requests.get(sandbox, 0) + 1
     if access_log:
-        ACCESS_LOG.line(ex.client.ip, ex.host, ex.sandbox, ex.port, ex.method, ex.path, status, ex.bytes_in,
-                        ex.bytes_out, duration * 1000, ex.connect_ms, ex.user_agent, ex.request_id, ex.error)
+        ACCESS_LOG.line(
+            ex.client.ip,
+            ex.host,
+            ex.sandbox,
+            ex.port,
+            ex.method,
+            ex.path,
+            status,
+            ex.bytes_in,
+            ex.bytes_out,
+            duration * 1000,
+            ex.connect_ms,
+            ex.user_agent,
+            ex.request_id,
+            ex.error,
+        )

@@ -67,7 +67,7 @@ async def fast_exchange(ctx: ServerContext, client: ClientSide, head: RequestHea
                 return settle(ex)
             out = request_bytes(method, plan.target, plan.headers)
             if head.length:
-                out += buf[head.end:stop]
+                out += buf[head.end : stop]
                 ex.bytes_in = head.length
             sandbox, port = plan.sandbox, plan.port
 
@@ -75,8 +75,9 @@ async def fast_exchange(ctx: ServerContext, client: ClientSide, head: RequestHea
                 return await _attempt(ctx, ex, up, plan, out, head, buf)
 
             with SandboxSlot(ctx.active, ctx.inflight, ex, sandbox, port):
-                outcome = await forward_with_retry(ctx.pool, (sandbox.id, sandbox.address, port), ex,
-                                                   not head.length and method in RETRYABLE, attempt)
+                outcome = await forward_with_retry(
+                    ctx.pool, (sandbox.id, sandbox.address, port), ex, not head.length and method in RETRYABLE, attempt
+                )
         except EdgeError as exc:
             if client.h is None:
                 adopt(client, buf, head, "answer")
@@ -94,8 +95,9 @@ async def fast_exchange(ctx: ServerContext, client: ClientSide, head: RequestHea
     return CLOSE
 
 
-async def _attempt(ctx: ServerContext, ex: Exchange, up: Upstream, plan: Plan, out: bytes, head: RequestHead,
-                   buf: bytes) -> Outcome | Stale:
+async def _attempt(
+    ctx: ServerContext, ex: Exchange, up: Upstream, plan: Plan, out: bytes, head: RequestHead, buf: bytes
+) -> Outcome | Stale:
     """Send the request and relay the answer (or hand it to h11)."""
     try:
         await up.send(out)
@@ -125,8 +127,9 @@ async def _attempt(ctx: ServerContext, ex: Exchange, up: Upstream, plan: Plan, o
     return await _relay(ctx, ex, up, resp, data, head)
 
 
-async def _relay(ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseHead, data: bytes,
-                 head: RequestHead) -> Outcome:
+async def _relay(
+    ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseHead, data: bytes, head: RequestHead
+) -> Outcome:
     """Head and body to the client, by the body's count."""
     ex.status = resp.status
     ex.resp_keepalive = resp.keepalive
@@ -142,7 +145,7 @@ async def _relay(ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseH
     io = ex.client.io
     if have >= length:  # the whole answer is here: one write
         if length:
-            out += data[body_at:body_at + length] if have > length else data[body_at:]
+            out += data[body_at : body_at + length] if have > length else data[body_at:]
         ex.bytes_out = length
         # Bytes past the declared length are a sandbox's error: that connection carries no more.
         ex.upstream_done = have == length
@@ -160,8 +163,17 @@ async def _relay(ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseH
 
     http = ctx.http
     try:
-        await move(ctx.deadlines, up, io, length - have, read_timeout=None, read_kind="body",
-                   read_size=http.read_size, count=count, splice_min=http.splice_threshold)
+        await move(
+            ctx.deadlines,
+            up,
+            io,
+            length - have,
+            read_timeout=None,
+            read_kind="body",
+            read_size=http.read_size,
+            count=count,
+            splice_min=http.splice_threshold,
+        )
     except BrokenBody as exc:
         # The client has our head: closing without the rest is the honest signal of truncation.
         if exc.source:
@@ -171,8 +183,9 @@ async def _relay(ctx: ServerContext, ex: Exchange, up: Upstream, resp: ResponseH
     return NEXT
 
 
-async def _to_h11_lane(ctx: ServerContext, ex: Exchange, up: Upstream, plan: Plan, head: RequestHead, buf: bytes,
-                       data: bytes) -> Outcome | Stale:
+async def _to_h11_lane(
+    ctx: ServerContext, ex: Exchange, up: Upstream, plan: Plan, head: RequestHead, buf: bytes, data: bytes
+) -> Outcome | Stale:
     """The answer is not plain: both sides go to h11, which reads it from its first byte."""
     if up.reused and not data.startswith(b"HTTP/"):
         # Not an answer at all on a pooled connection: a connection gone bad while idle. Stale:
@@ -182,7 +195,7 @@ async def _to_h11_lane(ctx: ServerContext, ex: Exchange, up: Upstream, plan: Pla
     conn = up.h11 = h11.Connection(h11.CLIENT)
     conn.send(h11.Request(method=head.method, target=plan.target, headers=plan.headers, _parsed=True))
     if head.length:
-        conn.send(h11.Data(data=buf[head.end:head.end + head.length]))
+        conn.send(h11.Data(data=buf[head.end : head.end + head.length]))
     conn.send(h11.EndOfMessage())
     conn.receive_data(data)
     up.reused = False  # it answered: whatever is wrong with the answer is the sandbox's, not staleness

@@ -52,8 +52,17 @@ class RequestHead:
 
     __slots__ = ("method", "target", "version", "headers", "host", "tokens", "length", "end", "keepalive")
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]], host: bytes,
-                 tokens: frozenset[bytes], length: int, end: int) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: list[tuple[bytes, bytes]],
+        host: bytes,
+        tokens: frozenset[bytes],
+        length: int,
+        end: int,
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version
@@ -71,8 +80,16 @@ class ResponseHead:
 
     __slots__ = ("status", "start", "headers", "tokens", "length", "end", "keepalive")
 
-    def __init__(self, status: int, start: bytes, headers: list[tuple[bytes, bytes]], tokens: frozenset[bytes], length: int, end: int,
-                 keepalive: bool) -> None:
+    def __init__(
+        self,
+        status: int,
+        start: bytes,
+        headers: list[tuple[bytes, bytes]],
+        tokens: frozenset[bytes],
+        length: int,
+        end: int,
+        keepalive: bool,
+    ) -> None:
         self.status = status
         self.start = start
         self.headers = headers
@@ -92,7 +109,9 @@ class _Fields:
 
     __slots__ = ("headers", "host", "length", "tokens")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]], host: bytes | None, length: int, tokens: frozenset[bytes]) -> None:
+    def __init__(
+        self, headers: list[tuple[bytes, bytes]], host: bytes | None, length: int, tokens: frozenset[bytes]
+    ) -> None:
         self.headers = headers
         self.host = host
         self.length = length
@@ -177,8 +196,9 @@ def parse_response(buf: bytes, end: int, head_request: bool) -> ResponseHead | N
     elif length < 0:
         return None  # no length: read to close; h11 handles it
     keepalive = minor == b"1" and b"close" not in f.tokens
-    return ResponseHead(int(status), b"HTTP/1.1 " + status + reason + b"\r\n", f.headers, f.tokens, length, stop,
-                        keepalive)
+    return ResponseHead(
+        int(status), b"HTTP/1.1 " + status + reason + b"\r\n", f.headers, f.tokens, length, stop, keepalive
+    )
 
 
 def request_bytes(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

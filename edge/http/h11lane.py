@@ -122,12 +122,14 @@ async def _forward(ctx: ServerContext, ex: Exchange, request: h11.Request) -> Ou
         return await _send_and_relay(ctx, ex, up, outgoing, first, body_done)
 
     with SandboxSlot(ctx.active, ctx.inflight, ex, sandbox, port):
-        return await forward_with_retry(ctx.pool, (sandbox.id, sandbox.address, port), ex,
-                                        body_done and request.method in RETRYABLE, attempt)
+        return await forward_with_retry(
+            ctx.pool, (sandbox.id, sandbox.address, port), ex, body_done and request.method in RETRYABLE, attempt
+        )
 
 
-async def _send_and_relay(ctx: ServerContext, ex: Exchange, up: Upstream, outgoing: h11.Request, first: object,
-                          body_done: bool) -> Outcome | Stale:
+async def _send_and_relay(
+    ctx: ServerContext, ex: Exchange, up: Upstream, outgoing: h11.Request, first: object, body_done: bool
+) -> Outcome | Stale:
     conn = up.h11 = h11.Connection(h11.CLIENT)
     data = conn.send(outgoing) or b""
     if body_done:
@@ -150,9 +152,11 @@ def settle_upstream(ex: Exchange, up: Upstream) -> None:
     nothing after it in h11's buffer (what is still on the socket, the pool's peek catches)."""
     conn = up.h11
     assert conn is not None
-    ex.upstream_done = ((ex.spliced_down or conn.their_state is h11.DONE)
-                        and (ex.spliced_up or conn.our_state is h11.DONE)
-                        and not conn.trailing_data[0])
+    ex.upstream_done = (
+        (ex.spliced_down or conn.their_state is h11.DONE)
+        and (ex.spliced_up or conn.our_state is h11.DONE)
+        and not conn.trailing_data[0]
+    )
 
 
 def settle(ex: Exchange) -> Outcome:

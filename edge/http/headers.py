@@ -179,8 +179,9 @@ def rewrite_request(
 _DROP, _USER_AGENT, _REQUEST_ID, _VIA, _FORWARDED_FOR = range(5)
 # One dict lookup per field decides what happens to it.
 _ACTION = {name: _DROP for name in _DROP_REQUEST}
-_ACTION.update({b"user-agent": _USER_AGENT, b"x-request-id": _REQUEST_ID, b"via": _VIA,
-                b"x-forwarded-for": _FORWARDED_FOR})
+_ACTION.update(
+    {b"user-agent": _USER_AGENT, b"x-request-id": _REQUEST_ID, b"via": _VIA, b"x-forwarded-for": _FORWARDED_FOR}
+)
 _REQUEST_ID_OK = re.compile(rb"[\x21-\x7e]{1,200}\Z").match
 
 
@@ -205,7 +206,9 @@ def _sets_edge_cookie(value: bytes) -> bool:
     return value.partition(b"=")[0].partition(b";")[0].strip().lower() in COOKIE_NAMES
 
 
-def rewrite_response(headers: Headers, status: int, tokens: frozenset[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+def rewrite_response(
+    headers: Headers, status: int, tokens: frozenset[bytes] | None = None
+) -> list[tuple[bytes, bytes]]:
     """The sandbox's response headers as the client gets them (`tokens`: its connection_tokens, if known)."""
     if tokens is None:
         tokens = connection_tokens(headers)
@@ -265,9 +268,9 @@ def _unmask(value: bytes, masked: bytes, public: bytes) -> bytes:
     lower = url.lower()
     for scheme in (b"http://", b"https://"):
         if lower.startswith(scheme):
-            rest = url[len(scheme):]
+            rest = url[len(scheme) :]
             host = rest[: len(masked)]
-            after = rest[len(masked):]
+            after = rest[len(masked) :]
             if host.lower() == masked.lower() and (not after or after[:1] in b"/?#"):
                 return value[:start] + public + after
     return value

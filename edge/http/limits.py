@@ -1,14 +1,14 @@
 """What bounds the resources one client or one sandbox can hold, and what takes them back.
 
-  connection_limits  how many client connections a server admits, in all and per client address,
-                     sized from the descriptor limit unless the config says otherwise.
-  clients_gone       which clients left while their sandbox was still thinking (EOF, reset): the
-                     server's reaper asks this of every exchange waiting for a response head, so the
-                     sandbox connection and the sandbox's max_connections slot come back at once
-                     instead of when the answer finally arrives.
-  revokes            whether a catalog change withdraws what an exchange in flight was allowed.
-  SandboxSlot        one exchange held against its sandbox's max_connections, and findable for
-                     revocation while it runs.
+connection_limits  how many client connections a server admits, in all and per client address,
+                   sized from the descriptor limit unless the config says otherwise.
+clients_gone       which clients left while their sandbox was still thinking (EOF, reset): the
+                   server's reaper asks this of every exchange waiting for a response head, so the
+                   sandbox connection and the sandbox's max_connections slot come back at once
+                   instead of when the answer finally arrives.
+revokes            whether a catalog change withdraws what an exchange in flight was allowed.
+SandboxSlot        one exchange held against its sandbox's max_connections, and findable for
+                   revocation while it runs.
 """
 
 from __future__ import annotations

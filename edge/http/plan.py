@@ -53,8 +53,7 @@ class Plan:
     answer: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
 
 
-def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes, headers: list,
-              host: bytes) -> Plan:
+def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes, headers: list, host: bytes) -> Plan:
     """The Plan for one request head; records host, path, port and sandbox on `ex` as it learns them."""
     authority, target = split_target(raw_target)
     if authority is not None:
@@ -96,8 +95,16 @@ def make_plan(ctx: ServerContext, ex: Exchange, method: bytes, raw_target: bytes
         grant = authorize(sandbox, method, headers, target, port, listener.secure, host)
         if grant.redirect is not None:
             location, cookie = grant.redirect
-            plan.answer = (303, [(b"location", location), (b"set-cookie", cookie), (b"cache-control", b"no-store"),
-                                 (b"content-length", b"0")], b"")
+            plan.answer = (
+                303,
+                [
+                    (b"location", location),
+                    (b"set-cookie", cookie),
+                    (b"cache-control", b"no-store"),
+                    (b"content-length", b"0"),
+                ],
+                b"",
+            )
             return plan
         headers, target = grant.headers, grant.target
     tokens = connection_tokens(headers)
@@ -137,8 +144,11 @@ def _health(ctx: ServerContext, host: bytes) -> Plan | None:
         ctx.router.route(host)
     except EdgeError:
         status, body = (503, b'{"status": "draining"}\n') if ctx.draining else (200, b'{"status": "ok"}\n')
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                   (b"cache-control", b"no-store")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"cache-control", b"no-store"),
+        ]
         return Plan(_NO_SANDBOX, 0, answer=(status, headers, body))
     return None
 
@@ -163,10 +173,13 @@ def preflight(headers: list) -> tuple[int, list[tuple[bytes, bytes]], bytes] | N
             asked = value
     if method is None or origin is None:
         return None
-    out = [(b"access-control-allow-origin", origin), (b"access-control-allow-methods", method),
-           (b"access-control-max-age", b"600"),
-           (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
-           (b"content-length", b"0")]
+    out = [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-methods", method),
+        (b"access-control-max-age", b"600"),
+        (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        (b"content-length", b"0"),
+    ]
     if asked:
         out.append((b"access-control-allow-headers", asked))
     return 204, out, b""

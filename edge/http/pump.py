@@ -90,8 +90,17 @@ async def pump(ctx: ServerContext, ex: Exchange, up: Upstream, event: object) ->
         while True:
             if event is h11.NEED_DATA:
                 if length is not None and length - ex.bytes_in >= threshold:
-                    await move(ctx.deadlines, client.io, up, length - ex.bytes_in, read_timeout=idle,
-                               read_kind="body", read_size=read_size, count=_counter(ex), splice_min=threshold)
+                    await move(
+                        ctx.deadlines,
+                        client.io,
+                        up,
+                        length - ex.bytes_in,
+                        read_timeout=idle,
+                        read_kind="body",
+                        read_size=read_size,
+                        count=_counter(ex),
+                        splice_min=threshold,
+                    )
                     ex.spliced_up = True
                     return
                 h.receive_data(await client.io.recv(read_size, trio.current_time() + idle, "body"))

@@ -1,16 +1,16 @@
 """The h11 lane's sandbox-to-client half: the response head (and 1xx), the body as it comes, a tunnel.
 
-  head    1xx answers other than 101 are passed on as they come; the final head within
-          response_head_timeout (504 after it). A pooled connection that ends or breaks before any
-          byte of an answer is STALE (the caller may retry on a new one).
-  body    each chunk goes to the client as it arrives (streams and server-sent events are never
-          buffered); output is gathered while h11 has events buffered and written just before the next
-          read from the sandbox would block, so a small response costs one write. The rest of a large
-          Content-Length body moves by splice.move. A body the sandbox breaks after our head went out
-          cannot become an error page: the client connection closes unfinished, which every client
-          reads as truncation (CLOSE).
-  tunnel  a 101 to a request that asked for an upgrade turns both connections into a Tunnel, bytes
-          already read past either head going first (TUNNELLED).
+head    1xx answers other than 101 are passed on as they come; the final head within
+        response_head_timeout (504 after it). A pooled connection that ends or breaks before any
+        byte of an answer is STALE (the caller may retry on a new one).
+body    each chunk goes to the client as it arrives (streams and server-sent events are never
+        buffered); output is gathered while h11 has events buffered and written just before the next
+        read from the sandbox would block, so a small response costs one write. The rest of a large
+        Content-Length body moves by splice.move. A body the sandbox breaks after our head went out
+        cannot become an error page: the client connection closes unfinished, which every client
+        reads as truncation (CLOSE).
+tunnel  a 101 to a request that asked for an upgrade turns both connections into a Tunnel, bytes
+        already read past either head going first (TUNNELLED).
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def log_broken(ex: Exchange, exc: BaseException) -> None:
     logger.info("sandbox %s port %s broke its response body: %s", ex.sandbox, ex.port, exc)
 
 
-async def response_head(ctx: ServerContext, ex: Exchange, up: Upstream) -> h11.Response | h11.InformationalResponse | Stale:
+async def response_head(
+    ctx: ServerContext, ex: Exchange, up: Upstream
+) -> h11.Response | h11.InformationalResponse | Stale:
     """The sandbox's Response (or its 101), forwarding other 1xx answers as they come."""
     answered = False  # any 1xx seen: then a failure is no longer a stale pooled connection
     deadline = trio.current_time() + ctx.http.response_head_timeout
@@ -88,9 +90,16 @@ async def response_head(ctx: ServerContext, ex: Exchange, up: Upstream) -> h11.R
         answered = True
         client_h = ex.client.h
         assert client_h is not None
-        await ex.client.io.send(client_h.send(h11.InformationalResponse(
-            status_code=event.status_code, headers=rewrite_response(list(event.headers), event.status_code),
-            reason=event.reason, _parsed=True)))
+        await ex.client.io.send(
+            client_h.send(
+                h11.InformationalResponse(
+                    status_code=event.status_code,
+                    headers=rewrite_response(list(event.headers), event.status_code),
+                    reason=event.reason,
+                    _parsed=True,
+                )
+            )
+        )
 
 
 async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Stale:
@@ -129,8 +138,17 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
                 if pending:
                     await io.send(b"".join(pending))
                 try:
-                    await move(ctx.deadlines, up, io, length - ex.bytes_out, read_timeout=None, read_kind="body",
-                               read_size=read_size, count=_counter(ex), splice_min=threshold)
+                    await move(
+                        ctx.deadlines,
+                        up,
+                        io,
+                        length - ex.bytes_out,
+                        read_timeout=None,
+                        read_kind="body",
+                        read_size=read_size,
+                        count=_counter(ex),
+                        splice_min=threshold,
+                    )
                 except BrokenBody as exc:
                     if exc.source:
                         log_broken(ex, exc)
@@ -172,8 +190,13 @@ async def tunnel(ctx: ServerContext, ex: Exchange, up: Upstream, event: h11.Info
     if h.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
         raise UpstreamError(ex.sandbox or "", ex.port or 0, "101 Switching Protocols to a request that did not ask")
     ex.status = 101
-    await client.io.send(h.send(h11.InformationalResponse(
-        status_code=101, headers=rewrite_response(list(event.headers), 101), reason=event.reason, _parsed=True)))
+    await client.io.send(
+        h.send(
+            h11.InformationalResponse(
+                status_code=101, headers=rewrite_response(list(event.headers), 101), reason=event.reason, _parsed=True
+            )
+        )
+    )
     # Bytes read past either head belong to the new protocol: they go first.
     client_pending = h.trailing_data[0]
     upstream_pending = up.h11.trailing_data[0]

@@ -24,11 +24,11 @@ import trio
 from edge.accept import accept_loop
 from edge.catalog.store import LiveCatalog
 from edge.config import Config
+from edge.errors import BadRequest, EdgeError
+from edge.http import proxyproto
 from edge.http.client import ClientSide, Listener, SocketTransport
 from edge.http.conn import serve_connection
 from edge.http.context import ServerContext
-from edge.errors import BadRequest, EdgeError
-from edge.http import proxyproto
 from edge.http.deadlines import Expired, Wait
 from edge.http.listen import open_listeners
 from edge.http.loop import OwnListeners
@@ -69,8 +69,9 @@ async def _handle(ctx: ServerContext, listener: Listener, certs: CertStore | Non
         if certs is None:
             io = SocketTransport(raw, ctx.deadlines)
         else:
-            io = TlsTransport(certs.listening.wrap_socket(raw, server_side=True, do_handshake_on_connect=False),
-                              ctx.deadlines)
+            io = TlsTransport(
+                certs.listening.wrap_socket(raw, server_side=True, do_handshake_on_connect=False), ctx.deadlines
+            )
             try:
                 await io.handshake(ctx.config.https.handshake_timeout)
             except (OSError, Expired) as exc:
@@ -128,9 +129,16 @@ def _handshake_reason(exc: BaseException) -> str:
     return "closed"
 
 
-async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, stop: trio.Event | None = None,
-                own: OwnListeners | None = None, certs: CertStore | None = None,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: Config,
+    live: LiveCatalog,
+    *,
+    reuse_port: bool = False,
+    stop: trio.Event | None = None,
+    own: OwnListeners | None = None,
+    certs: CertStore | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve until cancelled, or until `stop` is set: then drain gracefully and return.
 
     Reports [(kind, (host, port)), ...] for every listener bound ("http", "https").
@@ -160,8 +168,13 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
     if tls_listeners and config.https.redirect_http:
         https_port = config.public_url_port or tls_listeners[0].getsockname()[1]  # behind a port mapping: its port
         redirect_port = b"" if https_port == 443 else b":%d" % https_port
-    plain = Listener(config.http.scheme.encode(), config.http.scheme == "https", str(http_port).encode(),
-                     redirect_port, config.http.proxy_protocol)
+    plain = Listener(
+        config.http.scheme.encode(),
+        config.http.scheme == "https",
+        str(http_port).encode(),
+        redirect_port,
+        config.http.proxy_protocol,
+    )
     if tls_listeners and certs is None:
         certs = CertStore(config)
     try:
@@ -179,15 +192,18 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                     accepting.append(scope)
                     with scope:
                         try:
-                            await accept_loop(sock, handlers, handler, label="https" if sock in tls_listeners else "http")
+                            await accept_loop(
+                                sock, handlers, handler, label="https" if sock in tls_listeners else "http"
+                            )
                         except trio.ClosedResourceError:
                             pass  # the listener was closed: a graceful stop
 
                 for sock in listeners:
                     handlers.start_soon(accept, sock, partial(_handle, ctx, plain, None))
                 for sock in tls_listeners:
-                    secure = Listener(b"https", True, str(sock.getsockname()[1]).encode(),
-                                      proxy_protocol=config.https.proxy_protocol)
+                    secure = Listener(
+                        b"https", True, str(sock.getsockname()[1]).encode(), proxy_protocol=config.https.proxy_protocol
+                    )
                     handlers.start_soon(accept, sock, partial(_handle, ctx, secure, certs))
                 task_status.started(bound)
                 if stop is None:
@@ -203,8 +219,11 @@ async def serve(config: Config, live: LiveCatalog, *, reuse_port: bool = False, 
                     trio.lowlevel.notify_closing(sock)
                     sock.close()
                 ctx.drain()
-                logger.info("http: draining %d connections for up to %.1f s",
-                            STATS.http_active_connections, config.http.shutdown_grace)
+                logger.info(
+                    "http: draining %d connections for up to %.1f s",
+                    STATS.http_active_connections,
+                    config.http.shutdown_grace,
+                )
                 handlers.cancel_scope.deadline = trio.current_time() + config.http.shutdown_grace
             nursery.cancel_scope.cancel()
     finally:

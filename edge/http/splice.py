@@ -70,15 +70,24 @@ class Pipe:
         self.close()
 
 
-async def move(d: Deadlines, src: Transport, dst: Transport, limit: int | None, *, read_timeout: float | None,
-               read_kind: str, read_size: int, count: Callable[[int], None], splice_min: int) -> int:
+async def move(
+    d: Deadlines,
+    src: Transport,
+    dst: Transport,
+    limit: int | None,
+    *,
+    read_timeout: float | None,
+    read_kind: str,
+    read_size: int,
+    count: Callable[[int], None],
+    splice_min: int,
+) -> int:
     """Move exactly `limit` bytes from src to dst (fewer only when src ends first: then BrokenBody),
     or until EOF when `limit` is None. Returns the count moved.
 
     By splice when both ends allow it and at least `splice_min` bytes are to come (0: never; a pipe
     costs four syscalls, which small bodies do not repay), else by copy."""
-    if (splice_min and src.splice_fd >= 0 and dst.splice_fd >= 0
-            and (limit is None or limit >= splice_min)):
+    if splice_min and src.splice_fd >= 0 and dst.splice_fd >= 0 and (limit is None or limit >= splice_min):
         try:
             pipe = Pipe()
         except OSError:
@@ -96,8 +105,16 @@ def _check_end(moved: int, limit: int | None) -> int:
     return moved
 
 
-async def _copy(d: Deadlines, src: Transport, dst: Transport, limit: int | None, read_timeout: float | None,
-                read_kind: str, read_size: int, count: Callable[[int], None]) -> int:
+async def _copy(
+    d: Deadlines,
+    src: Transport,
+    dst: Transport,
+    limit: int | None,
+    read_timeout: float | None,
+    read_kind: str,
+    read_size: int,
+    count: Callable[[int], None],
+) -> int:
     moved = 0
     while limit is None or moved < limit:
         want = read_size if limit is None else min(read_size, limit - moved)
@@ -117,8 +134,16 @@ async def _copy(d: Deadlines, src: Transport, dst: Transport, limit: int | None,
     return _check_end(moved, limit)
 
 
-async def _splice(d: Deadlines, src: Transport, dst: Transport, limit: int | None, pipe: Pipe,
-                  read_timeout: float | None, read_kind: str, count: Callable[[int], None]) -> int:
+async def _splice(
+    d: Deadlines,
+    src: Transport,
+    dst: Transport,
+    limit: int | None,
+    pipe: Pipe,
+    read_timeout: float | None,
+    read_kind: str,
+    count: Callable[[int], None],
+) -> int:
     src_fd, dst_fd = src.splice_fd, dst.splice_fd
     r, w = pipe.r, pipe.w
     moved = in_pipe = since_yield = 0
@@ -175,24 +200,42 @@ class Tunnel:
         self.bytes_up = 0  # client -> sandbox
         self.bytes_down = 0  # sandbox -> client
 
-    async def run(self, d: Deadlines, client: Transport, upstream: Transport, client_pending: bytes,
-                  upstream_pending: bytes, read_size: int) -> None:
+    async def run(
+        self,
+        d: Deadlines,
+        client: Transport,
+        upstream: Transport,
+        client_pending: bytes,
+        upstream_pending: bytes,
+        read_size: int,
+    ) -> None:
         """Relay until both sides are done. `*_pending` are bytes already read past the HTTP heads."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._one_way, d, client, upstream, client_pending, True, read_size,
-                               nursery.cancel_scope)
-            nursery.start_soon(self._one_way, d, upstream, client, upstream_pending, False, read_size,
-                               nursery.cancel_scope)
+            nursery.start_soon(
+                self._one_way, d, client, upstream, client_pending, True, read_size, nursery.cancel_scope
+            )
+            nursery.start_soon(
+                self._one_way, d, upstream, client, upstream_pending, False, read_size, nursery.cancel_scope
+            )
 
-    async def _one_way(self, d: Deadlines, src: Transport, dst: Transport, pending: bytes, up: bool,
-                       read_size: int, scope: trio.CancelScope) -> None:
+    async def _one_way(
+        self,
+        d: Deadlines,
+        src: Transport,
+        dst: Transport,
+        pending: bytes,
+        up: bool,
+        read_size: int,
+        scope: trio.CancelScope,
+    ) -> None:
         count = self._count_up if up else self._count_down
         try:
             if pending:
                 await dst.send(pending)
                 count(len(pending))
-            await move(d, src, dst, None, read_timeout=None, read_kind="tunnel", read_size=read_size, count=count,
-                       splice_min=1)
+            await move(
+                d, src, dst, None, read_timeout=None, read_kind="tunnel", read_size=read_size, count=count, splice_min=1
+            )
             # EOF from src: pass the half-close on; the other direction may still be talking.
             dst.shutdown(socket.SHUT_WR)
         except (BrokenBody, OSError, Expired):

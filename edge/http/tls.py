@@ -107,4 +107,3 @@ class TlsTransport:
 
     def close(self) -> None:
         self.ssl.close()
-

@@ -206,8 +206,9 @@ class Pool:
         self._idle.clear()
 
 
-async def forward_with_retry(pool: Pool, key: Key, ex: Exchange, retry: bool,
-                             attempt: Callable[[Upstream], Awaitable[T | Stale]]) -> T:
+async def forward_with_retry(
+    pool: Pool, key: Key, ex: Exchange, retry: bool, attempt: Callable[[Upstream], Awaitable[T | Stale]]
+) -> T:
     """Get a sandbox connection for `ex` and run `attempt` on it (send the request, relay the answer).
 
     When the attempt finds a pooled connection dead before any answer (STALE), the connection is

@@ -156,8 +156,12 @@ def _trust(config: Config) -> bool | str:
     return str(bundle)
 
 
-def obtain(config: Config, domain: str, publish: Callable[[list[tuple[str, str]]], None],
-           withdraw: Callable[[list[tuple[str, str]]], None]) -> Issued:
+def obtain(
+    config: Config,
+    domain: str,
+    publish: Callable[[list[tuple[str, str]]], None],
+    withdraw: Callable[[list[tuple[str, str]]], None],
+) -> Issued:
     """Run one ACME order for `domain` and `*.domain` (see the module docstring); the new chain and key
     come back staged in the domain's folder. `publish(values)` must return once the (fqdn, value)
     pairs are served; `withdraw(values)` removes them. Raises on any failure."""
@@ -167,8 +171,13 @@ def obtain(config: Config, domain: str, publish: Callable[[list[tuple[str, str]]
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key, doc = _account_key(config)
-    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=_trust(config),  # type: ignore[arg-type]
-                               user_agent=USER_AGENT, timeout=HTTP_TIMEOUT)
+    net = client.ClientNetwork(
+        key,
+        alg=jose.ES256,
+        verify_ssl=_trust(config),  # type: ignore[arg-type]
+        user_agent=USER_AGENT,
+        timeout=HTTP_TIMEOUT,
+    )
     directory = client.ClientV2.get_directory(config.acme.directory, net)
     acme = client.ClientV2(directory, net)
     registration = messages.NewRegistration.from_data(email=config.acme.email or None, terms_of_service_agreed=True)
@@ -182,8 +191,9 @@ def obtain(config: Config, domain: str, publish: Callable[[list[tuple[str, str]]
         write_private(account_path(config), json.dumps(doc).encode())
 
     private = ec.generate_private_key(ec.SECP256R1())
-    key_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     order = acme.new_order(crypto_util.make_csr(key_pem, [domain, f"*.{domain}"]))
     answers = []
     values: list[tuple[str, str]] = []
@@ -193,8 +203,7 @@ def obtain(config: Config, domain: str, publish: Callable[[list[tuple[str, str]]
         dns01 = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.DNS01)), None)
         if dns01 is None:
             raise ValueError(f"the CA offers no dns-01 challenge for {authz.body.identifier.value}")
-        values.append((dns01.chall.validation_domain_name(authz.body.identifier.value),
-                       dns01.chall.validation(key)))
+        values.append((dns01.chall.validation_domain_name(authz.body.identifier.value), dns01.chall.validation(key)))
         answers.append(dns01)
     try:
         publish(values)
@@ -216,8 +225,12 @@ def reason(exc: BaseException, directory: str = "") -> str:
 
     text: str
     if isinstance(exc, errors.ValidationError):
-        parts = [f"{a.body.identifier.value}: {c.error.detail or c.error.typ}"
-                 for a in exc.failed_authzrs for c in a.body.challenges if c.error is not None]
+        parts = [
+            f"{a.body.identifier.value}: {c.error.detail or c.error.typ}"
+            for a in exc.failed_authzrs
+            for c in a.body.challenges
+            if c.error is not None
+        ]
         text = "validation failed: " + ("; ".join(parts) or "no reason given")
     elif isinstance(exc, messages.Error):
         text = f"the CA refused: {exc.detail or exc.typ}"
@@ -264,8 +277,13 @@ class Acme:
         return state
 
     def report(self, now: float | None = None) -> dict[str, object]:
-        return report(list(self.states), self.config.acme.directory, self.certs.info(), self.states,
-                      time.time() if now is None else now)
+        return report(
+            list(self.states),
+            self.config.acme.directory,
+            self.certs.info(),
+            self.states,
+            time.time() if now is None else now,
+        )
 
     # --- the task ------------------------------------------------------------------------------------
 
@@ -312,8 +330,13 @@ class Acme:
             state.failures += 1
             state.last_error = reason(exc, self.config.acme.directory)
             metrics.STATS.acme_renewals["failure"] += 1
-            log.error("certificate for %s not obtained (failure %d in a row): %s; next try in %.0f s",
-                      domain, state.failures, state.last_error, backoff(state.failures))
+            log.error(
+                "certificate for %s not obtained (failure %d in a row): %s; next try in %.0f s",
+                domain,
+                state.failures,
+                state.last_error,
+                backoff(state.failures),
+            )
             return
         finally:
             state.renewing = False
@@ -321,8 +344,12 @@ class Acme:
         state.last_error = None
         state.last_success = time.time()
         metrics.STATS.acme_renewals["success"] += 1
-        log.info("certificate for %s obtained from %s, valid until %s", ", ".join(info.names), info.issuer,
-                 datetime.datetime.fromtimestamp(info.not_after, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+        log.info(
+            "certificate for %s obtained from %s, valid until %s",
+            ", ".join(info.names),
+            info.issuer,
+            datetime.datetime.fromtimestamp(info.not_after, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
 
     # --- called from the worker thread ---------------------------------------------------------------
 

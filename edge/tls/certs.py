@@ -38,11 +38,16 @@ from edge.config import Config
 log = logging.getLogger("edge.tls")
 
 #: Mozilla intermediate, TLS 1.2 part (TLS 1.3 suites are OpenSSL's defaults, all AEAD).
-CIPHERS_TLS12 = ":".join((
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-))
+CIPHERS_TLS12 = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 #: SSL_OP_ENABLE_KTLS (OpenSSL 3.0): ask for kernel TLS where the kernel has it. Python 3.11 has no name for it.
 OP_ENABLE_KTLS = 1 << 3
 
@@ -60,8 +65,15 @@ class CertInfo:
     key: Path
 
     def to_json(self) -> dict[str, object]:
-        return {"names": list(self.names), "not_before": self.not_before, "not_after": self.not_after,
-                "issuer": self.issuer, "source": self.source, "cert": str(self.cert), "key": str(self.key)}
+        return {
+            "names": list(self.names),
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "issuer": self.issuer,
+            "source": self.source,
+            "cert": str(self.cert),
+            "key": str(self.key),
+        }
 
 
 def describe(cert_path: Path, key_path: Path, source: str) -> CertInfo:
@@ -73,8 +85,15 @@ def describe(cert_path: Path, key_path: Path, source: str) -> CertInfo:
     except x509.ExtensionNotFound:
         names = tuple(str(a.value).lower() for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
     issuer = ", ".join(str(a.value) for a in leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME))
-    return CertInfo(names, leaf.not_valid_before_utc.replace(tzinfo=UTC).timestamp(),
-                    leaf.not_valid_after_utc.replace(tzinfo=UTC).timestamp(), issuer, source, cert_path, key_path)
+    return CertInfo(
+        names,
+        leaf.not_valid_before_utc.replace(tzinfo=UTC).timestamp(),
+        leaf.not_valid_after_utc.replace(tzinfo=UTC).timestamp(),
+        issuer,
+        source,
+        cert_path,
+        key_path,
+    )
 
 
 def acme_dir(config: Config) -> Path:
@@ -177,8 +196,9 @@ class CertStore:
                 continue
             loaded[cert] = _Loaded(info, context, stamp)
             changed.append(info)
-            log.info("certificate for %s loaded from %s (expires %s)", ", ".join(info.names), cert,
-                     _date(info.not_after))
+            log.info(
+                "certificate for %s loaded from %s (expires %s)", ", ".join(info.names), cert, _date(info.not_after)
+            )
         by_name: dict[str, ssl.SSLContext] = {}
         for entry in loaded.values():
             for name in entry.info.names:

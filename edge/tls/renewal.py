@@ -57,9 +57,14 @@ class DomainState:
     next_attempt: float | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"failures": self.failures, "last_error": self.last_error, "last_attempt": self.last_attempt,
-                "last_success": self.last_success, "renewing": self.renewing or self.forced,
-                "next_attempt": self.next_attempt}
+        return {
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_attempt": self.last_attempt,
+            "last_success": self.last_success,
+            "renewing": self.renewing or self.forced,
+            "next_attempt": self.next_attempt,
+        }
 
 
 def next_attempt(acme_cert: tuple[float, float] | None, covered: bool, state: DomainState) -> float | None:
@@ -88,8 +93,9 @@ def cert_domain(info: CertInfo, domains: Iterable[str]) -> str | None:
     return next((d for d in domains if d in names or "*." + d in names), None)
 
 
-def report(domains: Iterable[str], directory: str, infos: Iterable[CertInfo],
-           states: Mapping[str, DomainState], now: float) -> dict[str, Any]:
+def report(
+    domains: Iterable[str], directory: str, infos: Iterable[CertInfo], states: Mapping[str, DomainState], now: float
+) -> dict[str, Any]:
     """The certificates document (GET /v1/certs, `edge status`, `edge cert list`).
 
     `domains`: one entry per configured domain: the certificate serving it (a static one first, as

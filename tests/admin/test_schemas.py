@@ -43,9 +43,17 @@ def test_bad_body_values_are_refused_by_field(label, body, field):
 @pytest.mark.parametrize(
     "label, body, want",
     [
-        ("defaults", GOOD, {"address": "127.0.0.2", "public": True, "mask_request_host": None, "max_connections": None}),
+        (
+            "defaults",
+            GOOD,
+            {"address": "127.0.0.2", "public": True, "mask_request_host": None, "max_connections": None},
+        ),
         ("ipv6 normalized", {"address": "0:0::1"}, {"address": "::1"}),
-        ("mask with placeholder", {**GOOD, "mask_request_host": "localhost:${PORT}"}, {"mask_request_host": "localhost:${PORT}"}),
+        (
+            "mask with placeholder",
+            {**GOOD, "mask_request_host": "localhost:${PORT}"},
+            {"mask_request_host": "localhost:${PORT}"},
+        ),
         ("empty mask is none", {**GOOD, "mask_request_host": ""}, {"mask_request_host": None}),
         ("whole float limit", {**GOOD, "max_connections": 10.0}, {"max_connections": 10}),
         ("private", {**GOOD, "public": False}, {"public": False}),
@@ -64,7 +72,7 @@ _IP_ROWS = [(label, a) for label, a, words in REFUSED if words != "not an IP add
 
 @pytest.mark.parametrize("label, address", _IP_ROWS, ids=[r[0] for r in _IP_ROWS])
 def test_documented_pattern_marks_each_refused_address(label, address):
-    """REFUSED_ADDRESS_PATTERN (the `not` in /openapi.json) matches what the catalog refuses, as given and normalized."""
+    """REFUSED_ADDRESS_PATTERN (the `not` in /openapi.json) matches what the catalog refuses, given and normalized."""
     forms = {address} | ({str(ipaddress.ip_address(address))} if "%" not in address else set())
     for form in forms:
         assert re.search(REFUSED_ADDRESS_PATTERN, form), (label, form)
@@ -83,25 +91,31 @@ def test_documented_pattern_leaves_accepted_addresses_alone(label, address, stor
 # --- PATCH bodies ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("label, body, changes", [
-    ("empty", {}, {}),
-    ("null removes the limit", {"max_connections": None}, {"max_connections": None}),
-    ("null removes the mask", {"mask_request_host": None}, {"mask_request_host": None}),
-    ("one field", {"public": False}, {"public": False}),
-    ("address normalized", {"address": "0:0::1"}, {"address": "::1"}),
-])
+@pytest.mark.parametrize(
+    "label, body, changes",
+    [
+        ("empty", {}, {}),
+        ("null removes the limit", {"max_connections": None}, {"max_connections": None}),
+        ("null removes the mask", {"mask_request_host": None}, {"mask_request_host": None}),
+        ("one field", {"public": False}, {"public": False}),
+        ("address normalized", {"address": "0:0::1"}, {"address": "::1"}),
+    ],
+)
 def test_patch_body_keeps_only_the_fields_named(label, body, changes):
     """A merge patch's changes are exactly its fields, a null kept as a removal."""
     assert SandboxPatch.model_validate(body).changes() == changes, label
 
 
-@pytest.mark.parametrize("label, body, field", [
-    ("address null", {"address": None}, "address"),
-    ("public null", {"public": None}, "public"),
-    ("public a string", {"public": "no"}, "public"),
-    ("limit zero", {"max_connections": 0}, "max_connections"),
-    ("unknown field", {"token_hash": "x"}, "token_hash"),
-])
+@pytest.mark.parametrize(
+    "label, body, field",
+    [
+        ("address null", {"address": None}, "address"),
+        ("public null", {"public": None}, "public"),
+        ("public a string", {"public": "no"}, "public"),
+        ("limit zero", {"max_connections": 0}, "max_connections"),
+        ("unknown field", {"token_hash": "x"}, "token_hash"),
+    ],
+)
 def test_bad_patch_values_are_refused_by_field(label, body, field):
     """A patch cannot remove address or public, nor set a bad value, nor name an unknown field."""
     with pytest.raises(PydanticError) as info:

@@ -21,8 +21,12 @@ VALUE = "LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-i_X336eUOQZo"  # 43 base64url characters
         ("the domain's own name", "_acme-challenge.sandbox.test", "_acme-challenge.sandbox.test", "sandbox.test"),
         ("trailing dot, upper case", "_ACME-Challenge.Sandbox.Test.", "_acme-challenge.sandbox.test", "sandbox.test"),
         ("a name below the domain", "_acme-challenge.x.sandbox.test", "_acme-challenge.x.sandbox.test", "sandbox.test"),
-        ("the longest configured domain wins", "_acme-challenge.a.sandbox.test", "_acme-challenge.a.sandbox.test",
-         "a.sandbox.test"),
+        (
+            "the longest configured domain wins",
+            "_acme-challenge.a.sandbox.test",
+            "_acme-challenge.a.sandbox.test",
+            "a.sandbox.test",
+        ),
     ],
 )
 def test_challenge_names_under_a_configured_domain_are_accepted(label, fqdn, name, domain):

@@ -19,8 +19,9 @@ def store(tmp_path):
 
 def _guarded(store) -> tuple[Sandbox, str]:
     """A private sandbox with a limit and a mask: the protections an update must keep."""
-    record, token = ops.add_sandbox(store, "secret2", address="127.0.0.2", public=False,
-                                    mask_request_host="localhost:${PORT}", max_connections=5)
+    record, token = ops.add_sandbox(
+        store, "secret2", address="127.0.0.2", public=False, mask_request_host="localhost:${PORT}", max_connections=5
+    )
     assert token
     return record, token
 
@@ -51,8 +52,10 @@ def test_update_changes_only_the_fields_named(store, label, changes, want):
     before, _ = _guarded(store)
     after, token = ops.update_sandbox(store, "secret2", changes)
     assert token is None, label
-    expected = {k: getattr(before, k) for k in ("address", "public", "mask_request_host", "max_connections",
-                                                 "token_hash", "created_at")}
+    expected = {
+        k: getattr(before, k)
+        for k in ("address", "public", "mask_request_host", "max_connections", "token_hash", "created_at")
+    }
     assert {k: getattr(after, k) for k in expected} == {**expected, **want}, label
 
 
@@ -72,14 +75,17 @@ def test_update_private_on_a_public_sandbox_makes_a_token_once(store):
     assert after.max_connections == 3
 
 
-@pytest.mark.parametrize("label, changes, field", [
-    ("address removed", {"address": None}, "address"),
-    ("public removed", {"public": None}, "public"),
-    ("public a string", {"public": "false"}, "public"),
-    ("address refused", {"address": "169.254.169.254"}, "address"),
-    ("limit zero", {"max_connections": 0}, "max_connections"),
-    ("unknown field", {"token_hash": "x"}, "token_hash"),
-])
+@pytest.mark.parametrize(
+    "label, changes, field",
+    [
+        ("address removed", {"address": None}, "address"),
+        ("public removed", {"public": None}, "public"),
+        ("public a string", {"public": "false"}, "public"),
+        ("address refused", {"address": "169.254.169.254"}, "address"),
+        ("limit zero", {"max_connections": 0}, "max_connections"),
+        ("unknown field", {"token_hash": "x"}, "token_hash"),
+    ],
+)
 def test_bad_updates_are_refused_and_write_nothing(store, label, changes, field):
     """A bad field is a ValidationError naming it; the record is untouched."""
     before, _ = _guarded(store)
@@ -120,11 +126,14 @@ def test_put_replaces_whole_and_keeps_a_private_token(store):
     assert (after.max_connections, after.mask_request_host) == (None, None)
 
 
-@pytest.mark.parametrize("label, write", [
-    ("add", lambda s: ops.add_sandbox(s, "meta", address="169.254.169.254")),
-    ("put", lambda s: ops.put_sandbox(s, "meta", address="0.0.0.0")),
-    ("put, IPv4-mapped", lambda s: ops.put_sandbox(s, "meta", address="::ffff:169.254.169.254")),
-])
+@pytest.mark.parametrize(
+    "label, write",
+    [
+        ("add", lambda s: ops.add_sandbox(s, "meta", address="169.254.169.254")),
+        ("put", lambda s: ops.put_sandbox(s, "meta", address="0.0.0.0")),
+        ("put, IPv4-mapped", lambda s: ops.put_sandbox(s, "meta", address="::ffff:169.254.169.254")),
+    ],
+)
 def test_writes_refuse_addresses_that_are_no_sandbox(store, label, write):
     """add and put validate the address before anything is written."""
     with pytest.raises(ValidationError) as info:

@@ -139,9 +139,7 @@ def test_two_concurrent_modifies_never_lose_a_field(tmp_path):
     first = SqliteStore(tmp_path / "c.db")
     second = SqliteStore(tmp_path / "c.db")  # another connection, as another process has
     first.put(Sandbox("x1", "127.0.0.2"))
-    other = threading.Thread(
-        target=ops.update_sandbox, args=(second, "x1", {"max_connections": 7}), daemon=True
-    )
+    other = threading.Thread(target=ops.update_sandbox, args=(second, "x1", {"max_connections": 7}), daemon=True)
 
     def slow_change(old: Sandbox | None) -> Sandbox:
         other.start()

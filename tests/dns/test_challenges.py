@@ -56,10 +56,22 @@ def texts(reply: dns.message.Message) -> list[str]:
         ("below it is NXDOMAIN", [(NAME, "v1")], f"x.{NAME}", "TXT", "NXDOMAIN", []),
         ("other names keep the wildcard", [(NAME, "v1")], f"3000-a.{D}", "A", "NOERROR", ["127.0.0.1"]),
         ("a deeper name", [(f"_acme-challenge.a.{D}", "v3")], f"_acme-challenge.a.{D}", "TXT", "NOERROR", ['"v3"']),
-        ("the zone file's own TXT joins the values", [("_acme-challenge.sandbox.localhost", "v4")],
-         "_acme-challenge.sandbox.localhost", "TXT", "NOERROR", ['"token"', '"v4"']),
-        ("a name in no zone is ignored", [("_acme-challenge.other.test", "v5")], "_acme-challenge.other.test",
-         "TXT", "REFUSED", []),
+        (
+            "the zone file's own TXT joins the values",
+            [("_acme-challenge.sandbox.localhost", "v4")],
+            "_acme-challenge.sandbox.localhost",
+            "TXT",
+            "NOERROR",
+            ['"token"', '"v4"'],
+        ),
+        (
+            "a name in no zone is ignored",
+            [("_acme-challenge.other.test", "v5")],
+            "_acme-challenge.other.test",
+            "TXT",
+            "REFUSED",
+            [],
+        ),
     ],
 )
 def test_challenge_values_are_txt_records_under_the_zone_rules(label, held, name, rdtype, rcode, answers):
@@ -75,8 +87,9 @@ def test_challenge_rrset_has_one_low_ttl():
     held = [Challenge("_acme-challenge.sandbox.localhost", "v", LATER)]
     merged, _ = with_challenges(zones(), held, NOW)
     fast = FastPath.build(merged, 1232).answer
-    out = respond(dns.message.make_query("_acme-challenge.sandbox.localhost", "TXT").to_wire(), fast, merged,
-                  edns_size=1232)
+    out = respond(
+        dns.message.make_query("_acme-challenge.sandbox.localhost", "TXT").to_wire(), fast, merged, edns_size=1232
+    )
     assert [rr.ttl for rr in DNSRecord.parse(out.reply).rr] == [CHALLENGE_TTL, CHALLENGE_TTL]  # as sent, per record
 
 

@@ -30,8 +30,9 @@ class Serve:
             conf = tmp_path / "edge.toml"
             conf.write_text(config)
             args += ["--config", str(conf)]
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", *args], env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.ports: dict[str, int] = {}
         self.head = b""
         deadline = time.monotonic() + 20

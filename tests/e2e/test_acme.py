@@ -106,8 +106,9 @@ async def test_edge_serve_obtains_a_wildcard_certificate_from_pebble_through_its
 
         # The chain leads to pebble's root, for a sandbox host under the wildcard.
         leaf, intermediates = leaf_and_chain(folder / "fullchain.pem")
-        verifier = PolicyBuilder().store(Store(pebble.roots())).build_server_verifier(
-            x509.DNSName(f"3000-demo.{DOMAIN}"))
+        verifier = (
+            PolicyBuilder().store(Store(pebble.roots())).build_server_verifier(x509.DNSName(f"3000-demo.{DOMAIN}"))
+        )
         verifier.verify(leaf, intermediates)
 
         # The TXT values are gone from edge's DNS once the order is done.
@@ -119,12 +120,16 @@ async def test_edge_serve_obtains_a_wildcard_certificate_from_pebble_through_its
         acme = state["domains"][0]["acme"]
         assert acme["failures"] == 0 and acme["last_error"] is None and acme["last_success"]
         assert acme["next_attempt"] == pytest.approx(
-            listed["not_before"] + (listed["not_after"] - listed["not_before"]) * 2 / 3, abs=1)
+            listed["not_before"] + (listed["not_after"] - listed["not_before"]) * 2 / 3, abs=1
+        )
         families = {f.name: f for f in text_string_to_metric_families(await admin_text(edge, "/metrics"))}
         expiry = {s.labels["domain"]: s.value for s in families["edge_tls_certificate_expiry_seconds"].samples}
         assert expiry[f"*.{DOMAIN}"] == pytest.approx(listed["not_after"] - time.time(), abs=60)
-        renewals = {s.labels["result"]: s.value for s in families["edge_acme_renewals"].samples
-                    if s.name == "edge_acme_renewals_total"}
+        renewals = {
+            s.labels["result"]: s.value
+            for s in families["edge_acme_renewals"].samples
+            if s.name == "edge_acme_renewals_total"
+        }
         assert renewals == {"success": 1.0, "failure": 0.0}
         res = await cli(["status", "--json", "--config", str(config), "--admin", edge.listening["admin"]], env)
         assert json.loads(res.stdout)["certificates"][0]["certificate"]["names"] == listed["names"]
@@ -144,8 +149,7 @@ async def test_forced_renewal_swaps_the_certificate_for_new_connections_only(tmp
         await cli(["sandbox", "add", "demo", "--address", "127.0.0.2"], env)
         await wait_for_certificate(config, env)
         trust = ssl.create_default_context()
-        trust.load_verify_locations(cadata="".join(
-            c.public_bytes(ssl_encoding()).decode() for c in pebble.roots()))
+        trust.load_verify_locations(cadata="".join(c.public_bytes(ssl_encoding()).decode() for c in pebble.roots()))
         host = f"{backend.port}-demo.{DOMAIN}"
 
         def connect() -> ssl.SSLSocket:
@@ -161,8 +165,9 @@ async def test_forced_renewal_swaps_the_certificate_for_new_connections_only(tmp
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, _, body = data.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
             while len(body) < length:
                 body += conn.recv(65536)
             return head.split(b"\r\n")[0].split(b" ")[1]  # the status code
@@ -202,21 +207,46 @@ async def test_lego_obtains_a_certificate_through_the_httpreq_endpoint(tmp_path,
     config = write_config(tmp_path, pebble)
     config.write_text(config.read_text().replace(f'directory = "{pebble.directory}"', 'directory = ""'))
     edge, env = await start_edge(tmp_path, config, dns_port)
-    lego_env = {**os.environ, "HTTPREQ_ENDPOINT": f"http://{edge.listening['admin']}",
-                "HTTPREQ_USERNAME": "lego", "HTTPREQ_PASSWORD": TOKEN, "LEGO_CA_CERTIFICATES": str(pebble.ca),
-                "HTTPREQ_PROPAGATION_TIMEOUT": "30", "HTTPREQ_POLLING_INTERVAL": "1"}
+    lego_env = {
+        **os.environ,
+        "HTTPREQ_ENDPOINT": f"http://{edge.listening['admin']}",
+        "HTTPREQ_USERNAME": "lego",
+        "HTTPREQ_PASSWORD": TOKEN,
+        "LEGO_CA_CERTIFICATES": str(pebble.ca),
+        "HTTPREQ_PROPAGATION_TIMEOUT": "30",
+        "HTTPREQ_POLLING_INTERVAL": "1",
+    }
     try:
         res = await trio.run_process(
-            ["lego", "--server", pebble.directory, "--email", f"ops@{DOMAIN}", "--accept-tos",
-             "--dns", "httpreq", "--dns.resolvers", f"127.0.0.1:{dns_port}", "--dns.disable-cp",
-             "--domains", f"*.{DOMAIN}", "--path", str(tmp_path / "lego"), "run"],
-            env=lego_env, capture_stdout=True, capture_stderr=True, check=False,
+            [
+                "lego",
+                "--server",
+                pebble.directory,
+                "--email",
+                f"ops@{DOMAIN}",
+                "--accept-tos",
+                "--dns",
+                "httpreq",
+                "--dns.resolvers",
+                f"127.0.0.1:{dns_port}",
+                "--dns.disable-cp",
+                "--domains",
+                f"*.{DOMAIN}",
+                "--path",
+                str(tmp_path / "lego"),
+                "run",
+            ],
+            env=lego_env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
         )
         log = res.stderr.decode()
         assert res.returncode == 0, log[-3000:]
         leaf, intermediates = leaf_and_chain(tmp_path / "lego" / "certificates" / f"_.{DOMAIN}.crt")
-        PolicyBuilder().store(Store(pebble.roots())).build_server_verifier(
-            x509.DNSName(f"8080-x.{DOMAIN}")).verify(leaf, intermediates)
+        PolicyBuilder().store(Store(pebble.roots())).build_server_verifier(x509.DNSName(f"8080-x.{DOMAIN}")).verify(
+            leaf, intermediates
+        )
         assert "The server validated our request" in log
         state = await admin_get(edge, "/v1/certs")
         assert state["certificates"] == []  # lego's certificate is lego's: edge neither ordered nor loaded it
@@ -240,13 +270,17 @@ async def test_a_failing_order_is_reported_and_retried_after_a_backoff(tmp_path,
         res = await cli(["status", "--config", str(config), "--admin", edge.listening["admin"]], env)
         assert "no certificate" in res.stdout and "last error (1 in a row)" in res.stdout, res.stdout
         families = {f.name: f for f in text_string_to_metric_families(await admin_text(edge, "/metrics"))}
-        renewals = {s.labels["result"]: s.value for s in families["edge_acme_renewals"].samples
-                    if s.name == "edge_acme_renewals_total"}
+        renewals = {
+            s.labels["result"]: s.value
+            for s in families["edge_acme_renewals"].samples
+            if s.name == "edge_acme_renewals_total"
+        }
         assert renewals == {"success": 0.0, "failure": 1.0}
         res = await cli(["cert", "renew", DOMAIN, "--config", str(config), "--admin", edge.listening["admin"]], env)
         assert res.returncode == 1 and "renewal of sandbox.test failed: TLS" in res.stderr, res.stderr
-        res = await cli(["cert", "renew", "nope.test", "--config", str(config), "--admin", edge.listening["admin"]],
-                        env)
+        res = await cli(
+            ["cert", "renew", "nope.test", "--config", str(config), "--admin", edge.listening["admin"]], env
+        )
         assert res.returncode == 1 and "not a configured domain" in res.stderr
     finally:
         out = edge.stop()
@@ -273,8 +307,9 @@ def ssl_encoding():
 async def admin_text(edge: EdgeProcess, path: str) -> str:
     import httpx
 
-    async with httpx.AsyncClient(base_url=f"http://{edge.listening['admin']}",
-                                 headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as c:
+    async with httpx.AsyncClient(
+        base_url=f"http://{edge.listening['admin']}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ) as c:
         res = await c.get(path)
         assert res.status_code == 200, res.text
         return res.text

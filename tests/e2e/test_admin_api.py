@@ -84,7 +84,10 @@ async def test_crud_round_trip(admin):
         assert r.status_code == 200, r.text
         created = r.json()
         assert {k: created[k] for k in ("id", "address", "public", "mask_request_host", "max_connections")} == {
-            "id": "demo", "address": "127.0.0.2", "public": True, "mask_request_host": "localhost:${PORT}",
+            "id": "demo",
+            "address": "127.0.0.2",
+            "public": True,
+            "mask_request_host": "localhost:${PORT}",
             "max_connections": None,
         }
         assert "traffic_access_token" not in created  # public: no token
@@ -177,36 +180,53 @@ async def test_patch_changes_only_the_fields_it_names(admin, label, patch, chang
     assert admin.store.get("secret2").token_hash == stored_hash, label
 
 
-@pytest.mark.parametrize("label, content_type", [
-    ("RFC 7396's media type", "application/merge-patch+json"),
-    ("plain JSON", "application/json"),
-    ("merge patch with a charset", "application/merge-patch+json; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "label, content_type",
+    [
+        ("RFC 7396's media type", "application/merge-patch+json"),
+        ("plain JSON", "application/json"),
+        ("merge patch with a charset", "application/merge-patch+json; charset=utf-8"),
+    ],
+)
 async def test_patch_accepts_merge_patch_and_plain_json(admin, label, content_type):
     """The same merge patch is applied whether sent as application/merge-patch+json or application/json."""
     async with admin.client() as c:
         await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2", "max_connections": 5})
-        r = await c.patch("/v1/sandboxes/demo", content=b'{"max_connections": null}',
-                          headers={"content-type": content_type})
+        r = await c.patch(
+            "/v1/sandboxes/demo", content=b'{"max_connections": null}', headers={"content-type": content_type}
+        )
     assert r.status_code == 200, (label, r.text)
     assert r.json()["max_connections"] is None and admin.store.get("demo").max_connections is None, label
 
 
-@pytest.mark.parametrize("label, method, content_type, accept_patch", [
-    ("PATCH as text", "PATCH", "text/plain", "application/merge-patch+json, application/json"),
-    ("PATCH as a JSON patch (RFC 6902)", "PATCH", "application/json-patch+json",
-     "application/merge-patch+json, application/json"),
-    ("PUT as a form (curl -d without -H)", "PUT", "application/x-www-form-urlencoded", None),
-    ("PUT as a merge patch", "PUT", "application/merge-patch+json", None),
-    ("PATCH with no content type", "PATCH", None, "application/merge-patch+json, application/json"),
-])
-async def test_a_body_of_another_media_type_is_a_415_and_changes_nothing(admin, label, method, content_type, accept_patch):
+@pytest.mark.parametrize(
+    "label, method, content_type, accept_patch",
+    [
+        ("PATCH as text", "PATCH", "text/plain", "application/merge-patch+json, application/json"),
+        (
+            "PATCH as a JSON patch (RFC 6902)",
+            "PATCH",
+            "application/json-patch+json",
+            "application/merge-patch+json, application/json",
+        ),
+        ("PUT as a form (curl -d without -H)", "PUT", "application/x-www-form-urlencoded", None),
+        ("PUT as a merge patch", "PUT", "application/merge-patch+json", None),
+        ("PATCH with no content type", "PATCH", None, "application/merge-patch+json, application/json"),
+    ],
+)
+async def test_a_body_of_another_media_type_is_a_415_and_changes_nothing(
+    admin, label, method, content_type, accept_patch
+):
     """A JSON body declared as another type is 415 unsupported_media_type; a PATCH's names Accept-Patch."""
     async with admin.client() as c:
         await c.put("/v1/sandboxes/demo", json={"address": "127.0.0.2", "max_connections": 5})
         before = admin.store.get("demo")
-        r = await c.request(method, "/v1/sandboxes/demo", content=b'{"address": "127.0.0.3"}',
-                            headers={"content-type": content_type} if content_type else {})
+        r = await c.request(
+            method,
+            "/v1/sandboxes/demo",
+            content=b'{"address": "127.0.0.3"}',
+            headers={"content-type": content_type} if content_type else {},
+        )
     assert r.status_code == 415, (label, r.text)
     assert r.json()["code"] == "unsupported_media_type" and (content_type or "Content-Type") in r.json()["message"]
     assert r.headers.get("accept-patch") == accept_patch, label
@@ -283,11 +303,14 @@ ENDPOINTS = [
 ]
 
 
-@pytest.mark.parametrize("label, token, message", [
-    ("no token", None, "missing bearer token"),
-    ("wrong token", "not-the-token", "invalid bearer token"),
-    ("a prefix of the token", TOKEN[:-1], "invalid bearer token"),
-])
+@pytest.mark.parametrize(
+    "label, token, message",
+    [
+        ("no token", None, "missing bearer token"),
+        ("wrong token", "not-the-token", "invalid bearer token"),
+        ("a prefix of the token", TOKEN[:-1], "invalid bearer token"),
+    ],
+)
 async def test_every_endpoint_but_healthz_needs_the_token(admin, label, token, message):
     """Without the right bearer token every endpoint answers 401 JSON with WWW-Authenticate: Bearer."""
     async with admin.client(token) as c:
@@ -337,11 +360,21 @@ VALIDATION = [
     ("public a string", "demo", {"address": "127.0.0.2", "public": "false"}, "public"),
     ("public null", "demo", {"address": "127.0.0.2", "public": None}, "public"),
     ("mask with a path", "demo", {"address": "127.0.0.2", "mask_request_host": "a/b"}, "mask_request_host"),
-    ("mask with control chars", "demo", {"address": "127.0.0.2", "mask_request_host": "a\r\nX: y"}, "mask_request_host"),
+    (
+        "mask with control chars",
+        "demo",
+        {"address": "127.0.0.2", "mask_request_host": "a\r\nX: y"},
+        "mask_request_host",
+    ),
     ("mask a number", "demo", {"address": "127.0.0.2", "mask_request_host": 80}, "mask_request_host"),
     ("max_connections zero", "demo", {"address": "127.0.0.2", "max_connections": 0}, "max_connections"),
     ("max_connections negative", "demo", {"address": "127.0.0.2", "max_connections": -1}, "max_connections"),
-    ("max_connections over a million", "demo", {"address": "127.0.0.2", "max_connections": 10**6 + 1}, "max_connections"),
+    (
+        "max_connections over a million",
+        "demo",
+        {"address": "127.0.0.2", "max_connections": 10**6 + 1},
+        "max_connections",
+    ),
     ("max_connections a string", "demo", {"address": "127.0.0.2", "max_connections": "10"}, "max_connections"),
     ("max_connections a fraction", "demo", {"address": "127.0.0.2", "max_connections": 1.5}, "max_connections"),
     ("unknown field", "demo", {"address": "127.0.0.2", "traffic_access_token": "mine"}, "traffic_access_token"),
@@ -375,12 +408,15 @@ async def test_validation_reasons_are_the_catalogs_own(admin):
     ]
 
 
-@pytest.mark.parametrize("label, content", [
-    ("cut short", b'{"address": "127.0.0.2"'),
-    ("single quotes", b"{'address': '127.0.0.2'}"),
-    ("trailing comma", b'{"address": "127.0.0.2",}'),
-    ("not utf-8", b'{"address": "\xff"}'),
-])
+@pytest.mark.parametrize(
+    "label, content",
+    [
+        ("cut short", b'{"address": "127.0.0.2"'),
+        ("single quotes", b"{'address': '127.0.0.2'}"),
+        ("trailing comma", b'{"address": "127.0.0.2",}'),
+        ("not utf-8", b'{"address": "\xff"}'),
+    ],
+)
 async def test_malformed_json_is_a_400(admin, label, content):
     """A body that is not JSON at all is 400 malformed_json, not a validation error."""
     async with admin.client() as c:
@@ -395,7 +431,7 @@ async def test_body_past_the_limit_is_a_413_and_nothing_is_written(admin):
 
     async def chunked():
         for i in range(0, len(big), 8192):
-            yield big[i:i + 8192]
+            yield big[i : i + 8192]
 
     async with admin.client() as c:
         r = await c.put("/v1/sandboxes/demo", content=big, headers={"content-type": "application/json"})
@@ -517,9 +553,15 @@ async def test_metrics_are_prometheus_text_that_parses_back(admin):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
-    for name in ("edge_http_requests", "edge_http_active_connections", "edge_http_active_tunnels",
-                 "edge_http_body_bytes", "edge_upstream_connect_failures", "edge_http_request_duration_seconds",
-                 "edge_dns_queries"):
+    for name in (
+        "edge_http_requests",
+        "edge_http_active_connections",
+        "edge_http_active_tunnels",
+        "edge_http_body_bytes",
+        "edge_upstream_connect_failures",
+        "edge_http_request_duration_seconds",
+        "edge_dns_queries",
+    ):
         assert name in families, name
     classes = {s.labels["class"] for s in families["edge_http_requests"].samples if s.name.endswith("_total")}
     assert {"2xx", "4xx", "5xx"} <= classes
@@ -545,11 +587,19 @@ async def test_openapi_document_describes_every_endpoint(admin):
         doc = (await c.get("/openapi.json")).json()
     ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert ops == {
-        ("PUT", "/v1/sandboxes/{id}"), ("PATCH", "/v1/sandboxes/{id}"), ("GET", "/v1/sandboxes/{id}"),
+        ("PUT", "/v1/sandboxes/{id}"),
+        ("PATCH", "/v1/sandboxes/{id}"),
+        ("GET", "/v1/sandboxes/{id}"),
         ("DELETE", "/v1/sandboxes/{id}"),
-        ("GET", "/v1/sandboxes"), ("POST", "/v1/sandboxes/{id}/token"), ("GET", "/v1/status"),
-        ("GET", "/metrics"), ("GET", "/healthz"),
-        ("GET", "/v1/certs"), ("POST", "/v1/certs/{domain}/renew"), ("POST", "/present"), ("POST", "/cleanup"),
+        ("GET", "/v1/sandboxes"),
+        ("POST", "/v1/sandboxes/{id}/token"),
+        ("GET", "/v1/status"),
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/v1/certs"),
+        ("POST", "/v1/certs/{domain}/renew"),
+        ("POST", "/present"),
+        ("POST", "/cleanup"),
     }
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     put = doc["paths"]["/v1/sandboxes/{id}"]["put"]
@@ -569,17 +619,45 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(admin, 
     """schemathesis fuzzes every operation from /openapi.json: no 5xx, every answer as documented."""
     cli = shutil.which("schemathesis", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert cli, "schemathesis is in the test extra"
-    checks = ",".join([
-        "not_a_server_error", "status_code_conformance", "content_type_conformance",
-        "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
-        "unsupported_method", "allow_header_conformance", "ignored_auth", "use_after_free",
-        "ensure_resource_availability",
-    ])
+    checks = ",".join(
+        [
+            "not_a_server_error",
+            "status_code_conformance",
+            "content_type_conformance",
+            "response_headers_conformance",
+            "response_schema_conformance",
+            "negative_data_rejection",
+            "unsupported_method",
+            "allow_header_conformance",
+            "ignored_auth",
+            "use_after_free",
+            "ensure_resource_availability",
+        ]
+    )
     res = await trio.run_process(
-        [cli, "run", f"{admin.url}/openapi.json", "--header", f"Authorization: Bearer {TOKEN}",
-         "--checks", checks, "--max-examples", "25", "--max-time", "45", "--seed", "4",
-         "--request-timeout", "10", "--suppress-health-check", "too_slow"],
-        cwd=tmp_path, capture_stdout=True, capture_stderr=True, check=False,
+        [
+            cli,
+            "run",
+            f"{admin.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            checks,
+            "--max-examples",
+            "25",
+            "--max-time",
+            "45",
+            "--seed",
+            "4",
+            "--request-timeout",
+            "10",
+            "--suppress-health-check",
+            "too_slow",
+        ],
+        cwd=tmp_path,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     out = res.stdout.decode() + res.stderr.decode()
     assert res.returncode == 0, out[-6000:]

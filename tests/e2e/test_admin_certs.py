@@ -32,14 +32,20 @@ def _no_env_token(monkeypatch):
 @pytest.fixture
 async def edge(nursery, tmp_path):
     """Admin API and DNS in this process over one catalog: (admin URL, DNS address, store)."""
-    cfg = config_mod.load(env={}, overrides={
-        "domains": ["sandbox.test", "other.test"],
-        "state_dir": str(tmp_path / "state"),
-        "catalog": f"sqlite:///{tmp_path}/catalog.db",
-        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-        "dns": {"listen": "127.0.0.1:0", "zones": str(tmp_path),
-                "synthesize": {"sandbox.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}},
-    })
+    cfg = config_mod.load(
+        env={},
+        overrides={
+            "domains": ["sandbox.test", "other.test"],
+            "state_dir": str(tmp_path / "state"),
+            "catalog": f"sqlite:///{tmp_path}/catalog.db",
+            "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "dns": {
+                "listen": "127.0.0.1:0",
+                "zones": str(tmp_path),
+                "synthesize": {"sandbox.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]},
+            },
+        },
+    )
     store = open_store(cfg.catalog_url)
     live = LiveCatalog()
     await nursery.start(watch, store, live, 0.05)
@@ -130,8 +136,13 @@ async def test_certs_without_tls_list_every_domain_with_no_certificate_and_renew
     url, _, _ = edge
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         doc = (await c.get("/v1/certs")).json()
-        assert doc == {"acme_directory": None, "certificates": [],
-                       "domains": [{"domain": "sandbox.test", "certificate": None, "acme": None},
-                                   {"domain": "other.test", "certificate": None, "acme": None}]}
+        assert doc == {
+            "acme_directory": None,
+            "certificates": [],
+            "domains": [
+                {"domain": "sandbox.test", "certificate": None, "acme": None},
+                {"domain": "other.test", "certificate": None, "acme": None},
+            ],
+        }
         res = await c.post("/v1/certs/sandbox.test/renew")
         assert res.status_code == 409 and res.json()["code"] == "acme_not_configured"

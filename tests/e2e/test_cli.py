@@ -20,11 +20,16 @@ def env(tmp_path):
 
 def test_sandbox_add_prints_the_record_as_json(env):
     """`add --json` prints one JSON object with id, address, public and mask_request_host."""
-    res = edge_cli(["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "localhost:${PORT}", "--json"], env)
+    res = edge_cli(
+        ["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "localhost:${PORT}", "--json"], env
+    )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert {k: doc[k] for k in ("id", "address", "public", "mask_request_host")} == {
-        "id": "demo", "address": "127.0.0.2", "public": True, "mask_request_host": "localhost:${PORT}"
+        "id": "demo",
+        "address": "127.0.0.2",
+        "public": True,
+        "mask_request_host": "localhost:${PORT}",
     }
     assert doc["created_at"] > 0 and doc["updated_at"] >= doc["created_at"]
 
@@ -37,8 +42,21 @@ def _json(args, env) -> dict:
 
 def _guarded(env) -> dict:
     """secret2: private, max_connections=5 and a Host mask: what `add` and `token` once silently dropped."""
-    return _json(["sandbox", "add", "secret2", "--address", "127.0.0.2", "--private", "--max-connections", "5",
-                  "--mask-request-host", "localhost:${PORT}"], env)
+    return _json(
+        [
+            "sandbox",
+            "add",
+            "secret2",
+            "--address",
+            "127.0.0.2",
+            "--private",
+            "--max-connections",
+            "5",
+            "--mask-request-host",
+            "localhost:${PORT}",
+        ],
+        env,
+    )
 
 
 def test_add_on_an_existing_id_fails_names_update_and_changes_nothing(env):
@@ -61,8 +79,11 @@ UPDATES = [
     ("mask removed", ["--no-mask"], {"mask_request_host": None}),
     ("private again: nothing changes", ["--private"], {}),
     ("made public", ["--public"], {"public": True}),
-    ("several at once", ["--address", "::1", "--no-mask", "--max-connections", "2"],
-     {"address": "::1", "mask_request_host": None, "max_connections": 2}),
+    (
+        "several at once",
+        ["--address", "::1", "--no-mask", "--max-connections", "2"],
+        {"address": "::1", "mask_request_host": None, "max_connections": 2},
+    ),
 ]
 
 
@@ -133,7 +154,9 @@ def test_the_cli_narrows_an_existing_world_readable_catalog(env, tmp_path):
     res = edge_cli(["sandbox", "list"], env)
     assert res.returncode == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
     [line] = res.stderr.splitlines()
-    assert line.startswith("catalog file ") and line.endswith("/state/catalog.db was mode 0644, readable by others; now 0600")
+    assert line.startswith("catalog file ") and line.endswith(
+        "/state/catalog.db was mode 0644, readable by others; now 0600"
+    )
 
 
 def test_sandbox_list_show_and_rm(env):
@@ -153,7 +176,9 @@ def test_catalog_flag_and_env_var_choose_the_catalog(env, tmp_path):
     url = f"sqlite:///{tmp_path}/other.db"
     edge_cli(["sandbox", "add", "x1", "--address", "127.0.0.2", "--catalog", url], env)
     assert json.loads(edge_cli(["sandbox", "list", "--json"], env).stdout) == []
-    assert [s["id"] for s in json.loads(edge_cli(["sandbox", "list", "--json"], dict(env, EDGE_CATALOG=url)).stdout)] == ["x1"]
+    assert [
+        s["id"] for s in json.loads(edge_cli(["sandbox", "list", "--json"], dict(env, EDGE_CATALOG=url)).stdout)
+    ] == ["x1"]
     assert (tmp_path / "other.db").exists()
 
 
@@ -184,34 +209,61 @@ def test_host_prints_the_public_host_for_a_port(env):
         ("address not an IP", ["sandbox", "add", "demo", "--address", "example.com"], "is not an IP address"),
         ("unknown flag", ["sandbox", "list", "--bogus"], "unrecognized arguments"),
         ("abbreviated flag", ["sandbox", "add", "demo", "--addr", "127.0.0.2"], "required: --address"),
-        ("id spelled like a flag", ["sandbox", "add", "-demo", "--address", "127.0.0.2"],
-         "edge sandbox add: error: '-demo' is not an option of `edge sandbox add` (a sandbox ID cannot start with '-')"),
-        ("catalog in a missing folder", ["sandbox", "add", "x", "--address", "127.0.0.2", "--catalog",
-                                         "sqlite:///nonexistent/dir/c.db"], "catalog: folder /nonexistent/dir does not"),
-        ("zero workers", ["serve", "--workers", "0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin",
-                          "127.0.0.1:0"], "edge: error: workers: 0 is not a number from 1 to 256"),
+        (
+            "id spelled like a flag",
+            ["sandbox", "add", "-demo", "--address", "127.0.0.2"],
+            "edge sandbox add: error: '-demo' is not an option of `edge sandbox add` "
+            "(a sandbox ID cannot start with '-')",
+        ),
+        (
+            "catalog in a missing folder",
+            ["sandbox", "add", "x", "--address", "127.0.0.2", "--catalog", "sqlite:///nonexistent/dir/c.db"],
+            "catalog: folder /nonexistent/dir does not",
+        ),
+        (
+            "zero workers",
+            ["serve", "--workers", "0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+            "edge: error: workers: 0 is not a number from 1 to 256",
+        ),
         ("port out of range", ["host", "demo", "70000"], "is not a port number"),
         ("port zero", ["host", "demo", "0"], "is not a port number"),
-        ("bad mask", ["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "a b"], "mask_request_host"),
+        (
+            "bad mask",
+            ["sandbox", "add", "demo", "--address", "127.0.0.2", "--mask-request-host", "a b"],
+            "mask_request_host",
+        ),
         ("bad catalog url", ["sandbox", "list", "--catalog", "postgres://x"], "not a supported catalog URL"),
         ("bad listen address", ["host", "demo", "3000", "--http", "nowhere:80"], "is not an IP address"),
         ("add at 0.0.0.0", ["sandbox", "add", "demo", "--address", "0.0.0.0"], "is unspecified"),
         ("add at ::", ["sandbox", "add", "demo", "--address", "::"], "is unspecified"),
         ("add at the metadata address", ["sandbox", "add", "demo", "--address", "169.254.169.254"], "is link-local"),
-        ("add at IPv4-mapped metadata", ["sandbox", "add", "demo", "--address", "::ffff:169.254.169.254"], "link-local"),
+        (
+            "add at IPv4-mapped metadata",
+            ["sandbox", "add", "demo", "--address", "::ffff:169.254.169.254"],
+            "link-local",
+        ),
         ("add at IPv4-mapped 0.0.0.0", ["sandbox", "add", "demo", "--address", "::ffff:0.0.0.0"], "unspecified"),
         ("add with a zone ID", ["sandbox", "add", "demo", "--address", "fe80::1%eth0"], "zone ID"),
         ("add at broadcast", ["sandbox", "add", "demo", "--address", "255.255.255.255"], "broadcast"),
         ("add at multicast", ["sandbox", "add", "demo", "--address", "224.0.0.1"], "multicast"),
-        ("add with limit 0", ["sandbox", "add", "demo", "--address", "127.0.0.2", "--max-connections", "0"],
-         "0 is not a limit"),
+        (
+            "add with limit 0",
+            ["sandbox", "add", "demo", "--address", "127.0.0.2", "--max-connections", "0"],
+            "0 is not a limit",
+        ),
         ("update to the metadata address", ["sandbox", "update", "demo", "--address", "169.254.169.254"], "link-local"),
         ("update with nothing to change", ["sandbox", "update", "demo"], "nothing to change"),
         ("update private and public", ["sandbox", "update", "demo", "--private", "--public"], "not allowed with"),
-        ("update mask and no mask", ["sandbox", "update", "demo", "--no-mask", "--mask-request-host", "x"],
-         "not allowed with"),
-        ("update limit and no limit", ["sandbox", "update", "demo", "--max-connections", "2", "--no-max-connections"],
-         "not allowed with"),
+        (
+            "update mask and no mask",
+            ["sandbox", "update", "demo", "--no-mask", "--mask-request-host", "x"],
+            "not allowed with",
+        ),
+        (
+            "update limit and no limit",
+            ["sandbox", "update", "demo", "--max-connections", "2", "--no-max-connections"],
+            "not allowed with",
+        ),
         ("update limit 0", ["sandbox", "update", "demo", "--max-connections", "0"], "--no-max-connections"),
         ("update of an absent sandbox", ["sandbox", "update", "ghost", "--public"], "no sandbox 'ghost'"),
     ],

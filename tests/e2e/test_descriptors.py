@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.proc import edge_env
 
 
@@ -22,13 +20,26 @@ def _limits(soft: int, hard: int):
 
 
 def _start(tmp_path, soft: int, hard: int, config: str = "") -> tuple[subprocess.Popen, int, str]:
-    args = [sys.executable, "-m", "edge", "serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
-            "--admin", "127.0.0.1:0", "--log-format", "text"]
+    args = [
+        sys.executable,
+        "-m",
+        "edge",
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--dns",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ]
     if config:
         (tmp_path / "edge.toml").write_text(config)
         args += ["--config", str(tmp_path / "edge.toml")]
-    proc = subprocess.Popen(args, env=edge_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_limits(soft, hard))
+    proc = subprocess.Popen(
+        args, env=edge_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_limits(soft, hard)
+    )
     port = 0
     seen = ""
     deadline = time.monotonic() + 20

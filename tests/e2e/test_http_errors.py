@@ -32,7 +32,10 @@ async def test_unknown_sandbox_gets_502_sandbox_not_found_as_json(edge):
     head, body = res.stdout.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 502")
     assert json.loads(body) == {
-        "sandboxId": "ghost", "port": 3000, "message": "The sandbox was not found", "code": 502,
+        "sandboxId": "ghost",
+        "port": 3000,
+        "message": "The sandbox was not found",
+        "code": 502,
         "error": "sandbox_not_found",
     }
 
@@ -91,8 +94,10 @@ async def test_slow_sandbox_gets_504(make_edge, backend):
 async def test_slow_sandbox_gets_504_after_a_chunked_upload_too(make_edge, backend):
     """The same deadline holds in the h11 lane (a chunked body is not plain), and the wait really ends."""
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"response_head_timeout": 0.3})
-    req = (f"POST /slow?delay=3 HTTP/1.1\r\nHost: {edge.host(backend.port, 'alpha')}\r\n"
-           "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").encode()
+    req = (
+        f"POST /slow?delay=3 HTTP/1.1\r\nHost: {edge.host(backend.port, 'alpha')}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    ).encode()
     with trio.fail_after(2):
         got = await raw_exchange(edge.port, req)
     assert got.startswith(b"HTTP/1.1 504")
@@ -164,15 +169,27 @@ async def test_error_keeps_the_connection_when_the_request_was_complete(edge, ba
 @pytest.mark.parametrize(
     "label, head, status",
     [
-        ("CL and TE together", "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (
+            "CL and TE together",
+            "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
         ("TE on HTTP/1.0", "POST /echo HTTP/1.0\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         ("HTTP/2.0 on the request line", "GET /echo HTTP/2.0\r\nHost: {h}\r\n\r\n", 505),
         ("HTTP/1.2", "GET /echo HTTP/1.2\r\nHost: {h}\r\n\r\n", 505),
         ("underscore in a header name", "GET /echo HTTP/1.1\r\nHost: {h}\r\nX_Forwarded_For: 1.2.3.4\r\n\r\n", 400),
         ("space in a header name", "GET /echo HTTP/1.1\r\nHost: {h}\r\nX Bad: 1\r\n\r\n", 400),
         ("two Host headers", "GET /echo HTTP/1.1\r\nHost: {h}\r\nHost: {h}\r\n\r\n", 400),
-        ("two Content-Lengths", "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
-        ("transfer coding other than chunked", "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (
+            "two Content-Lengths",
+            "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            400,
+        ),
+        (
+            "transfer coding other than chunked",
+            "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
         ("no Host on HTTP/1.1", "GET /echo HTTP/1.1\r\n\r\n", 400),
         ("bad chunk size", "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         ("CONNECT", "CONNECT {h} HTTP/1.1\r\nHost: {h}\r\n\r\n", 400),

@@ -92,8 +92,10 @@ async def test_small_post_body_arriving_with_its_head_is_forwarded_whole(edge4, 
     """A POST whose body came with its head goes to the sandbox intact, on the fast lane."""
     before = h11_counts()
     body = b'{"name": "value"}'
-    data = (f"POST /echo HTTP/1.1\r\nHost: {edge4.host(backend.port, 'alpha')}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode() + body
+    data = (
+        f"POST /echo HTTP/1.1\r\nHost: {edge4.host(backend.port, 'alpha')}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
     [(status, _, answer)] = parse_responses(await exchange(edge4, data))
     assert status == 200 and json.loads(answer)["body_len"] == len(body)
     assert h11_counts() == before
@@ -157,7 +159,9 @@ async def test_sandbox_closing_mid_body_closes_the_client_connection(edge4, scri
 async def test_error_answer_keeps_the_connection_for_the_next_request(edge4, scripted):
     """A 502 for an unknown sandbox, then a plain request on the same connection: both answered."""
     scripted.scripts = [[OK]]
-    data = request(edge4, scripted.port, sandbox="nosuch") + request(edge4, scripted.port, extra="Connection: close\r\n")
+    data = request(edge4, scripted.port, sandbox="nosuch") + request(
+        edge4, scripted.port, extra="Connection: close\r\n"
+    )
     got = parse_responses(await exchange(edge4, data))
     assert [status for status, _, _ in got] == [502, 200]
 

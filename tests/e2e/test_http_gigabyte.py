@@ -35,8 +35,13 @@ async def test_gigabyte_download_streams_in_flat_memory(big):
     """1 GiB from the sandbox to curl; the edge's peak RSS barely moves."""
     backend, proc = big
     before = proc.peak_rss_kib()
-    res = await curl("-o", "/dev/null", "-w", "%{size_download}",
-                     f"http://{backend.port}-bulk.sandbox.localhost:{proc.port()}/bytes?n={GIB}")
+    res = await curl(
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        f"http://{backend.port}-bulk.sandbox.localhost:{proc.port()}/bytes?n={GIB}",
+    )
     assert int(res.stdout) == GIB
     assert proc.peak_rss_kib() - before < FLAT_KIB
 
@@ -48,8 +53,9 @@ async def test_gigabyte_upload_streams_in_flat_memory(big, tmp_path):
     with open(src, "wb") as fh:
         fh.truncate(GIB)  # sparse: reading it costs curl nothing
     before = proc.peak_rss_kib()
-    res = await curl("-T", str(src), "-H", "Expect:",
-                     f"http://{backend.port}-bulk.sandbox.localhost:{proc.port()}/upload")
+    res = await curl(
+        "-T", str(src), "-H", "Expect:", f"http://{backend.port}-bulk.sandbox.localhost:{proc.port()}/upload"
+    )
     os.unlink(src)
     assert b'"body_len": 1073741824' in res.stdout
     assert proc.peak_rss_kib() - before < FLAT_KIB

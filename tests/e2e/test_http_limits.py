@@ -111,8 +111,10 @@ async def test_one_address_cannot_take_every_slot(make_edge, scripted):
 async def test_client_leaving_while_the_sandbox_thinks_frees_its_slot_at_once(make_edge, scripted):
     """A sandbox limited to 2 that never answers: both clients leave, and within ~1 s a third gets in
     (not 429); the sandbox sees its connections closed; the exchanges count as 499s."""
-    edge = await make_edge([Sandbox("gamma", "127.0.0.4", max_connections=2)],
-                           http={"response_head_timeout": 300.0, "keepalive_timeout": 4.0})
+    edge = await make_edge(
+        [Sandbox("gamma", "127.0.0.4", max_connections=2)],
+        http={"response_head_timeout": 300.0, "keepalive_timeout": 4.0},
+    )
     scripted.scripts = [[60.0], [60.0], [OK]]
     gone_before = STATS.http_requests[4]  # 499s count as 4xx
     for _ in range(2):
@@ -160,8 +162,10 @@ async def test_catalog_change_cuts_an_open_tunnel_within_a_second(make_edge, scr
     edge = await make_edge([Sandbox("gamma", "127.0.0.4")])
     scripted.scripts = [[UPGRADE_101, 60.0]]
     stream = await connect(edge)
-    await stream.send_all(f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
-                          "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
+        "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode()
+    )
     with trio.fail_after(5):
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 101")
     revoked = STATS.http_revoked
@@ -177,8 +181,10 @@ async def test_token_rotation_cuts_a_private_sandboxs_tunnel(make_edge, scripted
     edge = await make_edge([Sandbox("gamma", "127.0.0.4", public=False, token_hash=digest)])
     scripted.scripts = [[UPGRADE_101, 60.0]]
     stream = await connect(edge)
-    await stream.send_all(f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
-                          f"e2b-traffic-access-token: {token}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
+        f"e2b-traffic-access-token: {token}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n".encode()
+    )
     with trio.fail_after(5):
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 101")
     edge.add("gamma", "127.0.0.4", public=False, token_hash="b" * 64)
@@ -190,8 +196,10 @@ async def test_unrelated_catalog_change_leaves_tunnels_alone(make_edge, scripted
     edge = await make_edge([Sandbox("gamma", "127.0.0.4")])
     scripted.scripts = [[UPGRADE_101, 60.0]]
     stream = await connect(edge)
-    await stream.send_all(f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
-                          "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET /ws HTTP/1.1\r\nHost: {edge.host(scripted.port, 'gamma')}\r\n"
+        "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode()
+    )
     with trio.fail_after(5):
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 101")
     edge.add("gamma", "127.0.0.4", max_connections=5)

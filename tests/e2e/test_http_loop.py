@@ -56,8 +56,14 @@ async def test_request_that_already_passed_through_this_edge_is_refused(make_edg
 
     edge = await make_edge([Sandbox("demo", "127.0.0.2")])
     token = via_token(edge.config).decode()
-    res = await curl("-s", "-w", "\n%{http_code}", "-H", f"Via: 1.1 proxy.example, 1.1 {token}",
-                     edge.url(backend.port, "demo", "/echo"))
+    res = await curl(
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        f"Via: 1.1 proxy.example, 1.1 {token}",
+        edge.url(backend.port, "demo", "/echo"),
+    )
     body, status = res.stdout.decode().rsplit("\n", 1)
     assert status == "508" and json.loads(body)["error"] == "loop_detected"
     assert not backend.requests

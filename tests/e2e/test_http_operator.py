@@ -32,8 +32,12 @@ async def test_masked_sandbox_redirect_points_at_the_public_host(make_edge, nurs
     sandbox = await Scripted().start(nursery)
     edge = await make_edge([Sandbox("web", "127.0.0.4", mask_request_host="localhost:${PORT}")])
     masked = f"localhost:{sandbox.port}"
-    sandbox.scripts = [[f"HTTP/1.1 302 Found\r\nLocation: http://{masked}/next\r\nRefresh: 0; url=http://{masked}/r\r\n"
-                        "Content-Length: 0\r\n\r\n".encode()]]
+    sandbox.scripts = [
+        [
+            f"HTTP/1.1 302 Found\r\nLocation: http://{masked}/next\r\nRefresh: 0; url=http://{masked}/r\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        ]
+    ]
     host = edge.host(sandbox.port, "web")
     [(status, headers, _)] = await raw(edge, f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     assert status == 302
@@ -46,17 +50,36 @@ async def test_cors_preflight_to_a_private_sandbox_is_answered_by_the_edge(make_
     """OPTIONS with Access-Control-Request-Method: 204 with the CORS headers the page needs to send
     the token header; the sandbox never sees it; the real request still needs the token."""
     edge = await make_edge([Sandbox("secret", "127.0.0.2", public=False, token_hash="0" * 64)])
-    res = await curl("-i", "-X", "OPTIONS", "-H", "Origin: https://app.example", "-H", "Access-Control-Request-Method: POST",
-                     "-H", "Access-Control-Request-Headers: e2b-traffic-access-token, content-type",
-                     edge.url(backend.port, "secret", "/api"))
+    res = await curl(
+        "-i",
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://app.example",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        "-H",
+        "Access-Control-Request-Headers: e2b-traffic-access-token, content-type",
+        edge.url(backend.port, "secret", "/api"),
+    )
     head = res.stdout.decode().split("\r\n\r\n")[0].lower()
     assert head.startswith("http/1.1 204")
     assert "access-control-allow-origin: https://app.example" in head
     assert "access-control-allow-methods: post" in head
     assert "access-control-allow-headers: e2b-traffic-access-token, content-type" in head
     assert not backend.requests
-    res = await curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Origin: https://app.example",
-                     edge.url(backend.port, "secret", "/api"))
+    res = await curl(
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Origin: https://app.example",
+        edge.url(backend.port, "secret", "/api"),
+    )
     assert res.stdout == b"403"
 
 

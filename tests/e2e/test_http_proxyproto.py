@@ -21,7 +21,11 @@ from tests.tlsutil import TestCA
 
 def v2(src: str, dst: str = "127.0.0.1", sport: int = 51000, dport: int = 80, command: int = 1) -> bytes:
     if ":" in src:
-        body = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("!HH", sport, dport)
+        body = (
+            socket.inet_pton(socket.AF_INET6, src)
+            + socket.inet_pton(socket.AF_INET6, "::1")
+            + struct.pack("!HH", sport, dport)
+        )
         family = 0x21
     else:
         body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
@@ -81,7 +85,9 @@ async def test_client_address_comes_from_the_proxy_header(make_edge, backend):
     """v1 and v2 on the plain listener: the sandbox is told the balancer's client, not the balancer."""
     edge = await make_edge([Sandbox("demo", "127.0.0.2")], http={"proxy_protocol": True})
     host = edge.host(backend.port, "demo")
-    assert (await _ask(edge.port, b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\n", host))["x-forwarded-for"] == "203.0.113.7"
+    assert (await _ask(edge.port, b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\n", host))[
+        "x-forwarded-for"
+    ] == "203.0.113.7"
     assert (await _ask(edge.port, v2("198.51.100.4"), host))["x-forwarded-for"] == "198.51.100.4"
 
 
@@ -104,7 +110,9 @@ async def test_connection_without_a_proxy_header_is_closed(make_edge, backend):
 @pytest.mark.trio
 async def test_only_trusted_proxies_may_send_one(make_edge, backend):
     """With http.trusted_proxies set, a PROXY header from another address is refused."""
-    edge = await make_edge([Sandbox("demo", "127.0.0.2")], http={"proxy_protocol": True, "trusted_proxies": ["10.0.0.0/8"]})
+    edge = await make_edge(
+        [Sandbox("demo", "127.0.0.2")], http={"proxy_protocol": True, "trusted_proxies": ["10.0.0.0/8"]}
+    )
     stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
     async with stream:
         await stream.send_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\nGET / HTTP/1.1\r\n\r\n")
@@ -120,9 +128,10 @@ async def test_proxy_header_in_front_of_tls(make_edge, backend, tmp_path):
     """https.proxy_protocol: the header comes before the ClientHello; the handshake and request go on."""
     ca = TestCA(tmp_path)
     cert, key = ca.issue(["*.sandbox.localhost"], "pp")
-    edge = await make_edge([Sandbox("demo", "127.0.0.2")],
-                           https={"listen": "127.0.0.1:0", "proxy_protocol": True,
-                                  "certs": [{"cert": str(cert), "key": str(key)}]})
+    edge = await make_edge(
+        [Sandbox("demo", "127.0.0.2")],
+        https={"listen": "127.0.0.1:0", "proxy_protocol": True, "certs": [{"cert": str(cert), "key": str(key)}]},
+    )
     host = f"{backend.port}-demo.sandbox.localhost"
 
     def talk() -> bytes:

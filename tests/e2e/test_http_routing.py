@@ -57,14 +57,19 @@ async def test_pipelined_requests_are_each_routed_on_their_own_host(edge, backen
     responses = parse_responses(await raw_exchange(edge.port, req.encode()))
     docs = [json.loads(r[2]) for r in responses]
     assert [(d["backend"], d["target"]) for d in docs] == [
-        ("b2", "/echo?i=0"), ("b3", "/echo?i=1"), ("b2", "/echo?i=2"), ("b3", "/echo?i=3")
+        ("b2", "/echo?i=0"),
+        ("b3", "/echo?i=1"),
+        ("b2", "/echo?i=2"),
+        ("b3", "/echo?i=3"),
     ]
 
 
 async def test_absolute_form_target_is_used_and_sent_upstream_in_origin_form(edge, backend):
     """GET http://host/path: routed on the URL's host, the sandbox sees /path."""
     host = edge.host(backend.port, "alpha")
-    data = await raw_exchange(edge.port, f"GET http://{host}/echo?q=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await raw_exchange(
+        edge.port, f"GET http://{host}/echo?q=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    )
     [(status, _, body)] = parse_responses(data)
     assert status == 200 and json.loads(body)["target"] == "/echo?q=1"
 
@@ -128,8 +133,16 @@ async def test_masked_host_replaces_port_placeholder(make_edge, backend):
 async def test_forwarded_headers_are_set_and_client_values_dropped(edge, backend):
     """X-Forwarded-For is the peer, -Proto the edge's scheme; spoofed values never reach the sandbox."""
     res = await curl(
-        "-H", "X-Forwarded-For: 6.6.6.6", "-H", "X-Forwarded-Proto: https", "-H", "X-Forwarded-Host: evil",
-        "-H", "Forwarded: for=6.6.6.6", "-H", "X-Real-IP: 6.6.6.6",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: evil",
+        "-H",
+        "Forwarded: for=6.6.6.6",
+        "-H",
+        "X-Real-IP: 6.6.6.6",
         edge.url(backend.port, "alpha", "/echo"),
     )
     seen = echo_headers(res.stdout)
@@ -150,7 +163,16 @@ async def test_hop_by_hop_request_headers_are_removed(edge, backend):
     data = await raw_exchange(edge.port, req.encode(), timeout=1.0)
     status, _, body = parse_responses(data)[0]
     seen = echo_headers(body)
-    for name in ("connection", "x-private", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "upgrade"):
+    for name in (
+        "connection",
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ):
         assert name not in seen, name
     assert seen["x-kept"] == ["yes"]
 
@@ -197,7 +219,13 @@ async def test_catalog_snapshot_change_reroutes_the_next_request(edge, backend, 
 async def test_head_request_gets_headers_without_a_body(edge, backend):
     """HEAD is forwarded and the answer's Content-Length kept, with no body bytes."""
     host = edge.host(backend.port, "alpha")
-    data = await raw_exchange(edge.port, f"HEAD /echo HTTP/1.1\r\nHost: {host}\r\n\r\nGET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await raw_exchange(
+        edge.port,
+        (
+            f"HEAD /echo HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ).encode(),
+    )
     assert data.count(b"HTTP/1.1 200") == 2
     assert data.index(b"HTTP/1.1 200", 5) < data.index(b"{")  # no body after the HEAD answer
 
@@ -239,7 +267,8 @@ async def test_sandbox_on_an_ipv6_address_is_reached(make_edge, nursery):
 async def test_edge_listening_on_ipv6_serves(make_edge, backend):
     """`http.listen = "[::1]:0"`: clients reach the edge over IPv6."""
     edge = await make_edge([Sandbox("alpha", "127.0.0.2")], http={"listen": "[::1]:0"})
-    res = await curl("--resolve", f"{backend.port}-alpha.sandbox.localhost:{edge.port}:::1",
-                     edge.url(backend.port, "alpha", "/echo"))
+    res = await curl(
+        "--resolve", f"{backend.port}-alpha.sandbox.localhost:{edge.port}:::1", edge.url(backend.port, "alpha", "/echo")
+    )
     doc = json.loads(res.stdout)
     assert doc["backend"] == "b2" and dict(doc["headers"])["x-forwarded-for"] == "::1"

@@ -30,7 +30,9 @@ def open_fds() -> int:
 async def small_request_works(edge, port: int, sandbox: str = "other") -> bool:
     stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
     async with stream:
-        await stream.send_all(f"GET /echo HTTP/1.1\r\nHost: {edge.host(port, sandbox)}\r\nConnection: close\r\n\r\n".encode())
+        await stream.send_all(
+            f"GET /echo HTTP/1.1\r\nHost: {edge.host(port, sandbox)}\r\nConnection: close\r\n\r\n".encode()
+        )
         with trio.fail_after(2):
             return (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
 
@@ -42,8 +44,9 @@ async def served_within(seconds: float, edge, port: int, sandbox: str) -> float:
         while True:
             stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
             async with stream:
-                await stream.send_all(f"GET /echo HTTP/1.1\r\nHost: {edge.host(port, sandbox)}\r\n"
-                                      "Connection: close\r\n\r\n".encode())
+                await stream.send_all(
+                    f"GET /echo HTTP/1.1\r\nHost: {edge.host(port, sandbox)}\r\nConnection: close\r\n\r\n".encode()
+                )
                 if (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200"):
                     return trio.current_time() - t0
             await trio.sleep(0.05)
@@ -99,8 +102,9 @@ async def test_sandbox_that_stops_reading_an_upload_releases_everything(make_edg
     """POST 100 MiB to a sandbox that stops reading: within send_timeout + 1 s the edge gives up on
     it (504), and the slot and the edge's descriptors are back."""
     accepted: list = []
-    listeners = await nursery.start(partial(trio.serve_tcp, partial(_never_reads, accepted=accepted), 0,
-                                            host="127.0.0.5"))
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(_never_reads, accepted=accepted), 0, host="127.0.0.5")
+    )
     port = listeners[0].socket.getsockname()[1]
     edge = await make_edge(
         [Sandbox("sink", "127.0.0.5", max_connections=1), Sandbox("other", "127.0.0.3")],
@@ -109,8 +113,9 @@ async def test_sandbox_that_stops_reading_an_upload_releases_everything(make_edg
     assert await small_request_works(edge, backend3.port)
     before = open_fds()
     client = await trio.open_tcp_stream("127.0.0.1", edge.port)
-    await client.send_all(f"POST /up HTTP/1.1\r\nHost: {edge.host(port, 'sink')}\r\n"
-                          f"Content-Length: {100 * MiB}\r\n\r\n".encode())
+    await client.send_all(
+        f"POST /up HTTP/1.1\r\nHost: {edge.host(port, 'sink')}\r\nContent-Length: {100 * MiB}\r\n\r\n".encode()
+    )
     answer = b""
 
     async def upload_then_read() -> None:

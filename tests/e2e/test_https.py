@@ -49,8 +49,12 @@ def resolve(edge, port: int, sandbox: str) -> list[str]:
 
 async def test_curl_gets_an_answer_over_https_with_the_wildcard_certificate(tls_edge, ca, backend):
     """curl verifies the certificate for the sandbox host and the sandbox is told X-Forwarded-Proto: https."""
-    res = await curl("--cacert", str(ca.path), *resolve(tls_edge, backend.port, "demo"),
-                     https_url(tls_edge, backend.port, "demo", "/echo"))
+    res = await curl(
+        "--cacert",
+        str(ca.path),
+        *resolve(tls_edge, backend.port, "demo"),
+        https_url(tls_edge, backend.port, "demo", "/echo"),
+    )
     doc = json.loads(res.stdout)
     headers = {k: v for k, v in doc["headers"]}
     assert headers["x-forwarded-proto"] == "https"
@@ -63,8 +67,10 @@ async def test_keep_alive_and_pipelined_requests_over_tls(tls_edge, ca, backend)
 
     def talk() -> bytes:
         ctx = ssl.create_default_context(cafile=str(ca.path))
-        with socket.create_connection(("127.0.0.1", tls_edge.tls_port)) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", tls_edge.tls_port)) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             req = f"GET /echo HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             tls.sendall(req * 2 + req.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
             out = b""
@@ -101,7 +107,11 @@ async def test_a_client_without_sni_gets_the_first_domains_certificate(tls_edge,
         pytest.skip("openssl is not installed")
     proc = await trio.run_process(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{tls_edge.tls_port}", "-noservername", "-CAfile", str(ca.path)],
-        stdin=b"", capture_stdout=True, capture_stderr=True, check=False)
+        stdin=b"",
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
     out = proc.stdout.decode()
     assert f"*.{DOMAIN}" in out and "Verify return code: 0 (ok)" in out
 
@@ -117,8 +127,16 @@ async def test_silent_tls_client_is_closed_after_the_handshake_timeout(tls_edge)
 
 async def test_large_download_over_tls_is_whole(tls_edge, ca, backend):
     """100 MiB through TLS (copied through Python here: no kTLS) arrives whole."""
-    res = await curl("--cacert", str(ca.path), *resolve(tls_edge, backend.port, "demo"), "-o", "/dev/null",
-                     "-w", "%{size_download} %{http_code}", https_url(tls_edge, backend.port, "demo", f"/bytes?n={100 << 20}"))
+    res = await curl(
+        "--cacert",
+        str(ca.path),
+        *resolve(tls_edge, backend.port, "demo"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download} %{http_code}",
+        https_url(tls_edge, backend.port, "demo", f"/bytes?n={100 << 20}"),
+    )
     assert res.stdout == f"{100 << 20} 200".encode()
 
 
@@ -129,8 +147,10 @@ async def test_server_sent_events_stream_over_tls(tls_edge, ca, backend):
     def read_events() -> list[float]:
         ctx = ssl.create_default_context(cafile=str(ca.path))
         times = []
-        with socket.create_connection(("127.0.0.1", tls_edge.tls_port)) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", tls_edge.tls_port)) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             tls.sendall(f"GET /sse?n=3&gap=0.3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             t0 = time.monotonic()
             buf = b""
@@ -153,12 +173,16 @@ async def test_websocket_echo_over_wss(make_edge, ca, lane):
 
     from tests.e2e.test_websocket import REPO  # noqa: F401 - the echo backend lives in tests/ws_echo.py
 
-    proc = subprocess.Popen([sys.executable, "-m", "tests.ws_echo", "127.0.0.3"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ws_echo", "127.0.0.3"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(proc.stdout.readline())
         cert, key = ca.issue([f"*.{DOMAIN}"], "ws")
-        edge = await make_edge([Sandbox("wsbox", "127.0.0.3")],
-                               https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]})
+        edge = await make_edge(
+            [Sandbox("wsbox", "127.0.0.3")],
+            https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]},
+        )
         host = f"{port}-wsbox.{DOMAIN}"
 
         def talk() -> list:
@@ -181,10 +205,17 @@ async def test_private_link_over_https_sets_a_secure_host_cookie(make_edge, ca, 
 
     token = "tok-" + "x" * 40
     cert, key = ca.issue([f"*.{DOMAIN}"], "priv")
-    edge = await make_edge([Sandbox("secret", "127.0.0.2", public=False, token_hash=hashlib.sha256(token.encode()).hexdigest())],
-                           https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]})
-    res = await curl("-i", "--cacert", str(ca.path), *resolve(edge, backend.port, "secret"),
-                     https_url(edge, backend.port, "secret", f"/echo?edge_token={token}"))
+    edge = await make_edge(
+        [Sandbox("secret", "127.0.0.2", public=False, token_hash=hashlib.sha256(token.encode()).hexdigest())],
+        https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]},
+    )
+    res = await curl(
+        "-i",
+        "--cacert",
+        str(ca.path),
+        *resolve(edge, backend.port, "secret"),
+        https_url(edge, backend.port, "secret", f"/echo?edge_token={token}"),
+    )
     head = res.stdout.split(b"\r\n\r\n", 1)[0].decode().lower()
     assert head.startswith("http/1.1 303")
     assert f"location: https://{backend.port}-secret.{DOMAIN}:{edge.tls_port}/echo" in head
@@ -195,30 +226,39 @@ async def test_private_link_over_https_sets_a_secure_host_cookie(make_edge, ca, 
 async def test_plain_http_is_redirected_to_https_when_asked(make_edge, ca, backend):
     """https.redirect_http: a sandbox URL over plain HTTP gets 308 to the same URL over https."""
     cert, key = ca.issue([f"*.{DOMAIN}"], "redir")
-    edge = await make_edge([Sandbox("demo", "127.0.0.2")],
-                           https={"listen": "127.0.0.1:0", "redirect_http": True,
-                                  "certs": [{"cert": str(cert), "key": str(key)}]})
+    edge = await make_edge(
+        [Sandbox("demo", "127.0.0.2")],
+        https={"listen": "127.0.0.1:0", "redirect_http": True, "certs": [{"cert": str(cert), "key": str(key)}]},
+    )
     res = await curl("-i", f"http://{backend.port}-demo.{DOMAIN}:{edge.port}/a/b?c=1")
     head = res.stdout.split(b"\r\n\r\n", 1)[0].decode()
     assert head.startswith("HTTP/1.1 308")
     assert f"location: https://{backend.port}-demo.{DOMAIN}:{edge.tls_port}/a/b?c=1" in head.lower()
     # And following it works end to end.
-    res = await curl("-L", "--cacert", str(ca.path), *resolve(edge, backend.port, "demo"),
-                     f"http://{backend.port}-demo.{DOMAIN}:{edge.port}/echo")
+    res = await curl(
+        "-L",
+        "--cacert",
+        str(ca.path),
+        *resolve(edge, backend.port, "demo"),
+        f"http://{backend.port}-demo.{DOMAIN}:{edge.port}/echo",
+    )
     assert json.loads(res.stdout)["target"] == "/echo"
 
 
 async def test_a_renewed_certificate_file_is_used_by_new_connections(make_edge, ca, backend, tmp_path):
     """Replacing the files on disk: new connections get the new certificate within about a second."""
     cert, key = ca.issue([f"*.{DOMAIN}"], "first")
-    edge = await make_edge([Sandbox("demo", "127.0.0.2")],
-                           https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]})
+    edge = await make_edge(
+        [Sandbox("demo", "127.0.0.2")], https={"listen": "127.0.0.1:0", "certs": [{"cert": str(cert), "key": str(key)}]}
+    )
     host = f"{backend.port}-demo.{DOMAIN}"
 
     def serial() -> int:
         ctx = ssl.create_default_context(cafile=str(ca.path))
-        with socket.create_connection(("127.0.0.1", edge.tls_port)) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", edge.tls_port)) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             from cryptography import x509
 
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
@@ -246,8 +286,19 @@ async def test_with_kernel_tls_bodies_are_spliced_into_the_tls_socket(tls_edge, 
     if not _kernel_has_ktls():
         pytest.skip("this kernel has no kTLS (no 'tls' in /proc/sys/net/ipv4/tcp_available_ulp)")
     before = STATS.tls_ktls_connections
-    res = await curl("--tlsv1.2", "--tls-max", "1.2", "--cacert", str(ca.path), *resolve(tls_edge, backend.port, "demo"),
-                     "-o", "/dev/null", "-w", "%{size_download}", https_url(tls_edge, backend.port, "demo", f"/bytes?n={16 << 20}"))
+    res = await curl(
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "--cacert",
+        str(ca.path),
+        *resolve(tls_edge, backend.port, "demo"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        https_url(tls_edge, backend.port, "demo", f"/bytes?n={16 << 20}"),
+    )
     assert res.stdout == str(16 << 20).encode()
     assert STATS.tls_ktls_connections == before + 1
 

@@ -61,7 +61,9 @@ async def test_access_log_line_has_every_field(tmp_path, nursery):
     env = edge_env(tmp_path)
     b = await Backend("b").start(nursery, "127.0.0.2")
     edge_cli(["sandbox", "add", "logged", "--address", "127.0.0.2"], env)
-    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0"], env))
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0"], env)
+    )
     try:
         host = f"{b.port}-logged.sandbox.localhost:{proc.port()}"
         await curl("--data-binary", "12345", f"http://{host}/echo?q=secret")
@@ -85,9 +87,15 @@ async def test_rotation_retires_the_old_token_in_every_process_within_a_second(t
     b = await Backend("b").start(nursery, "127.0.0.2")
     old = json.loads(edge_cli(["sandbox", "add", "rot", "--address", "127.0.0.2", "--private", "--json"], env).stdout)
     old_token = old["traffic_access_token"]
-    procs = [await trio.to_thread.run_sync(lambda: EdgeProcess(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
-                                                                "--admin", "127.0.0.1:0", "--no-access-log"], env))
-             for _ in range(2)]
+    procs = [
+        await trio.to_thread.run_sync(
+            lambda: EdgeProcess(
+                ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-access-log"],
+                env,
+            )
+        )
+        for _ in range(2)
+    ]
     try:
         urls = [f"http://{b.port}-rot.sandbox.localhost:{p.port()}/echo" for p in procs]
 
@@ -96,7 +104,9 @@ async def test_rotation_retires_the_old_token_in_every_process_within_a_second(t
             return int(res.stdout)
 
         assert [await status(u, old_token) for u in urls] == [200, 200]
-        new_token = json.loads(edge_cli(["sandbox", "token", "rot", "--rotate", "--json"], env).stdout)["traffic_access_token"]
+        new_token = json.loads(edge_cli(["sandbox", "token", "rot", "--rotate", "--json"], env).stdout)[
+            "traffic_access_token"
+        ]
         t0 = trio.current_time()
         with trio.fail_after(1.0):
             while [await status(u, old_token) for u in urls] != [403, 403]:

@@ -26,8 +26,9 @@ TOKEN = "s3cret-token-for-tests_0123456789abcdefghij"
 
 @pytest.fixture
 async def private_edge(make_edge, backend):
-    return await make_edge([Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN)),
-                            Sandbox("open", "127.0.0.2")])
+    return await make_edge(
+        [Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN)), Sandbox("open", "127.0.0.2")]
+    )
 
 
 def _url(edge, backend, path="/echo"):
@@ -48,8 +49,15 @@ async def test_private_sandbox_with_wrong_token_gets_403_invalid(private_edge, b
     """A wrong token: 403 saying it is invalid, as JSON for code and HTML for a browser."""
     res = await curl("-H", "e2b-traffic-access-token: nope", _url(private_edge, backend))
     assert json.loads(res.stdout)["error"] == "invalid_token"
-    page = await curl("-H", "X-Edge-Access-Token: nope", "-H", "Accept: text/html", "-H", "Sec-Fetch-Mode: navigate",
-                      _url(private_edge, backend))
+    page = await curl(
+        "-H",
+        "X-Edge-Access-Token: nope",
+        "-H",
+        "Accept: text/html",
+        "-H",
+        "Sec-Fetch-Mode: navigate",
+        _url(private_edge, backend),
+    )
     assert b"The traffic access token is invalid" in page.stdout and b"<!doctype html>" in page.stdout
     assert backend.requests == []
 
@@ -81,8 +89,16 @@ async def test_token_link_sets_a_host_cookie_and_redirects_without_the_parameter
 async def test_cookie_from_the_link_opens_the_sandbox_and_is_not_forwarded(private_edge, backend, tmp_path):
     """curl with a cookie jar follows the link like a browser: cookie set, later requests pass, token hidden."""
     jar = tmp_path / "jar"
-    res = await curl("-L", "-c", str(jar), "-b", str(jar), "-b", "theme=dark",
-                     _url(private_edge, backend, f"/echo?edge_token={TOKEN}"))
+    res = await curl(
+        "-L",
+        "-c",
+        str(jar),
+        "-b",
+        str(jar),
+        "-b",
+        "theme=dark",
+        _url(private_edge, backend, f"/echo?edge_token={TOKEN}"),
+    )
     doc = json.loads(res.stdout)
     assert doc["target"] == "/echo"
     again = await curl("-b", str(jar), _url(private_edge, backend, "/echo?x=1"))
@@ -112,8 +128,9 @@ async def test_token_parameter_on_a_post_is_accepted_and_stripped(private_edge, 
 async def test_cookie_is_a_secure_host_cookie_when_edge_serves_https(make_edge, backend):
     """Behind TLS (scheme = https), the cookie is `__Host-edge_access_token`: Secure, Path=/, no Domain, so
     no other host can set or overwrite it; the Location is https; that cookie then opens the sandbox."""
-    edge = await make_edge([Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN))],
-                           http={"scheme": "https"})
+    edge = await make_edge(
+        [Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN))], http={"scheme": "https"}
+    )
     res = await curl("-i", edge.url(backend.port, "priv", f"/?edge_token={TOKEN}"))
     [(status, headers, _)] = parse_responses(res.stdout)
     assert status == 303 and headers["location"] == f"https://{edge.host(backend.port, 'priv')}/"
@@ -130,7 +147,9 @@ async def test_public_sandbox_needs_no_token(private_edge, backend):
 
 async def test_websocket_upgrade_with_the_cookie_passes_and_without_is_refused(private_edge, nursery):
     """A browser's WebSocket carries the cookie: it passes; without it, 403 before any tunnel."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.ws_echo", "127.0.0.2"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ws_echo", "127.0.0.2"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(proc.stdout.readline())
         uri = f"ws://{private_edge.host(port, 'priv')}/headers"
@@ -171,8 +190,13 @@ async def test_connection_limit_answers_429_past_it(make_edge, backend):
         head, body = res.stdout.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 429")
         doc = json.loads(body)
-        assert doc == {"sandboxId": "lim", "port": backend.port, "code": 429, "error": "too_many_connections",
-                       "message": "The sandbox has reached its limit of 1 concurrent connections"}
+        assert doc == {
+            "sandboxId": "lim",
+            "port": backend.port,
+            "code": 429,
+            "error": "too_many_connections",
+            "message": "The sandbox has reached its limit of 1 concurrent connections",
+        }
     assert json.loads(results["slow"].stdout)["backend"] == "b2"
     after = await curl(edge.url(backend.port, "lim", "/echo"))
     assert json.loads(after.stdout)["backend"] == "b2"
@@ -184,8 +208,15 @@ async def test_token_never_appears_in_the_access_log(make_edge, backend):
 
     edge = await make_edge([Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN))], access_log=True)
     ACCESS_LOG.take()
-    await curl("-H", f"e2b-traffic-access-token: {TOKEN}", "-H", f"Cookie: edge_access_token={TOKEN}",
-               "-H", "Authorization: Bearer abc", edge.url(backend.port, "priv", f"/echo?edge_token={TOKEN}"))
+    await curl(
+        "-H",
+        f"e2b-traffic-access-token: {TOKEN}",
+        "-H",
+        f"Cookie: edge_access_token={TOKEN}",
+        "-H",
+        "Authorization: Bearer abc",
+        edge.url(backend.port, "priv", f"/echo?edge_token={TOKEN}"),
+    )
     lines = ACCESS_LOG.take().decode().splitlines()
     assert lines
     for text in lines:
@@ -195,9 +226,17 @@ async def test_token_never_appears_in_the_access_log(make_edge, backend):
 @pytest.mark.parametrize(
     "label, target, extra",
     [
-        ("a wrong header beside the right one", "/echo", f"X-Edge-Access-Token: {TOKEN}\r\ne2b-traffic-access-token: wrong"),
+        (
+            "a wrong header beside the right one",
+            "/echo",
+            f"X-Edge-Access-Token: {TOKEN}\r\ne2b-traffic-access-token: wrong",
+        ),
         ("an empty link parameter beside a right header", "/echo?edge_token=", f"X-Edge-Access-Token: {TOKEN}"),
-        ("a wrong link parameter beside a right cookie", "/echo?edge_token=wrong", f"Cookie: edge_access_token={TOKEN}"),
+        (
+            "a wrong link parameter beside a right cookie",
+            "/echo?edge_token=wrong",
+            f"Cookie: edge_access_token={TOKEN}",
+        ),
         ("a tossed cookie before the right one", "/echo", f"Cookie: edge_access_token=junk; edge_access_token={TOKEN}"),
         ("a quoted cookie value", "/echo", f'Cookie: edge_access_token="{TOKEN}"'),
     ],
@@ -229,13 +268,20 @@ async def test_any_valid_credential_passes_and_the_others_are_ignored(private_ed
         ("__Host- cookie", "/echo?k=v", f"Cookie: a=1; __Host-edge_access_token={TOKEN}"),
     ],
 )
-async def test_every_spelling_of_the_token_opens_the_sandbox_and_never_reaches_it(private_edge, backend, label, path,
-                                                                                  extra):
+async def test_every_spelling_of_the_token_opens_the_sandbox_and_never_reaches_it(
+    private_edge, backend, label, path, extra
+):
     """Each spelling a browser or framework would read as edge's parameter or cookie is a credential and is
     stripped: the sandbox (which records what it received) never sees the token. POST, so a link is
     served rather than redirected."""
     host = private_edge.host(backend.port, "priv")
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Length: 1", *([extra] if extra else []), "Connection: close"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Length: 1",
+        *([extra] if extra else []),
+        "Connection: close",
+    ]
     req = "\r\n".join(lines) + "\r\n\r\nx"
     [(status, _, body)] = parse_responses(await raw_exchange(private_edge.port, req.encode()))
     assert status == 200, body
@@ -299,8 +345,9 @@ async def test_no_sandbox_can_set_the_edge_cookie(make_edge, nursery, sandbox_id
     public and a private sandbox alike; its other cookies reach the client."""
     sandbox = await CookieSandbox().start(nursery)
     sandbox.set_cookies = ["theme=dark; Path=/", *TOSSED, "session=1"]
-    edge = await make_edge([Sandbox("priv", "127.0.0.5", public=False, token_hash=hash_token(TOKEN)),
-                            Sandbox("open", "127.0.0.5")])
+    edge = await make_edge(
+        [Sandbox("priv", "127.0.0.5", public=False, token_hash=hash_token(TOKEN)), Sandbox("open", "127.0.0.5")]
+    )
     res = await curl("-i", "-H", f"X-Edge-Access-Token: {TOKEN}", edge.url(sandbox.port, sandbox_id, "/"))
     head = res.stdout.split(b"\r\n\r\n", 1)[0].decode()
     assert head.startswith("HTTP/1.1 200")
@@ -330,16 +377,34 @@ async def test_sandbox_is_told_the_edge_forwarding_headers_not_the_client_ones(m
     with socket.socket() as probe:  # a free port: X-Forwarded-Port is the configured listen port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    edge = await make_edge([Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN))],
-                           http={"listen": f"127.0.0.1:{port}"})
-    spoofed = ["X-Forwarded-Port: 1", "X-Forwarded-Server: evil", "X-Forwarded-Prefix: /evil", "X-Original-URL: /admin",
-               "True-Client-IP: 6.6.6.6", "X-Client-IP: 6.6.6.6", "CF-Connecting-IP: 6.6.6.6", "Forwarded: for=6.6.6.6",
-               "X-Real-IP: 6.6.6.6", "X-Original-Host: evil", "X-Rewrite-URL: /admin", "X-Forwarded-Scheme: https",
-               "X-Forwarded-Ssl: on", "X-Host: evil", "Via: 1.0 fred"]
+    edge = await make_edge(
+        [Sandbox("priv", "127.0.0.2", public=False, token_hash=hash_token(TOKEN))], http={"listen": f"127.0.0.1:{port}"}
+    )
+    spoofed = [
+        "X-Forwarded-Port: 1",
+        "X-Forwarded-Server: evil",
+        "X-Forwarded-Prefix: /evil",
+        "X-Original-URL: /admin",
+        "True-Client-IP: 6.6.6.6",
+        "X-Client-IP: 6.6.6.6",
+        "CF-Connecting-IP: 6.6.6.6",
+        "Forwarded: for=6.6.6.6",
+        "X-Real-IP: 6.6.6.6",
+        "X-Original-Host: evil",
+        "X-Rewrite-URL: /admin",
+        "X-Forwarded-Scheme: https",
+        "X-Forwarded-Ssl: on",
+        "X-Host: evil",
+        "Via: 1.0 fred",
+    ]
     args = [a for h in spoofed for a in ("-H", h)]
     res = await curl(*args, "-H", f"X-Edge-Access-Token: {TOKEN}", edge.url(backend.port, "priv", "/echo"))
     seen = echo_headers(res.stdout)
-    assert "6.6.6.6" not in res.stdout.decode() and "evil" not in res.stdout.decode() and "/admin" not in res.stdout.decode()
+    assert (
+        "6.6.6.6" not in res.stdout.decode()
+        and "evil" not in res.stdout.decode()
+        and "/admin" not in res.stdout.decode()
+    )
     assert seen["x-forwarded-port"] == [str(port)] and seen["x-forwarded-for"] == ["127.0.0.1"]
     assert "x-forwarded-ssl" not in seen and "x-forwarded-scheme" not in seen
     [via] = seen["via"]

@@ -29,8 +29,11 @@ def test_readme_quick_start_works_as_written(tmp_path):
     procs = []
     try:
         log = open(tmp_path / "make-run.log", "w")
-        procs.append(subprocess.Popen(["make", "run"], cwd=REPO, env=env, start_new_session=True,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                ["make", "run"], cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
         deadline = time.monotonic() + 90
         while "edge is up" not in (tmp_path / "make-run.log").read_text():
             if time.monotonic() > deadline or procs[0].poll() is not None:
@@ -38,8 +41,17 @@ def test_readme_quick_start_works_as_written(tmp_path):
             time.sleep(0.1)
         subprocess.run(register, shell=True, cwd=REPO, env=env, check=True, capture_output=True)
         time.sleep(0.5)  # a person switches terminals; the edge sees the new sandbox within a catalog poll
-        procs.append(subprocess.Popen(server, shell=True, cwd=tmp_path / "www", env=env, start_new_session=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                server,
+                shell=True,
+                cwd=tmp_path / "www",
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_port("127.0.0.2", 3000, 10)
         out = subprocess.run(fetch, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr + (tmp_path / "make-run.log").read_text()

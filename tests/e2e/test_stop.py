@@ -13,8 +13,11 @@ from tests.proc import EdgeProcess, edge_env
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_idle_edge_stops_at_once(tmp_path, workers):
     """SIGTERM with no connection open: the process is gone well within the 5 s shutdown grace."""
-    proc = EdgeProcess(["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--workers", workers,
-                        "--log-format", "text"], edge_env(tmp_path), timeout=60)
+    proc = EdgeProcess(
+        ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--workers", workers, "--log-format", "text"],
+        edge_env(tmp_path),
+        timeout=60,
+    )
     t0 = time.monotonic()
     proc.proc.send_signal(signal.SIGTERM)
     proc.proc.wait(timeout=10)
@@ -27,9 +30,28 @@ def test_workers_refuse_a_domain_without_a_zone_before_anything_listens(tmp_path
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "edge", "serve", "--workers", "2", "--domain", "nozone.example",
-                          "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--log-format", "text"],
-                         env=edge_env(tmp_path), capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "serve",
+            "--workers",
+            "2",
+            "--domain",
+            "nozone.example",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        env=edge_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0
     assert "nozone.example" in res.stderr + res.stdout
     assert "listening on" not in res.stdout

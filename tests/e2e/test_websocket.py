@@ -18,7 +18,9 @@ from tests.conftest import REPO, parse_responses, raw_exchange
 
 @pytest.fixture
 def ws_backend():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.ws_echo", "127.0.0.3"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ws_echo", "127.0.0.3"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     port = int(proc.stdout.readline())
     yield port
     proc.terminate()
@@ -69,7 +71,11 @@ async def test_websocket_upgrade_gets_the_same_header_rewrite(ws_edge, ws_backen
     """The upgrade request is masked and gets X-Forwarded-* like any request."""
 
     def talk():
-        with connect(_uri(ws_edge, ws_backend, "/headers"), sock=_sock(ws_edge), additional_headers={"X-Forwarded-For": "6.6.6.6"}) as ws:
+        with connect(
+            _uri(ws_edge, ws_backend, "/headers"),
+            sock=_sock(ws_edge),
+            additional_headers={"X-Forwarded-For": "6.6.6.6"},
+        ) as ws:
             return json.loads(ws.recv(timeout=5))
 
     headers = dict(await trio.to_thread.run_sync(talk))
@@ -114,7 +120,9 @@ async def test_client_side_close_closes_the_sandbox_side(ws_edge, nursery):
     port_box.append(listeners[0].socket.getsockname()[1])
     host = ws_edge.host(port_box[0], "wsbox")
     stream = await trio.open_tcp_stream("127.0.0.1", ws_edge.port)
-    await stream.send_all(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
+    )
     got = await stream.receive_some(4096)
     assert got.startswith(b"HTTP/1.1 101")
     await stream.aclose()
@@ -133,7 +141,9 @@ async def test_bytes_after_the_upgrade_head_are_passed_on_first(ws_edge, nursery
             data += await stream.receive_some(4096)
         head, _, early = data.partition(b"\r\n\r\n")
         # one write: the 101 and the first bytes of the new protocol
-        await stream.send_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-raw\r\nConnection: Upgrade\r\n\r\nSERVER-FIRST")
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-raw\r\nConnection: Upgrade\r\n\r\nSERVER-FIRST"
+        )
         while len(early) < len(b"CLIENT-EARLY"):
             early += await stream.receive_some(4096)
         seen.append(early)
@@ -150,8 +160,10 @@ async def test_refused_upgrade_leaves_a_plain_http_connection(ws_edge, backend):
     """After a non-101 answer to an upgrade, the next request on the connection is routed on its own."""
     ws_edge.add("alpha", "127.0.0.2")
     a = ws_edge.host(backend.port, "alpha")
-    req = (f"GET /echo?up HTTP/1.1\r\nHost: {a}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-           f"GET /echo?next HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n")
+    req = (
+        f"GET /echo?up HTTP/1.1\r\nHost: {a}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        f"GET /echo?next HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"
+    )
     responses = parse_responses(await raw_exchange(ws_edge.port, req.encode()))
     assert [json.loads(r[2])["target"] for r in responses] == ["/echo?up", "/echo?next"]
 

@@ -43,9 +43,24 @@ async def workers(tmp_path, nursery):
     env = edge_env(tmp_path, EDGE_ADMIN_TOKEN="admin-test-token")
     backend = await Backend("w").start(nursery, "127.0.0.2")
     edge_cli(["sandbox", "add", "multi", "--address", "127.0.0.2"], env)
-    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
-        ["serve", "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-         "--no-access-log"], env, timeout=60))
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(
+            [
+                "serve",
+                "--workers",
+                "2",
+                "--http",
+                "127.0.0.1:0",
+                "--dns",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--no-access-log",
+            ],
+            env,
+            timeout=60,
+        )
+    )
     yield proc, backend
     proc.stop()
 
@@ -100,7 +115,9 @@ async def test_sigterm_stops_the_supervisor_and_every_worker(workers):
     proc.proc.send_signal(signal.SIGTERM)
     assert await trio.to_thread.run_sync(lambda: proc.proc.wait(timeout=15)) == 0
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids):
+    while time.monotonic() < deadline and any(
+        os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids
+    ):
         await trio.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids)
 
@@ -111,17 +128,25 @@ async def test_removing_a_sandbox_cuts_its_tunnels_in_every_worker(tmp_path, nur
 
     env = edge_env(tmp_path)
     sandbox = await Scripted().start(nursery)
-    sandbox.scripts = [[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n", 60.0]
-                       for _ in range(8)]
+    sandbox.scripts = [
+        [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n", 60.0] for _ in range(8)
+    ]
     edge_cli(["sandbox", "add", "tun", "--address", "127.0.0.4"], env)
-    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
-        ["serve", "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--no-access-log"], env, timeout=60))
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(
+            ["serve", "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--no-access-log"],
+            env,
+            timeout=60,
+        )
+    )
     try:
         streams = []
         for _ in range(8):
             stream = await trio.open_tcp_stream("127.0.0.1", proc.port())
-            await stream.send_all(f"GET / HTTP/1.1\r\nHost: {sandbox.port}-tun.sandbox.localhost\r\n"
-                                  "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode())
+            await stream.send_all(
+                f"GET / HTTP/1.1\r\nHost: {sandbox.port}-tun.sandbox.localhost\r\n"
+                "Connection: upgrade\r\nUpgrade: echo\r\n\r\n".encode()
+            )
             with trio.fail_after(5):
                 assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 101")
             streams.append(stream)
@@ -150,14 +175,33 @@ async def test_workers_serve_https_on_one_shared_port(tmp_path, nursery):
     env = edge_env(tmp_path)
     backend = await Backend("w").start(nursery, "127.0.0.2")
     edge_cli(["sandbox", "add", "multi", "--address", "127.0.0.2"], env)
-    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
-        ["serve", "--config", str(conf), "--workers", "2", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
-         "--dns", "127.0.0.1:0", "--no-access-log"], env, timeout=60))
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(
+            [
+                "serve",
+                "--config",
+                str(conf),
+                "--workers",
+                "2",
+                "--http",
+                "127.0.0.1:0",
+                "--https",
+                "127.0.0.1:0",
+                "--dns",
+                "127.0.0.1:0",
+                "--no-access-log",
+            ],
+            env,
+            timeout=60,
+        )
+    )
     try:
         port = proc.port("https")
         host = f"{backend.port}-multi.sandbox.localhost"
         for _ in range(6):
-            res = await curl("--cacert", str(ca.path), "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/echo")
+            res = await curl(
+                "--cacert", str(ca.path), "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/echo"
+            )
             assert b'"backend": "w"' in res.stdout
         assert len(_workers(proc.pid)) == 2
     finally:
@@ -167,12 +211,17 @@ async def test_workers_serve_https_on_one_shared_port(tmp_path, nursery):
 def _requests_total(admin_port: int) -> float:
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
-                                     headers={"Authorization": "Bearer admin-test-token"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/metrics", headers={"Authorization": "Bearer admin-test-token"}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == "edge_http_requests_total")
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "edge_http_requests_total"
+    )
 
 
 async def test_counters_never_go_back_when_workers_restart(workers):
@@ -207,25 +256,52 @@ async def test_an_admin_write_is_served_by_every_worker_when_it_is_answered(tmp_
     conf.write_text("catalog_poll = 1.0\n")
     env = edge_env(tmp_path, EDGE_ADMIN_TOKEN="admin-test-token")
     backend = await Backend("w").start(nursery, "127.0.0.2")
-    proc = await trio.to_thread.run_sync(lambda: EdgeProcess(
-        ["serve", "--config", str(conf), "--workers", "2", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
-         "--no-access-log"], env, timeout=60))
+    proc = await trio.to_thread.run_sync(
+        lambda: EdgeProcess(
+            [
+                "serve",
+                "--config",
+                str(conf),
+                "--workers",
+                "2",
+                "--http",
+                "127.0.0.1:0",
+                "--dns",
+                "127.0.0.1:0",
+                "--no-access-log",
+            ],
+            env,
+            timeout=60,
+        )
+    )
     admin = f"127.0.0.1:{proc.port('admin')}"
     try:
-        async with httpx.AsyncClient(base_url=f"http://{admin}",
-                                     headers={"Authorization": "Bearer admin-test-token"}) as c:
+        async with httpx.AsyncClient(
+            base_url=f"http://{admin}", headers={"Authorization": "Bearer admin-test-token"}
+        ) as c:
             for i in range(3):
                 assert (await c.put(f"/v1/sandboxes/p{i}", json={"address": "127.0.0.2"})).status_code == 200
                 for _ in range(6):
-                    res = await curl("-o", "/dev/null", "-w", "%{http_code}",
-                                     f"http://{backend.port}-p{i}.sandbox.localhost:{proc.port()}/echo")
+                    res = await curl(
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        f"http://{backend.port}-p{i}.sandbox.localhost:{proc.port()}/echo",
+                    )
                     assert res.stdout == b"200", i
         res = await trio.to_thread.run_sync(
-            edge_cli, ["sandbox", "add", "cli", "--address", "127.0.0.2", "--admin", admin], env)
+            edge_cli, ["sandbox", "add", "cli", "--address", "127.0.0.2", "--admin", admin], env
+        )
         assert res.returncode == 0 and res.stderr == "", res.stderr
         for _ in range(6):
-            res = await curl("-o", "/dev/null", "-w", "%{http_code}",
-                             f"http://{backend.port}-cli.sandbox.localhost:{proc.port()}/echo")
+            res = await curl(
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                f"http://{backend.port}-cli.sandbox.localhost:{proc.port()}/echo",
+            )
             assert res.stdout == b"200"
     finally:
         proc.stop()

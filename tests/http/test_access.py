@@ -55,7 +55,12 @@ def test_token_in_the_target_is_found_and_stripped_in_every_spelling(label, targ
         ("upper case name", b"EDGE_ACCESS_TOKEN=T", [b"T"], b""),
         ("percent-encoded name", b"edge%5Faccess_token=T", [b"T"], b""),
         ("comma as a separator (RFC 2109)", b"a=1, edge_access_token=T", [b"T"], b"a=1"),
-        ("tossed junk beside the real one: both found", b"edge_access_token=junk; edge_access_token=T", [b"junk", b"T"], b""),
+        (
+            "tossed junk beside the real one: both found",
+            b"edge_access_token=junk; edge_access_token=T",
+            [b"junk", b"T"],
+            b"",
+        ),
         ("not ours", b"theme=dark; edge_access_tokens=1", [], b"theme=dark; edge_access_tokens=1"),
     ],
 )
@@ -89,12 +94,26 @@ def _auth(headers=(), target=b"/e", method=b"GET", secure=False):
     "label, method, headers, target",
     [
         ("valid header beside an empty link parameter", b"GET", [(b"x-edge-access-token", T)], b"/e?edge_token="),
-        ("valid header after a wrong one", b"GET", [(b"e2b-traffic-access-token", b"wrong"), (b"x-edge-access-token", T)],
-         b"/e"),
-        ("valid cookie after a tossed one", b"GET", [(b"cookie", b"edge_access_token=junk; edge_access_token=" + T)], b"/e"),
+        (
+            "valid header after a wrong one",
+            b"GET",
+            [(b"e2b-traffic-access-token", b"wrong"), (b"x-edge-access-token", T)],
+            b"/e",
+        ),
+        (
+            "valid cookie after a tossed one",
+            b"GET",
+            [(b"cookie", b"edge_access_token=junk; edge_access_token=" + T)],
+            b"/e",
+        ),
         ("quoted cookie", b"GET", [(b"cookie", b'edge_access_token="' + T + b'"')], b"/e"),
         ("cookie with spaces around =", b"GET", [(b"cookie", b"edge_access_token = " + T)], b"/e"),
-        ("wrong link parameter beside a valid cookie", b"GET", [(b"cookie", b"edge_access_token=" + T)], b"/e?edge_token=bad"),
+        (
+            "wrong link parameter beside a valid cookie",
+            b"GET",
+            [(b"cookie", b"edge_access_token=" + T)],
+            b"/e?edge_token=bad",
+        ),
         ("odd spelling of the link on a POST", b"POST", [], b"/e?EDGE_TOKEN=" + T),
     ],
 )
@@ -134,8 +153,16 @@ def test_valid_token_past_the_candidate_budget_is_not_checked():
     "label, target, location",
     [
         ("query kept without the token", b"/e?a=1&edge_token=" + T, b"http://" + HOST + b"/e?a=1"),
-        ("scheme-relative path stays on the host", b"//evil.example/?edge_token=" + T, b"http://" + HOST + b"//evil.example/"),
-        ("backslash path stays on the host", b"/\\evil.example/?edge_token=" + T, b"http://" + HOST + b"/\\evil.example/"),
+        (
+            "scheme-relative path stays on the host",
+            b"//evil.example/?edge_token=" + T,
+            b"http://" + HOST + b"//evil.example/",
+        ),
+        (
+            "backslash path stays on the host",
+            b"/\\evil.example/?edge_token=" + T,
+            b"http://" + HOST + b"/\\evil.example/",
+        ),
         ("odd spelling redirects too", b"/e?%65dge_token=" + T, b"http://" + HOST + b"/e"),
     ],
 )

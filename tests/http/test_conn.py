@@ -131,8 +131,9 @@ async def test_reuse_matrix(autojump_clock, edge, sandbox, client_outcome, sandb
     elif client_outcome == "http1.0":
         await c1.send(get(port, version="1.0"))
     elif client_outcome == "early-answer":  # the sandbox answers after 10 of 100000 body bytes
-        await c1.send(f"POST / HTTP/1.1\r\nHost: {host(port, 'gamma')}\r\nContent-Length: 100000\r\n\r\n"
-                      .encode() + b"x" * 10)
+        await c1.send(
+            f"POST / HTTP/1.1\r\nHost: {host(port, 'gamma')}\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 10
+        )
     else:
         await c1.send(get(port))
 
@@ -216,8 +217,7 @@ async def test_lingering_drains_at_most_a_mebibyte(autojump_clock, edge, sandbox
 
 
 def three_pipelined(sandbox: Sandbox, backend: Backend) -> bytes:
-    return (get(sandbox.port, path="/one") + get(backend.port, "alpha", "/echo")
-            + last(sandbox.port, path="/three"))
+    return get(sandbox.port, path="/one") + get(backend.port, "alpha", "/echo") + last(sandbox.port, path="/three")
 
 
 async def read_three(edge: PairEdge, sandbox: Sandbox, backend: Backend, c: Peer) -> None:
@@ -238,7 +238,8 @@ THREE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthree"
 
 
 async def test_pipelined_requests_are_answered_in_order_each_routed_on_its_own_host(
-        autojump_clock, edge, sandbox, backend):
+    autojump_clock, edge, sandbox, backend
+):
     """Three requests in one write: three answers in order; the second went to the sandbox its own
     Host names, not to the first one's."""
     sandbox.scripts = [[ONE], [THREE]]
@@ -248,8 +249,7 @@ async def test_pipelined_requests_are_answered_in_order_each_routed_on_its_own_h
 
 
 @pytest.mark.parametrize("transport", ["pair"])
-async def test_pipelined_requests_held_by_the_transport_are_not_waited_for(
-        autojump_clock, make_edge, sandbox, backend):
+async def test_pipelined_requests_held_by_the_transport_are_not_waited_for(autojump_clock, make_edge, sandbox, backend):
     """A transport that reads like TLS (one record per read, the rest held back: `pending()`) gets the
     next request served from what it holds, without waiting on a socket that has nothing more."""
     requests = three_pipelined(sandbox, backend)
@@ -315,8 +315,7 @@ async def test_split_request_head_goes_to_h11_and_the_next_request_is_fast_again
 
 
 @pytest.mark.parametrize("fast_lane", [True], ids=["fast"])
-async def test_edge_answer_in_the_fast_lane_goes_through_h11_and_the_connection_goes_on(
-        autojump_clock, edge, sandbox):
+async def test_edge_answer_in_the_fast_lane_goes_through_h11_and_the_connection_goes_on(autojump_clock, edge, sandbox):
     """An answer of the edge's own (unknown sandbox: 502) is written by h11; the connection goes on,
     and the next request is fast."""
     sandbox.scripts = [[FINE]]
@@ -376,8 +375,10 @@ async def test_tunnel_after_101_carries_both_ways_and_passes_the_half_close_on(a
     ways, the client's half-close reaches the sandbox, which still answers before it closes."""
     sandbox.scripts = [[UPGRADE, ECHO]]
     c = await edge.connect()
-    await c.send(f"GET /ws HTTP/1.1\r\nHost: {host(sandbox.port)}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                 "\r\nearly".encode())
+    await c.send(
+        f"GET /ws HTTP/1.1\r\nHost: {host(sandbox.port)}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "\r\nearly".encode()
+    )
     got = b""
     while not got.endswith(b"helloearly"):
         got += await c.recv()

@@ -172,12 +172,15 @@ async def test_a_deadline_that_lost_the_race_to_readiness_is_dropped(autojump_cl
     assert w.expired is None
 
 
-@pytest.mark.parametrize(("http", "tick"), [
-    pytest.param({}, 1.0, id="defaults: at most a second"),
-    pytest.param({"head_timeout": 2}, 0.5, id="a quarter of the shortest"),
-    pytest.param({"send_timeout": 0.2}, 0.05, id="send_timeout counts"),
-    pytest.param({"connect_timeout": 0.001}, 0.01, id="at least 10 ms"),
-])
+@pytest.mark.parametrize(
+    ("http", "tick"),
+    [
+        pytest.param({}, 1.0, id="defaults: at most a second"),
+        pytest.param({"head_timeout": 2}, 0.5, id="a quarter of the shortest"),
+        pytest.param({"send_timeout": 0.2}, 0.05, id="send_timeout counts"),
+        pytest.param({"connect_timeout": 0.001}, 0.01, id="at least 10 ms"),
+    ],
+)
 def test_tick_is_a_quarter_of_the_shortest_timeout(http, tick):
     assert make_deadlines(**http).tick == pytest.approx(tick)
 
@@ -315,8 +318,9 @@ async def test_silent_sandbox_gets_504_after_response_head_timeout(autojump_cloc
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
-async def test_client_that_stops_reading_ends_the_exchange_after_send_timeout(autojump_clock, make_edge, sandbox,
-                                                                            framing):
+async def test_client_that_stops_reading_ends_the_exchange_after_send_timeout(
+    autojump_clock, make_edge, sandbox, framing
+):
     """A download the client stops reading: after send_timeout without progress the exchange ends,
     the client connection and the sandbox connection are closed, and the slot is released."""
     edge = await make_edge(send_timeout=5)
@@ -393,8 +397,7 @@ async def test_lingering_close_ends_after_linger_when_the_client_stays_quiet(aut
     await released(edge, c)
 
 
-async def test_client_leaving_while_the_sandbox_thinks_releases_the_sandbox_at_once(autojump_clock, make_edge,
-                                                                                    sandbox):
+async def test_client_leaving_while_the_sandbox_thinks_releases_the_sandbox_at_once(autojump_clock, make_edge, sandbox):
     """The client closes while its sandbox has not answered: within a tick the sandbox connection and
     the slot are released (logged 499), not at response_head_timeout."""
     edge = await make_edge(response_head_timeout=300)
@@ -424,7 +427,8 @@ RACES = 20
 
 
 async def test_answer_arriving_as_its_deadline_passes_leaves_the_pooled_connection_usable(
-        mock_clock, make_edge, sandbox):
+    mock_clock, make_edge, sandbox
+):
     edge = await make_edge(response_head_timeout=30)
     statuses = []
     for _ in range(RACES):
@@ -443,7 +447,8 @@ async def test_answer_arriving_as_its_deadline_passes_leaves_the_pooled_connecti
 
 
 async def test_request_arriving_as_the_keepalive_deadline_passes_leaves_the_connection_usable(
-        mock_clock, make_edge, sandbox):
+    mock_clock, make_edge, sandbox
+):
     edge = await make_edge(keepalive_timeout=60)
     outcomes = []
     for _ in range(RACES):

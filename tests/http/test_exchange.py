@@ -25,29 +25,41 @@ WHOLE = {"req_keepalive": True, "request_done": True, "response_done": True}
 POOLABLE = {"resp_keepalive": True, "upstream_done": True}
 
 
-@pytest.mark.parametrize(("facts", "expected"), [
-    pytest.param(WHOLE, True, id="keep-alive, both messages whole"),
-    pytest.param({**WHOLE, "req_keepalive": False}, False, id="Connection: close or HTTP/1.0"),
-    pytest.param({**WHOLE, "request_done": False}, False, id="request body left unread (early answer)"),
-    pytest.param({**WHOLE, "response_done": False}, False, id="answer cut short"),
-    pytest.param({**WHOLE, "revoked": True}, False, id="revoked by a catalog change"),
-    pytest.param({}, False, id="a new exchange: nothing known yet"),
-    pytest.param({**WHOLE, "resp_keepalive": False, "upstream_done": False}, True,
-                 id="the sandbox said close: the client goes on"),
-])
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        pytest.param(WHOLE, True, id="keep-alive, both messages whole"),
+        pytest.param({**WHOLE, "req_keepalive": False}, False, id="Connection: close or HTTP/1.0"),
+        pytest.param({**WHOLE, "request_done": False}, False, id="request body left unread (early answer)"),
+        pytest.param({**WHOLE, "response_done": False}, False, id="answer cut short"),
+        pytest.param({**WHOLE, "revoked": True}, False, id="revoked by a catalog change"),
+        pytest.param({}, False, id="a new exchange: nothing known yet"),
+        pytest.param(
+            {**WHOLE, "resp_keepalive": False, "upstream_done": False},
+            True,
+            id="the sandbox said close: the client goes on",
+        ),
+    ],
+)
 def test_client_may_continue(facts, expected):
     assert client_may_continue(exchange(**facts)) is expected
 
 
-@pytest.mark.parametrize(("facts", "expected"), [
-    pytest.param(POOLABLE, True, id="one whole response, keep-alive"),
-    pytest.param({**POOLABLE, "resp_keepalive": False}, False, id="the sandbox said close (or HTTP/1.0)"),
-    pytest.param({**POOLABLE, "upstream_done": False}, False, id="not one whole response, or bytes after it"),
-    pytest.param({**POOLABLE, "revoked": True}, False, id="revoked by a catalog change"),
-    pytest.param({}, False, id="a new exchange: nothing known yet"),
-    pytest.param({**POOLABLE, "req_keepalive": False, "request_done": False, "response_done": False}, True,
-                 id="the client said close or left: the sandbox connection is still good"),
-])
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        pytest.param(POOLABLE, True, id="one whole response, keep-alive"),
+        pytest.param({**POOLABLE, "resp_keepalive": False}, False, id="the sandbox said close (or HTTP/1.0)"),
+        pytest.param({**POOLABLE, "upstream_done": False}, False, id="not one whole response, or bytes after it"),
+        pytest.param({**POOLABLE, "revoked": True}, False, id="revoked by a catalog change"),
+        pytest.param({}, False, id="a new exchange: nothing known yet"),
+        pytest.param(
+            {**POOLABLE, "req_keepalive": False, "request_done": False, "response_done": False},
+            True,
+            id="the client said close or left: the sandbox connection is still good",
+        ),
+    ],
+)
 def test_upstream_may_return(facts, expected):
     assert upstream_may_return(exchange(**facts)) is expected
 
@@ -55,14 +67,18 @@ def test_upstream_may_return(facts, expected):
 FACTS = ["req_keepalive", "request_done", "response_done", "resp_keepalive", "upstream_done", "revoked"]
 
 
-@pytest.mark.parametrize("values", list(itertools.product([False, True], repeat=len(FACTS))),
-                         ids=lambda v: "".join("1" if x else "0" for x in v))
+@pytest.mark.parametrize(
+    "values",
+    list(itertools.product([False, True], repeat=len(FACTS))),
+    ids=lambda v: "".join("1" if x else "0" for x in v),
+)
 def test_each_rule_reads_its_own_facts_and_nothing_else(values):
     """Every combination: each rule is the conjunction of its own facts, blind to the other side's."""
     f = dict(zip(FACTS, values, strict=True))
     ex = exchange(**f)
-    assert client_may_continue(ex) is (f["req_keepalive"] and f["request_done"] and f["response_done"]
-                                       and not f["revoked"])
+    assert client_may_continue(ex) is (
+        f["req_keepalive"] and f["request_done"] and f["response_done"] and not f["revoked"]
+    )
     assert upstream_may_return(ex) is (f["resp_keepalive"] and f["upstream_done"] and not f["revoked"])
 
 
@@ -140,14 +156,18 @@ def client_that_sent(request: bytes, response: bytes, body_sent: bool = True) ->
 OK2 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-@pytest.mark.parametrize(("request_", "response", "body_sent", "spliced_down", "expected"), [
-    pytest.param(GET, OK2, True, False, True, id="whole request, whole response"),
-    pytest.param(GET, OK2 + b"HTTP/1.1 200", True, False, False, id="bytes after the response"),
-    pytest.param(GET, OK2[:-1], True, False, False, id="response body not read to its end"),
-    pytest.param(POST, OK2, False, False, False, id="request body not sent whole (early answer)"),
-    pytest.param(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n", True, True, True,
-                 id="response body spliced"),
-])
+@pytest.mark.parametrize(
+    ("request_", "response", "body_sent", "spliced_down", "expected"),
+    [
+        pytest.param(GET, OK2, True, False, True, id="whole request, whole response"),
+        pytest.param(GET, OK2 + b"HTTP/1.1 200", True, False, False, id="bytes after the response"),
+        pytest.param(GET, OK2[:-1], True, False, False, id="response body not read to its end"),
+        pytest.param(POST, OK2, False, False, False, id="request body not sent whole (early answer)"),
+        pytest.param(
+            GET, b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n", True, True, True, id="response body spliced"
+        ),
+    ],
+)
 def test_settle_upstream(request_, response, body_sent, spliced_down, expected):
     ex = exchange(spliced_down=spliced_down)
     settle_upstream(ex, client_that_sent(request_, response, body_sent))  # type: ignore[arg-type]

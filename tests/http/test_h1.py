@@ -69,7 +69,7 @@ def read_the_same(raw: bytes) -> None:
     method, target, version, headers, body = ref
     assert (head.method, head.target, head.version, head.headers) == (method, target, version, headers), raw
     assert head.tokens == connection_tokens(headers), raw
-    assert raw[head.end:head.end + head.length] == body, raw
+    assert raw[head.end : head.end + head.length] == body, raw
 
 
 @pytest.mark.parametrize(
@@ -123,9 +123,28 @@ def test_request_that_is_not_plain_is_left_to_h11(label, raw):
     assert h1_request(raw) is None, label
 
 
-MUTATIONS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b":", b"_", b"\x00", b"\x7f", b"\xff", b"a", b"0", b",",
-             b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"Host: b\r\n", b"HTTP/1.0", b"/",
-             b"Connection: close, X-A\r\n", b"Upgrade"]
+MUTATIONS = [
+    b" ",
+    b"\t",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b":",
+    b"_",
+    b"\x00",
+    b"\x7f",
+    b"\xff",
+    b"a",
+    b"0",
+    b",",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Host: b\r\n",
+    b"HTTP/1.0",
+    b"/",
+    b"Connection: close, X-A\r\n",
+    b"Upgrade",
+]
 
 
 def mutate(rng: random.Random, raw: bytes) -> bytes:
@@ -135,9 +154,9 @@ def mutate(rng: random.Random, raw: bytes) -> bytes:
         if op < 0.4:
             raw = raw[:i] + rng.choice(MUTATIONS) + raw[i:]
         elif op < 0.7:
-            raw = raw[:i] + raw[i + rng.randint(1, 4):]
+            raw = raw[:i] + raw[i + rng.randint(1, 4) :]
         else:
-            raw = raw[:i] + rng.choice(MUTATIONS) + raw[i + 1:]
+            raw = raw[:i] + rng.choice(MUTATIONS) + raw[i + 1 :]
     return raw
 
 
@@ -202,7 +221,7 @@ def test_plain_response_is_read_as_h11_reads_it(label, raw, method, length):
     assert head is not None and head.length == length, label
     status, headers, body = h11_response(raw, method)
     assert (head.status, head.headers) == (status, headers)
-    assert raw[head.end:head.end + head.length] == body
+    assert raw[head.end : head.end + head.length] == body
 
 
 @pytest.mark.parametrize(
@@ -232,8 +251,10 @@ def test_response_keepalive_follows_version_and_connection_close():
 def test_fuzzed_responses_h1_accepts_are_read_the_same_by_h11():
     """20,000 mutated answers (seeded): whatever h1 takes, h11 takes too, with the same status and body."""
     rng = random.Random(7)
-    seeds = [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
-             b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"]
+    seeds = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n",
+    ]
     taken = 0
     for _ in range(20_000):
         raw = mutate(rng, rng.choice(seeds))
@@ -245,7 +266,7 @@ def test_fuzzed_responses_h1_accepts_are_read_the_same_by_h11():
         assert ref is not None, raw
         assert (head.status, head.headers) == ref[:2], raw
         assert head.tokens == connection_tokens(head.headers), raw
-        assert raw[head.end:head.end + head.length] == ref[2][:head.length], raw
+        assert raw[head.end : head.end + head.length] == ref[2][: head.length], raw
     assert taken > 1000
 
 

@@ -18,25 +18,55 @@ def rewrite_request(headers, **kw):
     return headers_mod.rewrite_request(headers, new_request_id=lambda: b"req-1", **kw).headers
 
 
-BASE = dict(tokens=frozenset(), host=b"3000-a.sandbox.localhost", upstream_host=b"3000-a.sandbox.localhost", client_ip=b"10.1.2.3",
-            scheme=b"http", forwarded_port=b"8080", via=b"edge-1a2b3c4d", upgrade=None)
-TAIL = [(b"x-request-id", b"req-1"), (b"x-forwarded-for", b"10.1.2.3"), (b"x-forwarded-host", b"3000-a.sandbox.localhost"), (b"x-forwarded-proto", b"http"),
-        (b"x-forwarded-port", b"8080"), (b"via", b"1.1 edge-1a2b3c4d")]
+BASE = dict(
+    tokens=frozenset(),
+    host=b"3000-a.sandbox.localhost",
+    upstream_host=b"3000-a.sandbox.localhost",
+    client_ip=b"10.1.2.3",
+    scheme=b"http",
+    forwarded_port=b"8080",
+    via=b"edge-1a2b3c4d",
+    upgrade=None,
+)
+TAIL = [
+    (b"x-request-id", b"req-1"),
+    (b"x-forwarded-for", b"10.1.2.3"),
+    (b"x-forwarded-host", b"3000-a.sandbox.localhost"),
+    (b"x-forwarded-proto", b"http"),
+    (b"x-forwarded-port", b"8080"),
+    (b"via", b"1.1 edge-1a2b3c4d"),
+]
 
 
 def test_request_rewrite_keeps_end_to_end_headers_in_order():
     """Ordinary headers pass in their order; Host first; X-Forwarded-* and the edge's Via last."""
-    out = rewrite_request([(b"host", b"x"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3")], **BASE)
+    out = rewrite_request(
+        [(b"host", b"x"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3")], **BASE
+    )
     assert out == [
-        (b"host", b"3000-a.sandbox.localhost"), (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"content-length", b"3"), *TAIL,
+        (b"host", b"3000-a.sandbox.localhost"),
+        (b"accept", b"*/*"),
+        (b"cookie", b"a=1"),
+        (b"content-length", b"3"),
+        *TAIL,
     ]
 
 
 def test_request_rewrite_drops_hop_by_hop_and_connection_named_headers():
     """Connection, what it names, Keep-Alive, Proxy-*, TE, Trailer, Upgrade and Expect go."""
-    headers = [(b"connection", b"keep-alive, X-Sec"), (b"x-sec", b"1"), (b"keep-alive", b"5"), (b"proxy-authorization", b"p"),
-               (b"proxy-foo", b"1"), (b"te", b"trailers"), (b"trailer", b"x"), (b"upgrade", b"h2c"),
-               (b"expect", b"100-continue"), (b"transfer-encoding", b"chunked"), (b"x-ok", b"1")]
+    headers = [
+        (b"connection", b"keep-alive, X-Sec"),
+        (b"x-sec", b"1"),
+        (b"keep-alive", b"5"),
+        (b"proxy-authorization", b"p"),
+        (b"proxy-foo", b"1"),
+        (b"te", b"trailers"),
+        (b"trailer", b"x"),
+        (b"upgrade", b"h2c"),
+        (b"expect", b"100-continue"),
+        (b"transfer-encoding", b"chunked"),
+        (b"x-ok", b"1"),
+    ]
     names = [n for n, _ in rewrite_request(headers, **dict(BASE, tokens=connection_tokens(headers)))]
     assert names == [b"host", b"transfer-encoding", b"x-ok", *(n for n, _ in TAIL)]
 
@@ -91,8 +121,11 @@ def test_forwarded_port_is_the_listener_port_given():
     [
         ("none: the edge's entry alone", [], b"1.1 edge-1a2b3c4d"),
         ("one: appended after it", [(b"via", b"1.0 fred")], b"1.0 fred, 1.1 edge-1a2b3c4d"),
-        ("a list over two lines: joined in order", [(b"via", b"1.0 fred, 1.1 p.example (Apache/1.1)"), (b"via", b"1.1 nowhere")],
-         b"1.0 fred, 1.1 p.example (Apache/1.1), 1.1 nowhere, 1.1 edge-1a2b3c4d"),
+        (
+            "a list over two lines: joined in order",
+            [(b"via", b"1.0 fred, 1.1 p.example (Apache/1.1)"), (b"via", b"1.1 nowhere")],
+            b"1.0 fred, 1.1 p.example (Apache/1.1), 1.1 nowhere, 1.1 edge-1a2b3c4d",
+        ),
     ],
 )
 def test_via_gets_the_edge_entry_appended(label, incoming, sent):
@@ -143,14 +176,30 @@ def test_masked_host_replaces_port_placeholder():
 
 def test_response_rewrite_drops_hop_by_hop_and_framing():
     """Response hop-by-hop headers and Transfer-Encoding go (h11 re-frames); the rest stays."""
-    headers = [(b"connection", b"close, x-sec"), (b"x-sec", b"1"), (b"keep-alive", b"t"), (b"transfer-encoding", b"chunked"),
-               (b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
-    assert rewrite_response(headers, 200) == [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    headers = [
+        (b"connection", b"close, x-sec"),
+        (b"x-sec", b"1"),
+        (b"keep-alive", b"t"),
+        (b"transfer-encoding", b"chunked"),
+        (b"content-type", b"text/plain"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+    ]
+    assert rewrite_response(headers, 200) == [
+        (b"content-type", b"text/plain"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+    ]
 
 
 def test_response_101_keeps_upgrade_and_connection():
     """A 101 keeps Connection and Upgrade: they are the switch itself."""
-    headers = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"sec-websocket-accept", b"x"), (b"keep-alive", b"t")]
+    headers = [
+        (b"connection", b"Upgrade"),
+        (b"upgrade", b"websocket"),
+        (b"sec-websocket-accept", b"x"),
+        (b"keep-alive", b"t"),
+    ]
     assert rewrite_response(headers, 101) == headers[:3]
 
 

@@ -28,9 +28,17 @@ def test_html_only_for_browser_navigations(label, headers, html):
     "exc, status, doc",
     [
         (SandboxNotFound("abc", 3000), 502, {"sandboxId": "abc", "port": 3000, "message": "The sandbox was not found"}),
-        (PortNotOpen("abc", 8000), 502, {"sandboxId": "abc", "port": 8000, "message": "The sandbox is running but port 8000 is not open"}),
+        (
+            PortNotOpen("abc", 8000),
+            502,
+            {"sandboxId": "abc", "port": 8000, "message": "The sandbox is running but port 8000 is not open"},
+        ),
         (UpstreamTimeout("abc", 80, "connect"), 504, {"sandboxId": "abc", "port": 80}),
-        (BadHost("The host must start with <port>-<sandbox>"), 400, {"message": "The host must start with <port>-<sandbox>"}),
+        (
+            BadHost("The host must start with <port>-<sandbox>"),
+            400,
+            {"message": "The host must start with <port>-<sandbox>"},
+        ),
     ],
 )
 def test_json_error_keeps_e2b_shape(exc, status, doc):

@@ -92,11 +92,14 @@ async def test_connection_after_a_clean_exchange_is_reused(autojump_clock, liste
     pool.close_all()
 
 
-@pytest.mark.parametrize("facts", [
-    pytest.param({"resp_keepalive": False, "upstream_done": True}, id="the sandbox said close"),
-    pytest.param({"resp_keepalive": True, "upstream_done": False}, id="not one whole response"),
-    pytest.param({**CLEAN, "revoked": True}, id="revoked"),
-])
+@pytest.mark.parametrize(
+    "facts",
+    [
+        pytest.param({"resp_keepalive": False, "upstream_done": True}, id="the sandbox said close"),
+        pytest.param({"resp_keepalive": True, "upstream_done": False}, id="not one whole response"),
+        pytest.param({**CLEAN, "revoked": True}, id="revoked"),
+    ],
+)
 async def test_connection_after_an_unclean_exchange_is_closed_not_pooled(autojump_clock, listener, facts):
     pool = make_pool()
     up = await pool.acquire(key(listener))
@@ -309,8 +312,11 @@ async def edge(nursery, transport, fast_lane, sandbox):
 
 
 def post(port: int, data: bytes = b"data", method: str = "POST") -> bytes:
-    return (f"{method} / HTTP/1.1\r\nHost: {host(port)}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-            .encode() + data)
+    return (
+        f"{method} / HTTP/1.1\r\nHost: {host(port)}\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + data
+    )
 
 
 async def two_requests(edge: PairEdge, second: bytes, port: int) -> list:
@@ -332,12 +338,16 @@ async def test_get_finding_its_pooled_connection_dead_is_retried_on_a_new_one(au
     assert (sandbox.connections, len(sandbox.requests)) == (2, 3)
 
 
-@pytest.mark.parametrize(("method", "data"), [
-    pytest.param("POST", b"", id="POST: not idempotent"),
-    pytest.param("PUT", b"data", id="PUT with a body: the body is gone"),
-])
+@pytest.mark.parametrize(
+    ("method", "data"),
+    [
+        pytest.param("POST", b"", id="POST: not idempotent"),
+        pytest.param("PUT", b"data", id="PUT with a body: the body is gone"),
+    ],
+)
 async def test_request_that_may_not_be_resent_gets_502_when_its_pooled_connection_is_dead(
-        autojump_clock, edge, sandbox, method, data):
+    autojump_clock, edge, sandbox, method, data
+):
     """The same race for a request that may have had its effect, or whose body was read: no resend, 502."""
     sandbox.scripts = [[FINE], [CLOSE], [FINE2]]
     got = await two_requests(edge, post(sandbox.port, data, method), sandbox.port)

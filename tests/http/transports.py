@@ -255,8 +255,15 @@ async def _watchdog() -> None:
     raise trio.TooSlowError(f"still running after {WATCHDOG} virtual seconds")
 
 
-async def open_edge(nursery: trio.Nursery, sandboxes: list[Record], *, transport: str = "pair",
-                    fast_lane: bool = True, record: int = 0, **http: object) -> PairEdge:
+async def open_edge(
+    nursery: trio.Nursery,
+    sandboxes: list[Record],
+    *,
+    transport: str = "pair",
+    fast_lane: bool = True,
+    record: int = 0,
+    **http: object,
+) -> PairEdge:
     """A PairEdge with these sandboxes in its catalog and `http` config overrides."""
     cfg = config_mod.load(env={}, overrides={"http": {"fast_lane": fast_lane, **http}, "access_log": False})
     ctx = ServerContext(cfg, LiveCatalog(Snapshot(list(sandboxes), 1)), OwnListeners())
