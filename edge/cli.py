@@ -83,7 +83,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> None:
     _common(p)
-    p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener (default 127.0.0.1:8080)")
+    p.add_argument("--http", metavar="ADDR:PORT", help="HTTP listener(s), comma-separated (default 127.0.0.1:8080)")
     p.add_argument(
         "--https", metavar="ADDR:PORT", help="HTTPS listener (default: none; certificates: [https] certs or [acme])"
     )

@@ -49,10 +49,27 @@ def normalize_domain(domain: str) -> str:
 
 @dataclass(frozen=True)
 class Listen:
-    """An address to listen on, written `ADDR:PORT` or `[V6ADDR]:PORT`. Port 0 picks a free port."""
+    """An address to listen on, written `ADDR:PORT` or `[V6ADDR]:PORT`. Port 0 picks a free port.
+
+    A service may listen on several addresses (IPv4 and IPv6 together): in the config a list,
+    `listen = ["0.0.0.0:80", "[::]:80"]`, on the command line `--http 0.0.0.0:80,[::]:80`. `host` and
+    `port` are the first; `also` the others; `all()` every one, in order."""
 
     host: str
     port: int
+    also: tuple[Listen, ...] = ()
+
+    def all(self) -> tuple[Listen, ...]:
+        return (Listen(self.host, self.port), *self.also)
+
+    @classmethod
+    def parse_many(cls, text: str | list[str], what: str = "address") -> Listen:
+        """One address, a comma-separated list, or a list of them."""
+        items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+        if not items:
+            raise ConfigError(f"{what}: no address given")
+        first, *rest = (cls.parse(t, what) for t in items)
+        return cls(first.host, first.port, tuple(rest))
 
     @classmethod
     def parse(cls, text: str, what: str = "address") -> Listen:
@@ -71,7 +88,8 @@ class Listen:
         return cls(host, int(port_text))
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        one = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return ", ".join([one, *(str(a) for a in self.also)])
 
 
 def default_state_dir() -> Path:
@@ -274,12 +292,12 @@ class Config:
 
 def _convert(value: object, typ: object, key: str) -> object:
     if typ is Listen:
-        if value == "" and key.endswith("https.listen"):
+        if value == "" and key.endswith(("https.listen", "egress.listen")):
             return None  # optional listener: empty means none
         if isinstance(value, Listen):
             return value
-        if isinstance(value, str):
-            return Listen.parse(value, key)
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return Listen.parse_many(value, key)
     elif typ is Path:
         if isinstance(value, str | Path):
             return Path(value).expanduser()

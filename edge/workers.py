@@ -149,6 +149,12 @@ class WorkerFiles:
         path.unlink(missing_ok=True)
 
 
+def _on_port(listen: Listen, port: int) -> Listen:
+    """`listen` with the port the supervisor reserved, for its first address and any other that
+    asked for port 0 (the workers bind them all on that one port)."""
+    return Listen(listen.host, port, tuple(Listen(one.host, one.port or port) for one in listen.also))
+
+
 def _reserve_port(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -170,7 +176,7 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
         reserved = _reserve_port(config.http.listen)
     except OSError as exc:
         raise ConfigError(f"http: cannot listen on {config.http.listen}: {exc.strerror}") from None
-    listen = Listen(config.http.listen.host, reserved.getsockname()[1])
+    listen = _on_port(config.http.listen, reserved.getsockname()[1])
     config = replace(config, http=replace(config.http, listen=listen))
     reserved_tls = None
     tls_listen = config.https.listen
@@ -180,7 +186,7 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
         except OSError as exc:
             reserved.close()
             raise ConfigError(f"https: cannot listen on {tls_listen}: {exc.strerror}") from None
-        tls_listen = Listen(tls_listen.host, reserved_tls.getsockname()[1])
+        tls_listen = _on_port(tls_listen, reserved_tls.getsockname()[1])
         config = replace(config, https=replace(config.https, listen=tls_listen))
     ctx = multiprocessing.get_context("spawn")
     ready: Queue[int] = ctx.Queue()
@@ -203,11 +209,11 @@ def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
                     ready.get(timeout=60)
                 except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
                     raise ConfigError("http workers did not start; see their errors above") from None
-            lifecycle.announce("http", (listen.host, listen.port), config.log_format)
-            listening = [("http", (listen.host, listen.port))]
+            listening = [("http", (one.host, one.port)) for one in listen.all()]
             if tls_listen is not None:
-                lifecycle.announce("https", (tls_listen.host, tls_listen.port), config.log_format)
-                listening.append(("https", (tls_listen.host, tls_listen.port)))
+                listening += [("https", (one.host, one.port)) for one in tls_listen.all()]
+            for kind, addr in listening:
+                lifecycle.announce(kind, addr, config.log_format)
             logger.info("%d http workers up", config.workers)
 
             async def supervised() -> None:

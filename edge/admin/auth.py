@@ -48,9 +48,8 @@ def token_path(config: Config) -> Path:
 
 
 def is_loopback(listen: Listen) -> bool:
-    if listen.host == "localhost":
-        return True
-    return ipaddress.ip_address(listen.host).is_loopback
+    """Every address the admin API listens on is a loopback one."""
+    return all(one.host == "localhost" or ipaddress.ip_address(one.host).is_loopback for one in listen.all())
 
 
 def resolve_token(config: Config, env: Mapping[str, str] | None = None, *, create: bool = False) -> AdminToken:

@@ -62,7 +62,7 @@ async def serve(
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()
-    hc.bind = [str(config.admin.listen)]
+    hc.bind = [str(one) for one in config.admin.listen.all()]
     hc.errorlog = log
     hc.accesslog = None
     hc.graceful_timeout = SHUTDOWN_GRACE

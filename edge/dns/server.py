@@ -39,6 +39,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import ExitStack
 from functools import partial
 
 import trio
@@ -151,16 +152,41 @@ async def serve(config: Config, live: LiveCatalog | None = None, *, task_status=
     state = _State(config, live)
     if live is not None:
         live.on_change(state.catalog_changed)
-    udp, tcp, bound = _bind(config.dns.listen)
-    with udp, tcp:
+    pairs = _bind_all(config.dns.listen)
+    bound = [addr for _, _, addr in pairs]
+    with ExitStack() as owned:
+        for udp, tcp, _ in pairs:
+            owned.enter_context(udp)
+            owned.enter_context(tcp)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_udp_loop, udp, state)
-            # Connections run in this nursery; the loop takes a whole burst per wake-up (edge/accept.py).
-            nursery.start_soon(partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns"))
+            for udp, tcp, _ in pairs:
+                nursery.start_soon(_udp_loop, udp, state)
+                # Connections run in this nursery; the loop takes a whole burst per wake-up (edge/accept.py).
+                nursery.start_soon(
+                    partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns")
+                )
             nursery.start_soon(_watch_folder, state)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
                 await nursery.start(_watch_sighup, state)  # installed before we report being up
-            task_status.started([bound])
+            task_status.started(bound)
+
+
+def _bind_all(listen: Listen) -> list[tuple[socket.socket, socket.socket, tuple[str, int]]]:
+    """A UDP and a TCP socket for every address of `listen` (IPv4 and IPv6 together); with port 0
+    the first address picks the port and the others follow it."""
+    pairs: list[tuple[socket.socket, socket.socket, tuple[str, int]]] = []
+    port = listen.port
+    try:
+        for one in listen.all():
+            pair = _bind(Listen(one.host, port or one.port))
+            pairs.append(pair)
+            port = port or pair[2][1]
+    except BaseException:
+        for udp, tcp, _ in pairs:
+            udp.close()
+            tcp.close()
+        raise
+    return pairs
 
 
 def _bind(listen: Listen):

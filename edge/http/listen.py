@@ -13,14 +13,17 @@ BACKLOG = 4096
 
 
 def open_listeners(listen: Listen, *, reuse_port: bool = False, what: str = "http") -> list[socket.socket]:
-    """Non-blocking listening sockets for every address `listen.host` resolves to.
+    """Non-blocking listening sockets for every address of `listen` (all of `listen.all()`), and every
+    address each name resolves to.
 
     reuse_port (SO_REUSEPORT) only for `edge serve --workers N`: on by accident, two unrelated edges
     could split one port's traffic without a word."""
-    try:
-        infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot listen on {listen}: {exc.strerror}") from None
+    infos = []
+    for one in listen.all():
+        try:
+            infos += socket.getaddrinfo(one.host, one.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot listen on {one}: {exc.strerror}") from None
     sockets: list[socket.socket] = []
     port = listen.port
     try:

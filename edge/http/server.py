@@ -156,7 +156,7 @@ async def serve(
         raise
     if own is None:
         own = OwnListeners()
-    for listen in (config.dns.listen, config.admin.listen):
+    for listen in (*config.dns.listen.all(), *config.admin.listen.all()):
         own.add(listen.host, listen.port)
     bound = [("http", tuple(sock.getsockname()[:2])) for sock in listeners]
     bound += [("https", tuple(sock.getsockname()[:2])) for sock in tls_listeners]
