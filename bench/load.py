@@ -64,7 +64,8 @@ def _resolve(t: options.Target) -> options.Target:
     try:
         info = socket.getaddrinfo(t.connect, t.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise SystemExit(f"load: cannot resolve {t.connect}: {exc} (--resolve ADDR skips DNS)") from None
+        say(f"cannot resolve {t.connect}: {exc} (--resolve ADDR skips DNS)")
+        sys.exit(EXIT_FAILED)
     return replace(t, connect=info[0][4][0])
 
 

@@ -36,12 +36,12 @@ from bench import peers  # noqa: E402
 from bench.dns_bench import start_dnsmasq, wait_answering  # noqa: E402
 
 LOAD = REPO / "bench" / "load.py"
-SERVER_CPU, LOAD_CPU = "0", "1"
+CPUS = {"server": "0", "load": "1"}  # --no-pin: both "0,1"
 
 
 def load(args: list[str], folder: Path) -> dict:
     out = folder / "r"
-    cmd = ["taskset", "-c", LOAD_CPU, sys.executable, str(LOAD), *args, "--quiet", "--no-plots", "--out", str(out)]
+    cmd = ["taskset", "-c", CPUS["load"], sys.executable, str(LOAD), *args, "--quiet", "--no-plots", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if not (out / "load.json").exists():
         raise RuntimeError(f"load.py failed: {done.stdout}{done.stderr}")
@@ -86,7 +86,7 @@ def open_loop(args: list[str], rate_flag: str, rates: list[int], seconds: float,
 
 
 def wrk(url: str, seconds: float) -> float:
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c50", f"-d{seconds:g}s", url],
+    out = subprocess.run(["taskset", "-c", CPUS["load"], "wrk", "-t1", "-c50", f"-d{seconds:g}s", url],
                          capture_output=True, text=True, timeout=seconds + 30).stdout  # fmt: skip
     return peers.parse_wrk(out)["rps"]
 
@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="5000,10000,15000,20000,25000,30000")
     ap.add_argument("--qps", default="10000,20000,30000,40000,50000")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load")
+    ap.add_argument(
+        "--no-pin", action="store_true", help="let the kernel place everything (a machine shared with pinned loads)"
+    )
     a = ap.parse_args(argv)
+    if a.no_pin:
+        CPUS.update(server="0,1", load="0,1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so nginx and dnsmasq are stopped on the way out
     peers.need("nginx", "wrk", "taskset")
     peers.raise_nofile()
@@ -108,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": list(os.getloadavg()),
         "seconds": a.seconds,
         "runs": a.runs,
+        "pinned": not a.no_pin,
     }
     with tempfile.TemporaryDirectory(prefix="edge-ceiling-") as tmp:
         folder = Path(tmp)
         ids = folder / "ids.txt"
         ids.write_text("ceiling:3000\n")
         port = peers.free_port(peers.BACKEND_HOST)
-        with peers.nginx(peers.NGINX_BACKEND, SERVER_CPU, host=peers.BACKEND_HOST, port=port):
+        with peers.nginx(peers.NGINX_BACKEND, CPUS["server"], host=peers.BACKEND_HOST, port=port):
             peers.wait_port(peers.BACKEND_HOST, port)
             edge = f"http://{peers.BACKEND_HOST}:{port}"
             for name, mix in (("keepalive", "small"), ("newconn", "newconn")):
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             result["wrk_rps"] = statistics.median(wrk(edge + "/", a.seconds) for _ in range(a.runs))
         dport = peers.free_port()
         dnsmasq = start_dnsmasq("dnsmasq" if not Path("/usr/sbin/dnsmasq").exists() else "/usr/sbin/dnsmasq", dport,
-                                int(SERVER_CPU))  # fmt: skip
+                                None if a.no_pin else int(CPUS["server"]))  # fmt: skip
         try:
             wait_answering(dport)
             qps = [int(q) for q in a.qps.split(",")]
@@ -156,24 +162,37 @@ def markdown(r: dict) -> str:
         ok = [x["rate"] for x in rows if x["kept_up"]]
         return f"{max(ok):,}" if ok else "below the lowest rate tried"
 
+    def per_cpu(block: dict) -> str:
+        cpu = block["median_generator_cpu_percent"]
+        return f"{block['median_answered_per_s'] / (cpu / 100):,.0f}" if cpu else "-"
+
     ck, cn = r["closed_keepalive"], r["closed_newconn"]
     lines = [
         f"# bench/load.py: one process's ceiling ({r['date']})",
         "",
-        f"{r['machine']}; the servers on CPU 0, bench/load.py (`--procs 1`) on CPU 1. Load average "
+        f"{r['machine']}; "
+        + (
+            "the servers on CPU 0, bench/load.py (`--procs 1`) on CPU 1"
+            if r.get("pinned", True)
+            else "nothing pinned (`--no-pin`), bench/load.py with `--procs 1`"
+        )
+        + ". Load average "
         f"before/after: {', '.join(f'{x:.2f}' for x in r['load_average_before'])} / "
         f"{', '.join(f'{x:.2f}' for x in r['load_average_after'])}. Closed loop: median of {r['runs']} runs of "
         f"{r['seconds']:g} s.",
         "",
-        "| what | per second | generator CPU % |",
-        "|---|---:|---:|",
+        "| what | per second | generator CPU % | per generator CPU-second |",
+        "|---|---:|---:|---:|",
         f"| small requests, keep-alive, closed loop, 50 connections (nginx) | {ck['median_answered_per_s']:,.0f} | "
-        f"{ck['median_generator_cpu_percent']:.0f} |",
+        f"{ck['median_generator_cpu_percent']:.0f} | {per_cpu(ck)} |",
         f"| small requests, a new connection each, closed loop, 50 connections (nginx) | "
-        f"{cn['median_answered_per_s']:,.0f} | {cn['median_generator_cpu_percent']:.0f} |",
-        f"| open loop, highest rate sent on time (small, nginx) | {best(r['open_small'])} | |",
-        f"| open loop, highest DNS rate sent on time (dnsmasq) | {best(r['open_dns'])} | |",
-        f"| wrk -t1 -c50 on the same core (nginx), for comparison | {r['wrk_rps']:,.0f} | |",
+        f"{cn['median_answered_per_s']:,.0f} | {cn['median_generator_cpu_percent']:.0f} | {per_cpu(cn)} |",
+        f"| open loop, highest rate sent on time (small, nginx) | {best(r['open_small'])} | | |",
+        f"| open loop, highest DNS rate sent on time (dnsmasq) | {best(r['open_dns'])} | | |",
+        f"| wrk -t1 -c50 on the same core (nginx), for comparison | {r['wrk_rps']:,.0f} | | |",
+        "",
+        "Per generator CPU-second: the rate divided by the share of a core the generator used, what one fully "
+        "busy core would carry (an upper bound when the core was shared: fewer wake-ups per request under load).",
         "",
         "Open loop, each rate for a few seconds (on time: every request answered, scheduler lag p99 < 2 ms):",
         "",
