@@ -22,6 +22,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -236,6 +238,8 @@ http {{
 # The peer: one worker, upstream keepalive, the same X-Forwarded-* headers as edge. Downloads use
 # nginx's default response buffering (as the issue measured); uploads stream (proxy_request_buffering
 # off), as edge does, instead of nginx's default of spooling the whole body to a temp file first.
+# `{access_log}` is `access_log off;`, or (the `logged` scenario) `access_log <file>;`: nginx's default
+# `combined` format, one write per request, as an operator who only names the file gets it.
 NGINX_PROXY = """
 worker_processes 1;
 worker_rlimit_nofile {nofile};
@@ -244,7 +248,7 @@ pid {dir}/proxy.pid;
 error_log {dir}/proxy.err warn;
 events {{ worker_connections 16384; }}
 http {{
-    access_log off;
+    {access_log}
     keepalive_requests 1000000;
     upstream sandbox {{ server {backend_host}:{backend_port}; keepalive 64; }}
     upstream sink {{ server {backend_host}:{sink_port}; keepalive 64; }}
@@ -455,12 +459,36 @@ def _collect(name: str, path: Path) -> None:
 # --- the two proxies ----------------------------------------------------------------------------------
 
 
+_METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
+
+
+def metric(text: str, name: str) -> float | None:
+    """The value of `name` in Prometheus text (summed over its labels); None when it is not there."""
+    values = [float(v) for n, _, v in _METRIC.findall(text) if n == name]
+    return sum(values) if values else None
+
+
+@dataclass(frozen=True)
+class Admin:
+    """A running edge's admin API: its address and the bearer token it was started with."""
+
+    url: str
+    token: str
+
+    def metric(self, name: str, timeout: float = 5) -> float | None:
+        """One figure of its /metrics (None when it does not report that one)."""
+        req = urllib.request.Request(f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=timeout) as answer:
+            return metric(answer.read().decode(), name)
+
+
 @dataclass(frozen=True)
 class Proxy:
     name: str
     port: int
     pid: int  # the process that holds client connections (nginx: the worker)
     tls_port: int = 0  # its HTTPS port when started with a certificate; 0: none
+    admin: Admin | None = None  # edge's admin API (an edge that has one); nginx: None
 
     def host(self, be: Backend, kind: str = "http") -> str:
         """The Host header a client sends through this proxy to reach the backend's `kind` server."""
@@ -526,15 +554,24 @@ def edge_tls_config(tls_port: int, tls: Certificate) -> dict:
 
 
 @contextmanager
-def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, config: dict | None = None):
-    """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process).
+def edge(
+    backend_host: str,
+    workers: int | None = None,
+    cpu: str = PROXY_CPU,
+    config: dict | None = None,
+    access_log: Path | None = None,
+):
+    """Run `edge serve` pinned to `cpu`, with one sandbox at backend_host. Yields (port, process, Admin).
 
     `config` ({"http": {"fast_lane": False}}) goes to it as a --config file; an `https.listen` in it
-    is waited for too. Its stderr goes to a file; warnings, errors and tracebacks in it are kept in
-    LOGS when it stops.
+    is waited for too. Without `access_log` it runs with --no-access-log (every scenario but
+    `logged`); with it, `--access-log <access_log>` and otherwise its defaults. The Admin is its admin
+    API (a free loopback port, a token made for this run), None for an edge without --admin. Its
+    stderr goes to a file; warnings, errors and tracebacks in it are kept in LOGS when it stops.
     """
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as d:
-        env = _edge_env({"EDGE_STATE_DIR": d})
+        token = secrets.token_hex(16)
+        env = _edge_env({"EDGE_STATE_DIR": d, "EDGE_ADMIN_TOKEN": token})
         subprocess.run(
             [sys.executable, "-m", "edge", "sandbox", "add", SANDBOX, "--address", backend_host],
             env=env,
@@ -543,9 +580,12 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, co
             cwd=EDGE_SRC,
         )
         port = free_port()
-        extra = []
+        extra = ["--access-log", str(access_log)] if access_log else ["--no-access-log"]
+        admin = None
         if "--admin" in edge_flags():
-            extra += ["--admin", "127.0.0.1:0"]
+            admin_port = free_port()
+            admin = Admin(f"http://127.0.0.1:{admin_port}", token)
+            extra += ["--admin", f"127.0.0.1:{admin_port}"]
         if workers is not None:
             if "--workers" not in edge_flags():
                 raise RuntimeError("this edge has no `serve --workers` yet")
@@ -567,7 +607,6 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, co
                 f"127.0.0.1:{port}",
                 "--dns",
                 "127.0.0.1:0",
-                "--no-access-log",
                 *extra,
             ],
             env=env,
@@ -579,7 +618,7 @@ def edge(backend_host: str, workers: int | None = None, cpu: str = PROXY_CPU, co
             wait_port("127.0.0.1", port)
             if https := (config or {}).get("https", {}).get("listen"):
                 wait_port("127.0.0.1", int(https.rpartition(":")[2]))
-            yield port, proc
+            yield port, proc, admin
         finally:
             _stop(proc)
             err.close()
@@ -594,17 +633,20 @@ def proxy(
     cpu: str = PROXY_CPU,
     config: dict | None = None,
     tls: Certificate | None = None,
+    access_log: Path | None = None,
 ):
     """A fresh edge or nginx proxy in front of `be`, pinned to `cpu`; `config` is edge's (see edge()).
 
     With `tls`, it also serves HTTPS on `Proxy.tls_port` with that certificate (the same for both).
+    With `access_log`, it writes its access log to that file, each in its default format (edge: JSON
+    lines; nginx: `combined`); without, neither logs requests.
     """
     tls_port = free_port() if tls else 0
     if name == "edge":
         if tls:
             config = {**(config or {}), **edge_tls_config(tls_port, tls)}
-        with edge(be.host, workers, cpu, config) as (port, proc):
-            yield Proxy("edge", port, proc.pid, tls_port)
+        with edge(be.host, workers, cpu, config, access_log) as (port, proc, admin):
+            yield Proxy("edge", port, proc.pid, tls_port, admin)
     else:
         port = free_port()
         tls_conf = NGINX_TLS.format(tls_port=tls_port, cert=tls.cert, key=tls.key, ciphers=TLS12_CIPHERS) if tls else ""
@@ -613,6 +655,7 @@ def proxy(
             cpu,
             port=port,
             tls=tls_conf,
+            access_log=f"access_log {access_log};" if access_log else "access_log off;",
             backend_host=be.host,
             backend_port=be.port,
             sink_port=be.sink_port,

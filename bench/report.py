@@ -1,6 +1,8 @@
 """bench/results/http.json -> a Markdown table and PNG plots (matplotlib, Agg: no display needed).
 
-python bench/report.py        re-render http.md and the plots from the last http.json
+python bench/report.py                    re-render http.md and the plots from the last http.json
+python bench/report.py RUN.json OUT.md    render another run's JSON (say, a `--only logged` run kept as
+                                          bench/results/logged.json): only the scenarios it has, no plots
 
 What goes where comes from the scenarios' registry (bench.scenarios.SCENARIOS): each entry's rows in
 the main table and the CPU table, its note under the table, its own table ("levels", "variants").
@@ -299,6 +301,12 @@ def plots(out: dict, folder: Path, registry: tuple[Scenario, ...] = SCENARIOS) -
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3:  # one run's scenarios alone: no rows of scenarios it did not run
+        data = json.loads(Path(sys.argv[1]).read_text())
+        ran = tuple(s for s in SCENARIOS if s.name in data["scenarios"])
+        Path(sys.argv[2]).write_text(markdown(data, registry=ran))
+        print(markdown(data, brief=True, registry=ran))
+        sys.exit(0)
     data = json.loads((RESULTS / "http.json").read_text())
     written = plots(data, RESULTS)
     (RESULTS / "http.md").write_text(markdown(data, written))

@@ -6,8 +6,9 @@
     .venv/bin/python bench/run.py --workers 2  pass `--workers 2` to every edge (when edge has it)
 
 Order: micro-benchmarks of the pure stages (bench/micro.py), then the HTTP scenarios in the order of
-their registry (bench/scenarios.py SCENARIOS: small, sweep, bulk, websocket, idle, workers, fastlane,
-tls_handshake, tls_small, tls_bulk), then the DNS comparison (bench/dns_bench.py, its own results).
+their registry (bench/scenarios.py SCENARIOS: small, logged, sweep, bulk, websocket, idle, workers,
+fastlane, tls_handshake, tls_small, tls_bulk), then the DNS comparison (bench/dns_bench.py, its own
+results).
 This process pins itself to the load core; the proxies are pinned to core 0. One line per step on
 stderr: step count, elapsed time, the figure just measured. One certificate is made per run for the
 TLS scenarios (bench.peers.certificate) and removed at the end.
@@ -66,13 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds",
         type=float,
         default=10,
-        help="duration of small requests, workers, fastlane, tls_handshake, tls_small (default 10)",
+        help="duration of small requests, logged, workers, fastlane, tls_handshake, tls_small (default 10)",
     )
     ap.add_argument(
         "--connections",
         type=int,
         default=50,
-        help="wrk connections for small requests, workers, fastlane, tls_small (default 50)",
+        help="wrk connections for small requests, logged, workers, fastlane, tls_small (default 50)",
     )
     ap.add_argument("--sweep", default="1,4,16,64,256", help="connection counts for the concurrency sweep")
     ap.add_argument("--sweep-seconds", type=float, default=4, help="wrk duration per sweep point (default 4)")

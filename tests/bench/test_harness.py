@@ -1,5 +1,5 @@
 """The benchmark harness's pure helpers: wrk output parsing, run statistics, the scenario registry,
-the Markdown report, and the TLS scenarios' certificate, config and verdicts.
+the Markdown report, the TLS scenarios' certificate, config and verdicts, and the access-log scenario's.
 
 No benchmark runs here and nothing is timed; these only keep the harness's arithmetic honest.
 """
@@ -15,9 +15,32 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench import run
 from bench.clients import _complete
-from bench.peers import CERT_NAMES, Certificate, certificate, edge_tls_config, median, parse_wrk, spread, toml
+from bench.peers import (
+    CERT_NAMES,
+    NGINX_PROXY,
+    Certificate,
+    certificate,
+    edge_tls_config,
+    median,
+    metric,
+    parse_wrk,
+    spread,
+    toml,
+)
 from bench.report import markdown
-from bench.scenarios import BY_NAME, SCENARIOS, TLS_TARGETS, Row, Scenario, _tls_result, compare, order
+from bench.scenarios import (
+    BY_NAME,
+    LOG_TARGET,
+    SCENARIOS,
+    TLS_TARGETS,
+    Row,
+    Scenario,
+    _tls_result,
+    compare,
+    count_lines,
+    logged_result,
+    order,
+)
 from edge.config import load
 
 META = {
@@ -280,3 +303,87 @@ def test_edge_https_config_is_toml_with_an_inline_table_of_certs(tmp_path):
 )
 def test_new_connection_client_knows_when_a_response_is_whole(label, data, complete):
     assert _complete(bytearray(data)) is complete, label
+
+
+# --- access logs (issue 11) --------------------------------------------------------------------------
+
+
+def _log_runs(edge_off: float, nginx_off: float, edge_on: float, nginx_on: float, cpu: float = 100.0) -> dict:
+    def side(rate: float) -> list[dict]:
+        return [
+            {"rps": rate, "rps_per_cpu": rate * 100 / cpu, "p50": 1.0, "p99": 2.0, "proxy_cpu_pct": cpu, "non2xx": 0}
+        ]
+
+    return {
+        "without logs": {"edge": side(edge_off), "nginx": side(nginx_off)},
+        "with logs": {"edge": side(edge_on), "nginx": side(nginx_on)},
+    }
+
+
+def _logged(edge_off: float, nginx_off: float, edge_on: float, nginx_on: float) -> dict:
+    result = logged_result(_log_runs(edge_off, nginx_off, edge_on, nginx_on), {"connections": 50, "seconds": 10})
+    result["log"] = {
+        "edge": {"lines": 1010, "requests": 1000, "bytes": 1, "dropped": 0},
+        "nginx": {"lines": 4040, "requests": 4000, "bytes": 1, "dropped": "n/a"},
+    }
+    return result
+
+
+def test_logged_is_in_the_registry_with_four_lines_a_run_and_a_summary():
+    """Two proxies, with and without logs, per run; then one line of log counts."""
+    a = run.parse_args(["--only", "logged", "--runs", "5", "--micro", "0", "--no-dns"])
+    assert run.steps(a) == 4 * 5 + 1
+    assert [s.name for s in SCENARIOS][:2] == ["small", "logged"]
+
+
+def test_logged_target_is_the_ratio_with_logs_over_the_ratio_without():
+    """(edge / nginx with logs) / (edge / nginx without), as measured and per CPU-second, and each proxy's cost."""
+    t = logged_result(_log_runs(1000.0, 4000.0, 950.0, 3800.0, cpu=50.0), {})["target"]
+    assert t["ratio_without"] == 0.25 and t["ratio_with"] == 0.25
+    assert t["kept"] == 1.0 and t["verdict"] == "met" and t["at_least"] == LOG_TARGET == 0.9
+    assert t["kept_per_cpu"] == 1.0 and t["verdict_per_cpu"] == "met"
+    assert t["cost"] == t["cost_per_cpu"] == {"edge": 0.95, "nginx": 0.95}
+    missed = logged_result(_log_runs(1000.0, 4000.0, 600.0, 3800.0), {})["target"]
+    assert abs(missed["kept"] - 0.6 / 0.95) < 1e-9 and missed["verdict"] == "MISSED"
+
+
+def test_logged_rows_target_and_log_counts_reach_the_report():
+    """Both modes in the main and CPU tables; the note carries the target, both ratios and the line counts."""
+    text = markdown({"meta": META, "scenarios": {"logged": _logged(1000.0, 4000.0, 600.0, 3800.0)}})
+    assert "| small requests, no access logs | req/s | 1,000 | 1,000-1,000 | 4,000 | 4,000-4,000 | 0.250 |" in text
+    assert "| small requests, access logs to a file | req/s | 600 | 600-600 | 3,800 | 3,800-3,800 | 0.158 |" in text
+    assert "target (edge / nginx with logs) >= 0.9 x (edge / nginx without): 0.158 / 0.250 = 0.63 (MISSED)" in text
+    assert "with / without logs, each its own: edge 0.60 (per CPU-second 0.60), nginx 0.95 (0.95)" in text
+    assert "log lines / requests answered: edge 1,010 / 1,000 (dropped, its /metrics: 0), nginx 4,040 / 4,000" in text
+    assert "errors without logs edge: none; nginx: none, with logs edge: none; nginx: none" in text
+    assert "| small requests, no access logs | 100 | 100 |" in text
+    assert "| small requests, access logs to a file | 100 | 100 |" in text
+
+
+def test_nginx_peer_logs_to_the_file_only_when_asked():
+    """`access_log off;` for every scenario; the logged one names a file, nginx's default combined format."""
+    values = dict.fromkeys(("dir", "nofile", "port", "tls", "backend_host", "backend_port", "sink_port", "ws_port"), 1)
+    off = NGINX_PROXY.format(access_log="access_log off;", **values)
+    on = NGINX_PROXY.format(access_log="access_log /tmp/x/nginx-access.log;", **values)
+    assert "access_log off;" in off and "access_log /tmp" not in off
+    assert "access_log /tmp/x/nginx-access.log;" in on and "access_log off" not in on and "log_format" not in on
+
+
+def test_metric_sums_a_prometheus_figure_over_its_labels():
+    text = (
+        "# HELP edge_access_log_dropped_total Access-log lines dropped\n"
+        "# TYPE edge_access_log_dropped_total counter\n"
+        "edge_access_log_dropped_total 3.0\n"
+        'edge_requests_total{status="200"} 10.0\n'
+        'edge_requests_total{status="502"} 2.0\n'
+    )
+    assert metric(text, "edge_access_log_dropped_total") == 3.0
+    assert metric(text, "edge_requests_total") == 12.0
+    assert metric(text, "edge_nothing_total") is None
+
+
+def test_log_lines_are_counted_in_a_file_and_a_missing_file_has_none(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_bytes(b'{"status":200}\n' * 2_500_000)  # past one read of a MiB
+    assert count_lines(path) == 2_500_000
+    assert count_lines(tmp_path / "missing.log") == 0
