@@ -92,7 +92,10 @@ async def _routable(o, sandboxes: list[options.Sandbox], seconds: float = 15.0) 
                     conn.close()
                 if head.edge_error != "sandbox_not_found":
                     break
-            except (LoadError, trio.TooSlowError):
+            except LoadError as exc:  # not a catalog that lags: waiting would not help; the run will count it
+                say(f"warning: probing {sb.id}: {exc.kind}; starting anyway")
+                return
+            except trio.TooSlowError:
                 pass
             if trio.current_time() > deadline:
                 say(f"warning: {sb.id} still not routable after {seconds:g} s; starting anyway")

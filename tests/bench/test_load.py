@@ -23,6 +23,7 @@ from bench.loadlib import options, report, wire
 from bench.loadlib.driver import due, sandbox_choice
 from bench.loadlib.hist import Hist, Interval, Recorder, merged
 from tests.proc import EdgeProcess, edge_env
+from tests.tlsutil import TestCA
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD = REPO / "bench" / "load.py"
@@ -305,6 +306,29 @@ def test_open_loop_latency_counts_from_the_intended_send_time(tmp_path, edge, fl
     assert 95 <= lat["p99"] <= 200, lat
     assert lat["p90"] >= 40, lat  # from the send time alone this would be ~1 ms
     assert lat["p50"] < 20, lat
+
+
+def test_over_https_the_sandbox_host_is_verified_and_an_untrusted_certificate_is_a_tls_error(tmp_path, fleet):
+    """--edge https://: each connection's SNI is the sandbox host, checked against the wildcard certificate with
+    --cacert; without it the system's CAs do not trust the test CA and every request is a tls_error."""
+    ca = TestCA(tmp_path)
+    cert, key = ca.issue(["*.sandbox.localhost", "sandbox.localhost"], "wildcard")
+    config = tmp_path / "edge.toml"
+    config.write_text(f'[https]\nlisten = "127.0.0.1:0"\ncerts = [{{cert = "{cert}", key = "{key}"}}]\n')
+    f = fleet("--hosts", "127.0.0.2", "--ports", "0")
+    edge = EdgeProcess(["serve", "--config", str(config), "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
+                        "--no-access-log"], env=edge_env(tmp_path, EDGE_ADMIN_TOKEN=TOKEN))  # fmt: skip
+    try:
+        args = ["--edge", f"https://{edge.listening['https']}", "--admin", f"http://{edge.listening['admin']}",
+                "--admin-token", TOKEN, "--sandboxes", "2", "--port", str(f.port), "--rate", "40", "--duration", "1",
+                "--mix", "small=2,newconn,ws,sse", *SHORT]  # fmt: skip
+        rc, doc, text = run_load(tmp_path, *args, "--cacert", str(ca.path))
+        assert rc == 0 and doc["errors"] == {} and doc["answered"] == 40, text
+        assert set(doc["scenarios"]) == {"small", "newconn", "ws", "sse"}
+        rc, doc, text = run_load(tmp_path, *args)
+        assert doc["errors"] == {"tls_error": 40}, text
+    finally:
+        edge.stop()
 
 
 def test_the_websocket_client_speaks_to_an_independent_server(tmp_path):
