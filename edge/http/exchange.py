@@ -77,6 +77,9 @@ class Exchange:
     pump_error: Exception | None = None
     #: For a masked sandbox: (the masked host, the public scheme and host) for its redirects (plan.py).
     unmask: tuple[bytes, bytes] | None = None
+    #: When the sandbox's response head is due (trio time; 0 until the request was sent), kept across
+    #: the fast lane's hand-over to h11.
+    head_deadline: float = 0.0
     #: For the access log: the client's User-Agent, the request id (the client's X-Request-Id, or
     #: one the edge made and forwarded), and the error code when the edge answered itself.
     user_agent: bytes = b""

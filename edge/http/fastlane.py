@@ -109,7 +109,8 @@ async def _attempt(
         raise upstream_expired(ex, exc) from None
     ex.request_done = True
     try:
-        data = await up.recv(ctx.http.read_size, trio.current_time() + ctx.http.response_head_timeout, "response")
+        ex.head_deadline = trio.current_time() + ctx.http.response_head_timeout
+        data = await up.recv(ctx.http.read_size, ex.head_deadline, "response")
     except Expired as exc:
         raise upstream_expired(ex, exc) from None
     except OSError as exc:

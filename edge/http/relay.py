@@ -62,7 +62,8 @@ async def response_head(
 ) -> h11.Response | h11.InformationalResponse | Stale:
     """The sandbox's Response (or its 101), forwarding other 1xx answers as they come."""
     answered = False  # any 1xx seen: then a failure is no longer a stale pooled connection
-    deadline = trio.current_time() + ctx.http.response_head_timeout
+    # A head the fast lane started reading keeps the deadline it started with (no restart on hand-over).
+    deadline = ex.head_deadline or trio.current_time() + ctx.http.response_head_timeout
     conn = up.h11
     assert conn is not None and ex.client.h is not None
     read_size = ctx.http.read_size

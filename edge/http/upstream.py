@@ -95,7 +95,10 @@ async def connect(key: Key, config: HttpConfig, deadlines: Deadlines) -> Upstrea
     retry_until = now + config.connect_retry
     delay = 0.02
     while True:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors (EMFILE, ENFILE) or memory: the edge's, said as such
+            raise UpstreamError(sandbox_id, port, f"no socket for the connection: {exc.strerror}") from None
         sock.setblocking(False)
         up = Upstream(key, sock, deadlines)
         try:
