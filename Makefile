@@ -31,10 +31,11 @@ run: install
 	$(BIN)/edge serve
 
 # curl and dig are the real clients some end-to-end tests drive; pebble (the ACME test CA) and lego
-# (an ACME client) are the real peers of the ACME tests (tests/e2e/test_acme.py). Installed if missing.
+# (an ACME client) are the real peers of the ACME tests (tests/e2e/test_acme.py); nft and openssl build
+# and probe the egress tests' network namespaces (tests/e2e/test_egress*.py). Installed if missing.
 test-deps:
 	@missing=""; \
-	for t in curl:curl dig:dnsutils pebble:pebble lego:lego; do \
+	for t in curl:curl dig:dnsutils pebble:pebble lego:lego nft:nftables openssl:openssl; do \
 	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -34,6 +34,7 @@ from edge.catalog.model import (
     validate_max_connections,
     validate_port,
 )
+from edge.egress.cli import add_network_parser, add_policy_flags, add_rules_parser, policy_changes, rules_text
 from edge.errors import EdgeError, SandboxExists, SandboxIsPublic, SandboxNotFound, ValidationError
 
 UPDATE_USAGE = (
@@ -89,6 +90,9 @@ def _server_flags(p: argparse.ArgumentParser, with_workers: bool = False) -> Non
     )
     p.add_argument("--dns", metavar="ADDR:PORT", help="DNS listener, UDP and TCP (default 127.0.0.1:5353)")
     p.add_argument("--admin", metavar="ADDR:PORT", help="admin API listener (default 127.0.0.1:8081)")
+    p.add_argument(
+        "--egress", metavar="ADDR:PORT", help="egress router for sandboxes' outbound TCP (default: none; edge/egress)"
+    )
     p.add_argument("--zones", metavar="DIR", help="folder of <domain>.zone files (default: the shipped zones/)")
     p.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--mask-request-host", metavar="TEMPLATE", help="Host sent upstream, e.g. 'localhost:${PORT}'")
     add.add_argument("--private", action="store_true", help="require a traffic access token (printed once)")
     add.add_argument("--max-connections", type=_whole, metavar="N", help="concurrent requests and tunnels at most")
+    add_policy_flags(add)
     add.add_argument("--json", action="store_true")
     _common(add)
     update = sandbox.add_parser("update", help="change only the fields named; the others keep their values")
@@ -170,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm = sandbox.add_parser("rm", help="remove a sandbox")
     rm.add_argument("id")
     _common(rm)
-    for write in (add, update, token, rm):
+    network = add_network_parser(sandbox)  # edge sandbox network ID [--allow-out X]... (edge/egress)
+    _common(network)
+    for write in (add, update, token, rm, network):
         write.add_argument(
             "--admin",
             metavar="ADDR:PORT",
@@ -209,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_whole, default=300, metavar="S", help="seconds to wait for the order to end (default 300)"
     )
     renew.add_argument("--json", action="store_true", help="print the domain's state as JSON")
+
+    egress = sub.add_parser("egress", help="the egress router (edge/egress/README.md)").add_subparsers(
+        dest="egress_command", required=True, parser_class=_Parser
+    )
+    add_rules_parser(egress)
     return parser
 
 
@@ -218,7 +230,13 @@ def _load_config(args: argparse.Namespace):
         overrides["domains"] = args.domain
     if getattr(args, "catalog", None):
         overrides["catalog"] = args.catalog
-    for flag, section in (("http", "http"), ("https", "https"), ("dns", "dns"), ("admin", "admin")):
+    for flag, section in (
+        ("http", "http"),
+        ("https", "https"),
+        ("dns", "dns"),
+        ("admin", "admin"),
+        ("egress", "egress"),
+    ):
         if getattr(args, flag, None):
             overrides.setdefault(section, {})["listen"] = getattr(args, flag)
     if getattr(args, "zones", None):
@@ -243,7 +261,10 @@ def _print_sandbox(s: Sandbox, as_json: bool, token: str | None = None) -> None:
         return
     mask = f"  mask_request_host={s.mask_request_host}" if s.mask_request_host else ""
     limit = f"  max_connections={s.max_connections}" if s.max_connections else ""
-    print(f"{s.id}  address={s.address}  public={'yes' if s.public else 'no'}{mask}{limit}")
+    internet = "" if s.internet_access else "  internet=no"
+    allow = f"  allow_out={','.join(s.allow_out)}" if s.allow_out else ""
+    deny = f"  deny_out={','.join(s.deny_out)}" if s.deny_out else ""
+    print(f"{s.id}  address={s.address}  public={'yes' if s.public else 'no'}{mask}{limit}{internet}{allow}{deny}")
     if token:
         print(f"traffic_access_token={token}  (shown once: store it now)")
 
@@ -285,13 +306,15 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     cmd = args.sandbox_command
-    sandbox_id = validate_id(args.id) if cmd in ("add", "update", "show", "rm", "token") else ""  # list: none
+    sandbox_id = validate_id(args.id) if cmd != "list" else ""
     # Validate everything before touching the catalog.
+    policy: dict = {}
     if cmd == "add":
         validate_address(args.address)
         validate_mask(args.mask_request_host)
         _limit(args.max_connections)
-    changes = _changes(args) if cmd == "update" else {}
+        policy = policy_changes(args, require=False)
+    changes = _changes(args) if cmd == "update" else policy_changes(args) if cmd == "network" else {}
     store = open_catalog(cfg)
     written = None  # the catalog version a write made
     try:
@@ -303,9 +326,10 @@ def _sandbox(args: argparse.Namespace) -> int:
                 public=not args.private,
                 mask_request_host=args.mask_request_host,
                 max_connections=args.max_connections,
+                **policy,
             )
             _print_sandbox(record, args.json, token)
-        elif cmd == "update":
+        elif cmd in ("update", "network"):
             record, token = ops.update_sandbox(store, sandbox_id, changes)
             _print_sandbox(record, args.json, token)
         elif cmd == "token":
@@ -325,7 +349,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         elif cmd == "rm":
             if not store.delete(sandbox_id):
                 raise EdgeError(f"no sandbox {sandbox_id!r} in the catalog")
-        if cmd in ("add", "update", "token", "rm"):
+        if cmd in ("add", "update", "token", "rm", "network"):
             written = store.version()
     finally:
         store.close()
@@ -511,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args)
         if args.command == "cert":
             return _cert(args)
+        if args.command == "egress":  # `egress rules`: the nftables ruleset, printed
+            print(rules_text(args, config_mod.load(args.config).egress), end="")
+            return 0
     except SandboxNotFound as exc:
         print(f"edge: error: no sandbox {exc.sandbox_id!r} in the catalog", file=sys.stderr)
         return 1

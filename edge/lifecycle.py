@@ -30,7 +30,7 @@ from edge.errors import EdgeError, first_in_group
 
 logger = logging.getLogger("edge")
 
-#: A listener as the servers report it: (kind, socket address), kind "http", "dns" or "admin".
+#: A listener as the servers report it: (kind, socket address), kind "http", "https", "dns", "admin" or "egress".
 Listener = tuple[str, tuple[Any, ...]]
 
 
@@ -97,6 +97,15 @@ async def serve(
                     announce("dns", addr, config.log_format)
                     own.add(addr[0], addr[1])
                 listening += [("dns", addr) for addr in bound]
+            if config.egress.listen is not None:  # sandboxes' outbound TCP (edge/egress): never in an HTTP worker
+                from edge.egress.server import serve as serve_egress
+
+                _egress_metrics()
+                bound = await nursery.start(partial(serve_egress, config.egress, live, stop=stopping))
+                for kind, addr in bound:
+                    announce(kind, addr, config.log_format)
+                    own.add(addr[0], addr[1])
+                listening += bound
             acme = None
             if admin and config.acme.directory:  # ACME runs beside the admin API: once per edge, not per worker
                 from edge.tls.acme import Acme
@@ -116,6 +125,20 @@ async def serve(
             if acme is not None:  # after DNS is up: the first order may start at once
                 await nursery.start(acme.run)
             logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
+
+
+_egress_registered = False
+
+
+def _egress_metrics() -> None:
+    """The egress counters on /metrics: once per process (a registry refuses the same families twice)."""
+    global _egress_registered
+    if not _egress_registered:
+        from edge import metrics
+        from edge.egress import stats
+
+        stats.register(metrics.REGISTRY)
+        _egress_registered = True
 
 
 def announce(kind: str, addr: tuple[Any, ...], log_format: str = "text") -> None:

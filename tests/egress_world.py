@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -67,15 +66,6 @@ INTERNET_ADDRESSES = [
     "172.31.99.10/24",
     "169.254.169.254/16",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySandbox(Sandbox):
-    """A catalog record with the policy fields (until edge/catalog/model.py's Sandbox has them)."""
-
-    internet_access: bool = True
-    allow_out: tuple[str, ...] = ()
-    deny_out: tuple[str, ...] = ()
 
 
 class World:
@@ -159,9 +149,7 @@ class World:
     def sandbox(self, sandbox_id: str, address: str = SANDBOX_ADDRESSES[0], **policy) -> None:
         """Register (or replace) a sandbox at `address` with a policy: the change is live at once."""
         current = [s for s in self.live.snapshot.by_id.values() if s.id != sandbox_id]
-        record = PolicySandbox(
-            sandbox_id, address, **{k: tuple(v) if isinstance(v, list) else v for k, v in policy.items()}
-        )
+        record = Sandbox(sandbox_id, address, **{k: tuple(v) if isinstance(v, list) else v for k, v in policy.items()})
         self.live.swap(Snapshot([*current, record], self.live.snapshot.version + 1))
 
     # --- clients in the sandbox --------------------------------------------------------------------

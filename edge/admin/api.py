@@ -240,7 +240,15 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 # --- the change log -----------------------------------------------------------------------------------
 
 #: What a PUT writes: every field (those left out get their defaults).
-SANDBOX_FIELDS = ("address", "public", "mask_request_host", "max_connections")
+SANDBOX_FIELDS = (
+    "address",
+    "public",
+    "mask_request_host",
+    "max_connections",
+    "internet_access",
+    "allow_out",
+    "deny_out",
+)
 
 
 def _fields(record: Sandbox, names: Iterable[str], token: str | None) -> str:

@@ -36,6 +36,38 @@ def _integral(value):
     return value
 
 
+def _entries(field: str):
+    """A validator for `allow_out` / `deny_out`: the catalog's, in normal form; null passes (a patch
+    empties the list with it)."""
+
+    def run(value):
+        return None if value is None else list(model.validate_list(field, value))
+
+    return run
+
+
+def _entries_schema(what: str) -> dict:
+    return {
+        "type": "array",
+        # What the items look like; the validator decides (CIDRs such as 198.51.100.0/24 are taken too).
+        "items": {
+            "anyOf": [
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
+                {"type": "string", "format": "hostname"},
+                {"type": "string", "pattern": r"^\*\.([a-z0-9]{1,20}\.){1,4}[a-z]{2,20}$"},
+            ]
+        },
+        "maxItems": model.MAX_ENTRIES,
+        "description": f"IPs, CIDRs and domains (`example.com`; `*.example.com` for its subdomains) {what}."
+        " Stored in normal form, duplicates dropped. edge/egress/README.md.",
+    }
+
+
+ALLOW_OUT_SCHEMA = _entries_schema("the sandbox may reach, through the egress router; wins over deny_out")
+DENY_OUT_SCHEMA = _entries_schema("the sandbox may not reach, through the egress router")
+INTERNET_DESCRIPTION = "False: the egress router denies every destination but those in allow_out."
+
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # What validate_mask accepts: printable ASCII but space, '$', '/' and '@' ('!'..'~' less those), or ${PORT}.
 MASK_PATTERN = r"^([!-#%-.0-?A-~]|\$\{PORT\})*$"
@@ -100,6 +132,13 @@ class SandboxIn(BaseModel):
     max_connections: Annotated[int | None, BeforeValidator(_integral)] = Field(
         None, ge=1, le=1_000_000, description="Concurrent requests and tunnels at most; past it, 429."
     )
+    internet_access: bool = Field(True, description=INTERNET_DESCRIPTION)
+    allow_out: Annotated[list[str], _check(_entries("allow_out")), WithJsonSchema(ALLOW_OUT_SCHEMA)] = Field(
+        default_factory=list
+    )
+    deny_out: Annotated[list[str], _check(_entries("deny_out")), WithJsonSchema(DENY_OUT_SCHEMA)] = Field(
+        default_factory=list
+    )
 
 
 def _present(field: str, what: str):
@@ -155,6 +194,21 @@ class SandboxPatch(BaseModel):
         json_schema_extra=_no_default,
         description="Concurrent requests and tunnels at most; past it, 429. null removes the limit.",
     )
+    internet_access: Annotated[
+        bool | None,
+        _check(_present("internet_access", "give true or false")),
+        WithJsonSchema({"type": "boolean", "description": INTERNET_DESCRIPTION}),
+    ] = Field(None, json_schema_extra=_no_default)
+    allow_out: Annotated[
+        list[str] | None,
+        _check(_entries("allow_out")),
+        WithJsonSchema({"anyOf": [ALLOW_OUT_SCHEMA, {"type": "null"}]}),
+    ] = Field(None, json_schema_extra=_no_default, description="The whole list, replaced; null empties it.")
+    deny_out: Annotated[
+        list[str] | None,
+        _check(_entries("deny_out")),
+        WithJsonSchema({"anyOf": [DENY_OUT_SCHEMA, {"type": "null"}]}),
+    ] = Field(None, json_schema_extra=_no_default, description="The whole list, replaced; null empties it.")
 
     def changes(self) -> dict:
         """The fields the patch names, null included: what `ops.update_sandbox` takes."""
@@ -169,6 +223,9 @@ class SandboxOut(BaseModel):
     public: bool
     mask_request_host: str | None
     max_connections: int | None
+    internet_access: bool = True
+    allow_out: list[str] = Field(default_factory=list)
+    deny_out: list[str] = Field(default_factory=list)
     created_at: float = Field(description="Unix time, seconds.")
     updated_at: float = Field(description="Unix time, seconds.")
 

@@ -111,6 +111,83 @@ def validate_max_connections(value: object) -> int | None:
     return value
 
 
+# --- outbound policy (edge/egress/README.md): `internet_access`, `allow_out`, `deny_out` -------------
+
+#: Entries per list at most: the decision scans CIDRs linearly, and a policy is a short human list.
+MAX_ENTRIES = 512
+#: A label of a host name an outbound policy names (a sandbox may reach `_dmarc.example.com` too).
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a sandbox may reach. The catalog's `Sandbox` carries the same three fields."""
+
+    internet_access: bool = True
+    allow_out: tuple[str, ...] = ()
+    deny_out: tuple[str, ...] = ()
+
+
+def normalize_hostname(text: str) -> str | None:
+    """A host name in lower case without a trailing dot, or None when `text` is not one.
+
+    IP literals are not names (a Host of `192.0.2.1` is decided by CIDR, as is a missing one)."""
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or len(name) > 253 or not name.isascii():
+        return None
+    labels = name.split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        return None
+    if labels[-1].isdigit():
+        return None  # 192.0.2.1 and 1.2.3.4.5 are no domains
+    return name
+
+
+def validate_entry(field: str, entry: object) -> str:
+    """One `allow_out` / `deny_out` entry in its normal form: an IP, a CIDR, `name` or `*.name`."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise ValidationError(field, f"{entry!r} is not an IP, a CIDR or a domain")
+    text = entry.strip()
+    if "/" in text or ":" in text or text.replace(".", "").isdigit():
+        try:
+            net = ipaddress.ip_network(text)
+        except ValueError as exc:
+            if "has host bits set" in str(exc):
+                fixed = ipaddress.ip_network(text, strict=False)
+                raise ValidationError(field, f"{text!r} has host bits set: did you mean {fixed}?") from None
+            raise ValidationError(field, f"{text!r} is not an IP address or a CIDR") from None
+        if isinstance(net, ipaddress.IPv6Network) and "%" in text:
+            raise ValidationError(field, f"{text!r} has an IPv6 zone ID")
+        return str(net.network_address) if net.num_addresses == 1 else str(net)
+    wildcard = text.startswith("*.")
+    name = normalize_hostname(text[2:] if wildcard else text)
+    if name is None or "*" in text[2 if wildcard else 0 :]:
+        raise ValidationError(
+            field, f"{text!r} is not an IP, a CIDR or a domain (`example.com`, or `*.example.com` for its subdomains)"
+        )
+    if wildcard and "." not in name:
+        raise ValidationError(field, f"{text!r} would match every name under a top-level domain")
+    return f"*.{name}" if wildcard else name
+
+
+def validate_list(field: str, entries: object) -> tuple[str, ...]:
+    """A whole list in normal form, duplicates dropped, order kept."""
+    if isinstance(entries, str) or not isinstance(entries, Iterable):
+        raise ValidationError(field, f"{entries!r} is not a list of IPs, CIDRs and domains")
+    out = tuple(dict.fromkeys(validate_entry(field, e) for e in entries))
+    if len(out) > MAX_ENTRIES:
+        raise ValidationError(field, f"{len(out)} entries: at most {MAX_ENTRIES}")
+    return out
+
+
+def validate_policy(internet_access: object, allow_out: object, deny_out: object) -> Policy:
+    if not isinstance(internet_access, bool):
+        raise ValidationError("internet_access", f"{internet_access!r} is not true or false")
+    return Policy(internet_access, validate_list("allow_out", allow_out), validate_list("deny_out", deny_out))
+
+
 @dataclass(frozen=True, slots=True)
 class Sandbox:
     id: str
@@ -123,11 +200,19 @@ class Sandbox:
     token_hash: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: Outbound policy, read by the egress router (edge/egress/README.md): false denies every
+    #: destination but those in `allow_out`.
+    internet_access: bool = True
+    #: IPs, CIDRs, `name` and `*.name` the sandbox may reach; wins over `deny_out`. Normal form.
+    allow_out: tuple[str, ...] = ()
+    #: IPs, CIDRs, `name` and `*.name` the sandbox may not reach. Normal form.
+    deny_out: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """The record as users see it: never the token hash."""
         doc = asdict(self)
         del doc["token_hash"]
+        doc["allow_out"], doc["deny_out"] = list(self.allow_out), list(self.deny_out)
         return doc
 
     def public_host(self, port: int, domain: str, public_port: int | None = None, scheme: str = "http") -> str:

@@ -8,7 +8,7 @@ two writers cannot lose each other's fields):
     update_sandbox  change only the fields named (`edge sandbox update`, PATCH)
     rotate_token    a new token for a private sandbox; a public one is an error
 
-Every address, mask and limit is validated here, before the transaction (edge.catalog.model);
+Every address, mask, limit and outbound policy entry is validated here, before the transaction (edge.catalog.model);
 records already in a catalog are loaded as they are.
 
 ACME DNS-01 challenges (`present_challenge`, `cleanup_challenge`: edge's own ACME task, the admin API's
@@ -40,8 +40,10 @@ from edge.catalog.model import (
     validate_address,
     validate_challenge_value,
     validate_id,
+    validate_list,
     validate_mask,
     validate_max_connections,
+    validate_policy,
 )
 from edge.catalog.store import Store
 from edge.errors import SandboxExists, SandboxIsPublic, SandboxNotFound, ValidationError
@@ -83,6 +85,12 @@ def _validate(field: str, value: object) -> Any:  # the field's own type: str, b
         return validate_mask(value)
     if field == "max_connections":
         return validate_max_connections(value)
+    if field == "internet_access":
+        if not isinstance(value, bool):
+            raise ValidationError("internet_access", f"{value!r} is not true or false")
+        return value
+    if field in ("allow_out", "deny_out"):
+        return validate_list(field, () if value is None else value)  # null empties the list
     raise ValidationError(field, "unknown field")
 
 
@@ -97,14 +105,25 @@ def _with_token(record: Sandbox, old: Sandbox | None) -> tuple[Sandbox, str | No
 
 
 def _new_record(
-    sandbox_id: str, address: str, public: bool, mask_request_host: str | None, max_connections: int | None
+    sandbox_id: str,
+    address: str,
+    public: bool,
+    mask_request_host: str | None,
+    max_connections: int | None,
+    internet_access: bool,
+    allow_out: Iterable[str],
+    deny_out: Iterable[str],
 ) -> Sandbox:
+    policy = validate_policy(internet_access, allow_out, deny_out)
     return Sandbox(
         id=validate_id(sandbox_id),
         address=validate_address(address),
         public=_validate("public", public),
         mask_request_host=validate_mask(mask_request_host),
         max_connections=validate_max_connections(max_connections),
+        internet_access=policy.internet_access,
+        allow_out=policy.allow_out,
+        deny_out=policy.deny_out,
     )
 
 
@@ -129,9 +148,14 @@ def add_sandbox(
     public: bool = True,
     mask_request_host: str | None = None,
     max_connections: int | None = None,
+    internet_access: bool = True,
+    allow_out: Iterable[str] = (),
+    deny_out: Iterable[str] = (),
 ) -> tuple[Sandbox, str | None]:
     """Create a sandbox; one with this ID already is `SandboxExists` and stays as it was."""
-    record = _new_record(sandbox_id, address, public, mask_request_host, max_connections)
+    record = _new_record(
+        sandbox_id, address, public, mask_request_host, max_connections, internet_access, allow_out, deny_out
+    )
 
     def change(old: Sandbox | None):
         if old is not None:
@@ -149,6 +173,9 @@ def put_sandbox(
     public: bool = True,
     mask_request_host: str | None = None,
     max_connections: int | None = None,
+    internet_access: bool = True,
+    allow_out: Iterable[str] = (),
+    deny_out: Iterable[str] = (),
 ) -> tuple[Sandbox, str | None]:
     """Create or replace a sandbox whole: a field left out gets its default, not its old value.
 
@@ -156,7 +183,9 @@ def put_sandbox(
     token; one that was private already keeps its token (rotate it with `rotate_token`); one made
     public loses it.
     """
-    record = _new_record(sandbox_id, address, public, mask_request_host, max_connections)
+    record = _new_record(
+        sandbox_id, address, public, mask_request_host, max_connections, internet_access, allow_out, deny_out
+    )
     return _written(store, record.id, lambda old: _with_token(record, old))
 
 

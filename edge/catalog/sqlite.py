@@ -15,6 +15,7 @@ The file holds token hashes, so it is created 0600 before SQLite opens it (SQLit
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -41,7 +42,10 @@ _SCHEMA = [
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         max_connections INTEGER,
-        token_hash TEXT
+        token_hash TEXT,
+        internet_access INTEGER NOT NULL DEFAULT 1,
+        allow_out TEXT NOT NULL DEFAULT '[]',
+        deny_out TEXT NOT NULL DEFAULT '[]'
     )""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('version', 0)",
@@ -66,9 +70,19 @@ _SCHEMA = [
     """CREATE TRIGGER IF NOT EXISTS challenges_del AFTER DELETE ON challenges
         BEGIN UPDATE meta SET value = value + 1 WHERE key = 'version'; END""",
 ]
-_COLUMNS = "id, address, public, mask_request_host, created_at, updated_at, max_connections, token_hash"
-# Columns added after the first release, for catalogs created before them.
-_MIGRATIONS = {"max_connections": "INTEGER", "token_hash": "TEXT"}
+_COLUMNS = (
+    "id, address, public, mask_request_host, created_at, updated_at, max_connections, token_hash,"
+    " internet_access, allow_out, deny_out"
+)
+# Columns added after the first release, for catalogs created before them. The outbound policy
+# (allow_out, deny_out: JSON lists of strings) defaults to what allows everything.
+_MIGRATIONS = {
+    "max_connections": "INTEGER",
+    "token_hash": "TEXT",
+    "internet_access": "INTEGER NOT NULL DEFAULT 1",
+    "allow_out": "TEXT NOT NULL DEFAULT '[]'",
+    "deny_out": "TEXT NOT NULL DEFAULT '[]'",
+}
 
 
 def _private_file(path: Path) -> None:
@@ -104,7 +118,20 @@ def _row(row: tuple) -> Sandbox:
         updated_at=row[5],
         max_connections=row[6],
         token_hash=row[7],
+        internet_access=bool(row[8]),
+        allow_out=_entries(row[9]),
+        deny_out=_entries(row[10]),
     )
+
+
+def _entries(text: str) -> tuple[str, ...]:
+    """A stored JSON list of policy entries; what is not one is read as empty (loaded as it is, as
+    other fields are: the egress router skips entries it cannot use)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 class SqliteStore:
@@ -158,7 +185,7 @@ class SqliteStore:
                     return old
                 created = old.created_at if old else now
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO sandboxes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.id,
                         new.address,
@@ -168,6 +195,9 @@ class SqliteStore:
                         now,
                         new.max_connections,
                         new.token_hash,
+                        int(new.internet_access),
+                        json.dumps(list(new.allow_out)),
+                        json.dumps(list(new.deny_out)),
                     ),
                 )
                 rows = self._db.execute(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = ?", (new.id,)).fetchall()

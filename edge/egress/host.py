@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edge.egress.policy import normalize_domain
+from edge.catalog.model import normalize_hostname
 from edge.egress.sni import NEED_MORE, NeedMore
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)\Z")
@@ -110,7 +110,7 @@ def _named(authority: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> Head:
     host = m.group(1)
     if host.startswith("["):
         return Head(None, headers, "", text)  # an IPv6 literal
-    name = normalize_domain(host)
+    name = normalize_hostname(host)
     if name is None:
         return Head(None, headers, "" if _is_ipv4(host) else "a malformed Host", text)
     return Head(name, headers)

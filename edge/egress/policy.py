@@ -25,101 +25,29 @@ unique-local ranges are never dialled unless the operator lists a range in `egre
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge.errors import ValidationError
+from edge.catalog.model import MAX_ENTRIES as MAX_ENTRIES
+from edge.catalog.model import Policy as Policy
+from edge.catalog.model import normalize_hostname as normalize_hostname
+from edge.catalog.model import validate_entry as validate_entry
+from edge.catalog.model import validate_list as validate_list
+from edge.catalog.model import validate_policy as validate_policy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Entries per list at most: the decision scans CIDRs linearly, and a policy is a short human list.
-MAX_ENTRIES = 512
-
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """What a sandbox may reach. The catalog's `Sandbox` carries the same three fields."""
-
-    internet_access: bool = True
-    allow_out: tuple[str, ...] = ()
-    deny_out: tuple[str, ...] = ()
-
-
 def policy_of(sandbox: object) -> Policy:
-    """The policy fields of a catalog record (a record from before they existed allows everything)."""
+    """The policy fields of a catalog record."""
     return Policy(
         bool(getattr(sandbox, "internet_access", True)),
         tuple(getattr(sandbox, "allow_out", ()) or ()),
         tuple(getattr(sandbox, "deny_out", ()) or ()),
     )
-
-
-# --- validation (writes: CLI, admin API) ----------------------------------------------------------
-
-
-def normalize_domain(text: str) -> str | None:
-    """A host name in lower case without a trailing dot, or None when `text` is not one.
-
-    IP literals are not names (a Host of `192.0.2.1` is decided by CIDR, as is a missing one)."""
-    name = text.lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if not name or len(name) > 253 or not name.isascii():
-        return None
-    labels = name.split(".")
-    if not all(_LABEL.match(label) for label in labels):
-        return None
-    if labels[-1].isdigit():
-        return None  # 192.0.2.1 and 1.2.3.4.5 are no domains
-    return name
-
-
-def validate_entry(field: str, entry: object) -> str:
-    """One `allow_out` / `deny_out` entry in its normal form: an IP, a CIDR, `name` or `*.name`."""
-    if not isinstance(entry, str) or not entry.strip():
-        raise ValidationError(field, f"{entry!r} is not an IP, a CIDR or a domain")
-    text = entry.strip()
-    if "/" in text or ":" in text or text.replace(".", "").isdigit():
-        try:
-            net = ipaddress.ip_network(text)
-        except ValueError as exc:
-            if "has host bits set" in str(exc):
-                fixed = ipaddress.ip_network(text, strict=False)
-                raise ValidationError(field, f"{text!r} has host bits set: did you mean {fixed}?") from None
-            raise ValidationError(field, f"{text!r} is not an IP address or a CIDR") from None
-        if isinstance(net, ipaddress.IPv6Network) and "%" in text:
-            raise ValidationError(field, f"{text!r} has an IPv6 zone ID")
-        return str(net.network_address) if net.num_addresses == 1 else str(net)
-    wildcard = text.startswith("*.")
-    name = normalize_domain(text[2:] if wildcard else text)
-    if name is None or "*" in text[2 if wildcard else 0 :]:
-        raise ValidationError(
-            field, f"{text!r} is not an IP, a CIDR or a domain (`example.com`, or `*.example.com` for its subdomains)"
-        )
-    if wildcard and "." not in name:
-        raise ValidationError(field, f"{text!r} would match every name under a top-level domain")
-    return f"*.{name}" if wildcard else name
-
-
-def validate_list(field: str, entries: object) -> tuple[str, ...]:
-    """A whole list in normal form, duplicates dropped, order kept."""
-    if isinstance(entries, str) or not isinstance(entries, Iterable):
-        raise ValidationError(field, f"{entries!r} is not a list of IPs, CIDRs and domains")
-    out = tuple(dict.fromkeys(validate_entry(field, e) for e in entries))
-    if len(out) > MAX_ENTRIES:
-        raise ValidationError(field, f"{len(out)} entries: at most {MAX_ENTRIES}")
-    return out
-
-
-def validate_policy(internet_access: object, allow_out: object, deny_out: object) -> Policy:
-    if not isinstance(internet_access, bool):
-        raise ValidationError("internet_access", f"{internet_access!r} is not true or false")
-    return Policy(internet_access, validate_list("allow_out", allow_out), validate_list("deny_out", deny_out))
 
 
 # --- compiled form and the decision --------------------------------------------------------------
@@ -141,7 +69,7 @@ class Rules:
                 try:
                     nets.append((ipaddress.ip_network(entry), entry))
                 except ValueError:
-                    name = normalize_domain(entry)
+                    name = normalize_hostname(entry)
                     if name is not None:  # a record written before validation: unusable entries are skipped
                         self.exact[name] = entry
         nets.sort(key=lambda pair: -pair[0].prefixlen)

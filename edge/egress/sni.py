@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.egress.policy import normalize_domain
+from edge.catalog.model import normalize_hostname
 
 HANDSHAKE = 22
 CLIENT_HELLO = 1
@@ -162,7 +162,7 @@ def _parse(body: memoryview) -> Hello | NotTls:
                 raw = _server_name(ext)
         if raw is None:
             return Hello(None, version)
-        name = normalize_domain(raw)
+        name = normalize_hostname(raw)
         return Hello(name, version, None if name is not None else raw)
     except _Malformed as exc:
         return NotTls(f"malformed ClientHello: {exc}")

@@ -153,3 +153,26 @@ def test_two_concurrent_modifies_never_lose_a_field(tmp_path):
     assert (stored.address, stored.max_connections) == ("127.0.0.3", 7)
     first.close()
     second.close()
+
+
+def test_a_catalog_from_before_the_outbound_policy_gets_its_columns_allowing_everything(tmp_path):
+    """A file made before internet_access, allow_out and deny_out existed: its rows read as allowing
+    everything, and a policy written now is stored and read back."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE sandboxes (id TEXT PRIMARY KEY, address TEXT NOT NULL, public INTEGER NOT NULL DEFAULT 1,"
+        " mask_request_host TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO sandboxes VALUES ('old', '10.1.0.2', 1, NULL, 1.0, 1.0)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        old = store.get("old")
+        assert old is not None and (old.internet_access, old.allow_out, old.deny_out) == (True, (), ())
+        ops.update_sandbox(store, "old", {"internet_access": False, "allow_out": ["*.Example.com"]})
+        new = store.get("old")
+        assert new is not None and (new.internet_access, new.allow_out, new.deny_out) == (False, ("*.example.com",), ())
+    finally:
+        store.close()

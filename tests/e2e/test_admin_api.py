@@ -162,6 +162,12 @@ PATCHES = [
     ("private again: nothing changes", {"public": False}, {}),
     ("empty patch: nothing changes", {}, {}),
     ("several at once", {"address": "::1", "max_connections": None}, {"address": "::1", "max_connections": None}),
+    (
+        "outbound policy, in normal form",
+        {"internet_access": False, "allow_out": ["*.Example.com.", "198.51.100.7/32"], "deny_out": ["192.0.2.0/24"]},
+        {"internet_access": False, "allow_out": ["*.example.com", "198.51.100.7"], "deny_out": ["192.0.2.0/24"]},
+    ),
+    ("null empties a list", {"allow_out": None}, {}),
 ]
 
 
@@ -256,6 +262,9 @@ PATCH_ERRORS = [
     ("public a string", {"public": "false"}, "public"),
     ("unknown field", {"token_hash": "0" * 64}, "token_hash"),
     ("body an array", [{"address": "127.0.0.3"}], "body"),
+    ("allow_out entry not a name", {"allow_out": ["not a name"]}, "allow_out"),
+    ("deny_out not a list", {"deny_out": "192.0.2.0/24"}, "deny_out"),
+    ("internet_access removed", {"internet_access": None}, "internet_access"),
 ]
 
 

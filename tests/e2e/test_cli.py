@@ -302,3 +302,40 @@ def test_port_in_use_is_one_line(env):
         taken.close()
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr.strip().splitlines()[-1]
+
+
+# --- the egress router's commands (edge/egress/README.md) ---------------------------------------------
+
+
+def test_egress_rules_prints_the_nftables_ruleset_for_the_sandbox_network(env):
+    """`edge egress rules --sandbox-cidr CIDR` prints a ruleset `nft -f` takes, redirecting to the listener."""
+    res = edge_cli(["egress", "rules", "--sandbox-cidr", "10.1.0.0/24"], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("#!/usr/sbin/nft -f") and "table inet edge_egress" in res.stdout
+    assert "10.1.0.0/24" in res.stdout and "redirect to :15001" in res.stdout
+
+
+def test_sandbox_add_and_network_set_the_outbound_policy(env):
+    """`add --no-internet --allow-out` stores the policy in normal form; `network` replaces each list given."""
+    doc = _json(
+        ["sandbox", "add", "box", "--address", "10.1.0.2", "--no-internet", "--allow-out", "*.Example.COM."], env
+    )
+    assert (doc["internet_access"], doc["allow_out"], doc["deny_out"]) == (False, ["*.example.com"], [])
+    doc = _json(["sandbox", "network", "box", "--deny-out", "198.51.100.0/24", "--internet"], env)
+    assert (doc["internet_access"], doc["allow_out"], doc["deny_out"]) == (True, ["*.example.com"], ["198.51.100.0/24"])
+    doc = _json(["sandbox", "network", "box", "--allow-out", "api.example.com", "--allow-out", "192.0.2.7"], env)
+    assert doc["allow_out"] == ["api.example.com", "192.0.2.7"] and doc["deny_out"] == ["198.51.100.0/24"]
+
+
+@pytest.mark.parametrize(
+    "label, args, reason",
+    [
+        ("add, not a name", ["add", "box", "--address", "10.1.0.2", "--allow-out", "not a name"], "is not an IP"),
+        ("add, host bits", ["add", "box", "--address", "10.1.0.2", "--deny-out", "10.1.0.1/24"], "did you mean"),
+        ("network, no change", ["network", "box"], "nothing to change"),
+    ],
+)
+def test_a_bad_outbound_policy_is_refused_with_the_reason(env, label, args, reason):
+    res = edge_cli(["sandbox", *args, "--no-wait"], env)
+    assert res.returncode == 1 and res.stderr.startswith("edge: error: ") and reason in res.stderr, (label, res.stderr)
+    assert edge_cli(["sandbox", "show", "box"], env).returncode == 1, label  # nothing written

@@ -9,7 +9,16 @@ import pytest
 import trio
 
 from edge.egress.stats import EGRESS
-from tests.egress_world import NOT_A_SANDBOX, SANDBOX_ADDRESSES, SANDBOX_V6, egress_world, skip_reason
+from tests.egress_world import (
+    NOT_A_SANDBOX,
+    PORT,
+    RESOLVER,
+    SANDBOX_ADDRESSES,
+    SANDBOX_V6,
+    egress_world,
+    skip_reason,
+)
+from tests.proc import EdgeProcess, edge_cli, edge_env
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -328,3 +337,53 @@ async def test_an_ipv6_sandbox_is_decided_and_dialled_the_same(world) -> None:
     done = await world.curl("http://[2001:db8:10::10]/", "-6", "-w", "%{http_code}", source=SANDBOX_V6)
     assert done.stdout.endswith(b"403")
     assert (await world.log(sandbox="box6", port=80))["rule"] == "internet_access false"
+
+
+# --- the wiring: `edge serve --egress`, the catalog, and the CLI that writes it --------------------------
+
+
+async def _status_within(world, url: str, status: bytes, seconds: float = 1.0) -> None:
+    """Poll until curl from the sandbox gets `status` for `url`, failing after `seconds`."""
+    start = trio.current_time()
+    while (got := (await world.curl(url, "-o", "/dev/null", "-w", "%{http_code}")).stdout) != status:
+        assert trio.current_time() - start < seconds, (url, got, status)
+        await trio.sleep(0.05)
+
+
+async def test_edge_serve_egress_applies_what_the_cli_writes_to_the_catalog_within_a_second(tmp_path) -> None:
+    """`edge serve --egress` reads the policy `edge sandbox add/network` write; a change applies within a
+    second, a bad entry is refused with the reason and changes nothing."""
+    async with egress_world(tmp_path) as world:
+        conf = tmp_path / "edge.toml"
+        conf.write_text(f'[egress]\nresolver = "{RESOLVER}"\n')
+        env = edge_env(tmp_path, EDGE_CATALOG=f"sqlite:///{tmp_path}/catalog.db", EDGE_CONFIG=str(conf))
+        edge = EdgeProcess(
+            ["serve", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--log-format", "text"]
+            + ["--egress", f"[::]:{PORT}"],
+            env,
+        )
+        try:
+            assert edge.port("egress") == PORT
+            add = ["sandbox", "add", "box", "--address", BOX, "--no-internet", "--allow-out", "api.example.com"]
+            done = edge_cli([*add, "--no-wait", "--json"], env)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["allow_out"] == ["api.example.com"]
+            await _status_within(world, "http://api.example.com/", b"200")
+            await _status_within(world, "http://blocked.example.org/", b"403")
+
+            network = ["sandbox", "network", "box", "--allow-out", "blocked.example.org", "--no-wait"]
+            assert (done := edge_cli(network, env)).returncode == 0, done.stderr
+            await _status_within(world, "http://blocked.example.org/", b"200")
+            await _status_within(world, "http://api.example.com/", b"403")
+
+            done = edge_cli(["sandbox", "network", "box", "--allow-out", "not a name", "--no-wait"], env)
+            assert done.returncode == 1 and "allow_out: 'not a name' is not an IP, a CIDR or a domain" in done.stderr
+            shown = json.loads(edge_cli(["sandbox", "show", "box", "--json"], env).stdout)
+            assert (shown["internet_access"], shown["allow_out"]) == (False, ["blocked.example.org"])
+
+            done = edge_cli(["sandbox", "network", "box", "--internet", "--no-allow-out", "--no-wait"], env)
+            assert done.returncode == 0, done.stderr
+            await _status_within(world, "http://api.example.com/", b"200")
+        finally:
+            out = edge.stop()
+        assert "edge: egress listening on [::]:15001" in out

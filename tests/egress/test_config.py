@@ -55,3 +55,16 @@ def test_original_destination_from_sockaddr_in_and_in6() -> None:
         + b"\0" * 4
     )
     assert parse_sockaddr(mapped) == ("192.0.2.1", 80)
+
+
+def test_the_egress_section_loads_from_the_config_and_is_checked_there() -> None:
+    """`[egress]` is part of edge's Config: an empty listen is none, a listen an address, a bad value refused."""
+    from edge.config import Listen, load
+
+    assert load(None, env={}, overrides={"egress": {"listen": ""}}).egress.listen is None
+    loaded = load(None, env={}, overrides={"egress": {"listen": "[::]:15001", "resolver": "203.0.113.53:5353"}})
+    assert loaded.egress.listen == Listen("::", 15001) and loaded.egress.resolver == "203.0.113.53:5353"
+    with pytest.raises(ConfigError, match="egress.allow_private"):
+        load(None, env={}, overrides={"egress": {"allow_private": ["not a cidr"]}})
+    with pytest.raises(ConfigError, match="unknown config key egress.listn"):
+        load(None, env={}, overrides={"egress": {"listn": "[::]:15001"}})
