@@ -12,7 +12,7 @@ One captured browser-like request (9 header fields) goes through the stages of e
   h11: parse      h11 server side: receive_data + next_event (Request) + next_event (EndOfMessage). A
                   new h11.Connection per iteration, so its construction (~1/3 of the figure) is included
   h11: check      edge.http.request.check_request (smuggling checks on the parsed head)
-  h11: serialize  h11 client side: send(Request) + send(EndOfMessage), with _parsed=True as forward.py
+  h11: serialize  h11 client side: send(Request) + send(EndOfMessage), with _parsed=True as h11lane.py
   h11: response   edge.http.headers.rewrite_response on the backend answer's fields (h11 reads and
                   writes the response head on top of this; not timed here)
   both: route     edge.http.route.split_target + Router.route (Host -> port, sandbox)
