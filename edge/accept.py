@@ -27,9 +27,14 @@ LOG_EVERY = 10.0
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
-async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, label: str = "http") -> None:
+async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, label: str = "http", admit=None) -> None:
     """Accept connections on the non-blocking listening `sock` for ever, in batches, starting
     `handler(stream)` for each. `label` names the server in log lines.
+
+    `admit(peer_address) -> bool`, when given, decides at once, before the next accept: a connection
+    refused is closed right here, and an admitted one's handler is called as `handler(stream, address)`.
+    A burst queued while the process was busy is then refused as it is accepted, instead of holding
+    one descriptor each until its handler runs.
 
     Ends with trio.ClosedResourceError when another task closes the socket through
     trio.lowlevel.notify_closing (a graceful stop)."""
@@ -43,7 +48,7 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
         await trio.lowlevel.wait_readable(sock)
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = accept()
+                conn, peer = accept()
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -63,5 +68,11 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
                     STATS.accept_errors += 1
                     await trio.sleep(0.1)
                 break  # ECONNABORTED and the like: that connection is gone, others are not
+            if admit is not None and not admit(peer[0]):
+                conn.close()
+                continue
             conn.setblocking(False)
-            nursery.start_soon(handler, trio.SocketStream(from_stdlib(conn)))
+            if admit is None:
+                nursery.start_soon(handler, trio.SocketStream(from_stdlib(conn)))
+            else:  # the handler owes the admission a release: it gets the address admitted
+                nursery.start_soon(handler, trio.SocketStream(from_stdlib(conn)), peer[0])

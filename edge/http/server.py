@@ -39,15 +39,25 @@ from edge.tls.certs import CertStore
 logger = logging.getLogger("edge.http")
 
 
-async def _handle(ctx: ServerContext, listener: Listener, certs: CertStore | None, stream: trio.SocketStream) -> None:
-    """Admit one accepted connection and serve it: PROXY header first where the listener expects one,
-    then the TLS handshake on an HTTPS listener, then conn.serve_connection."""
+async def _handle(
+    ctx: ServerContext,
+    listener: Listener,
+    certs: CertStore | None,
+    stream: trio.SocketStream,
+    admitted: str | None = None,
+) -> None:
+    """Serve one accepted connection: PROXY header first where the listener expects one (and then
+    admission), the TLS handshake on an HTTPS listener, then conn.serve_connection. `admitted`: the
+    address accept_loop already counted in (listeners without the PROXY protocol)."""
     trio_sock = stream.socket
-    try:
-        peer = trio_sock.getpeername()[0]
-    except OSError:  # reset before we got to it
-        trio_sock.close()
-        return
+    if admitted is not None:
+        peer = admitted
+    else:
+        try:
+            peer = trio_sock.getpeername()[0]
+        except OSError:  # reset before we got to it
+            trio_sock.close()
+            return
     raw = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach())
     raw.setblocking(False)  # socket(fileno=) thinks it blocks: OpenSSL would then wait in poll()
     del stream, trio_sock  # the connection lives on as `raw`: idle connections should cost little
@@ -60,7 +70,9 @@ async def _handle(ctx: ServerContext, listener: Listener, certs: CertStore | Non
             logger.info("PROXY header from %s refused: %s", peer, exc)
             raw.close()
             return
-    if not ctx.admit(ip):  # over http.max_connections or max_connections_per_ip: closed at once
+    # Admitted when accepted (accept_loop), or here once the PROXY header named the client: past
+    # http.max_connections or max_connections_per_ip a connection is closed at once.
+    if listener.proxy_protocol and not ctx.admit(ip):
         raw.close()
         return
     io: SocketTransport | TlsTransport | None = None
@@ -187,24 +199,29 @@ async def serve(
             async with trio.open_nursery() as handlers:
                 accepting: list[trio.CancelScope] = []
 
-                async def accept(sock: socket.socket, handler) -> None:
+                async def accept(sock: socket.socket, handler, proxied: bool) -> None:
                     scope = trio.CancelScope()
                     accepting.append(scope)
                     with scope:
                         try:
                             await accept_loop(
-                                sock, handlers, handler, label="https" if sock in tls_listeners else "http"
+                                sock,
+                                handlers,
+                                handler,
+                                label="https" if sock in tls_listeners else "http",
+                                # Behind the PROXY protocol the address that counts is in its header.
+                                admit=None if proxied else ctx.admit,
                             )
                         except trio.ClosedResourceError:
                             pass  # the listener was closed: a graceful stop
 
                 for sock in listeners:
-                    handlers.start_soon(accept, sock, partial(_handle, ctx, plain, None))
+                    handlers.start_soon(accept, sock, partial(_handle, ctx, plain, None), plain.proxy_protocol)
                 for sock in tls_listeners:
                     secure = Listener(
                         b"https", True, str(sock.getsockname()[1]).encode(), proxy_protocol=config.https.proxy_protocol
                     )
-                    handlers.start_soon(accept, sock, partial(_handle, ctx, secure, certs))
+                    handlers.start_soon(accept, sock, partial(_handle, ctx, secure, certs), secure.proxy_protocol)
                 task_status.started(bound)
                 if stop is None:
                     await trio.sleep_forever()

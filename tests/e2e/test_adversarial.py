@@ -15,10 +15,10 @@ can still be served is (a keep-alive client on a pooled sandbox connection), and
 everything is served again and the edge's descriptors are back where they were. With the default
 caps, the hog gets its share and a client from another address is served throughout.
 
-One test is a strict xfail naming the bug it shows: a burst queued while the edge was busy takes
-every descriptor before the caps refuse any of it. (Two more found here are fixed: a partial
-response head no longer restarts its deadline on the fast lane's hand-over to h11, and out of
-descriptors a request needing a new sandbox connection gets a 502 instead of a closed connection.)
+Three bugs found here are fixed: a partial response head no longer restarts its deadline on the fast
+lane's hand-over to h11; out of descriptors, a request needing a new sandbox connection gets a 502
+instead of a closed connection; and a burst queued while the edge was busy no longer takes every
+descriptor before the caps refuse any of it (admission happens as each connection is accepted).
 
 The long half (slowhttptest, a million DNS packets, the soak) is bench/adversarial.py.
 """
@@ -615,14 +615,6 @@ def test_with_the_default_caps_one_address_cannot_exhaust_the_edge(tmp_path):
     assert "accept failed" not in out and "Traceback" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "edge/accept.py accept_loop accepts up to ACCEPT_BATCH (1024) queued connections before it yields, and "
-        "admission (ctx.admit, in edge/http/server.py _handle) runs only when their handlers do: a burst takes "
-        "every descriptor before one is refused (EMFILE, 'accept failed'), whatever the caps"
-    ),
-)
 def test_a_burst_past_the_caps_never_exhausts_the_descriptors(tmp_path):
     """Default caps under 128 descriptors; 256 connections from one address queue while the edge is
     stopped (SIGSTOP), then it continues: the caps must refuse them without the edge running out of
