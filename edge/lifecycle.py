@@ -160,10 +160,19 @@ def announce(kind: str, addr: tuple[Any, ...], log_format: str = "text") -> None
             "kind": kind,
             "address": shown,
         }
-        print(json.dumps(doc, separators=(",", ":")), flush=True)
+        _say(json.dumps(doc, separators=(",", ":")))
         return
     # A fixed, parseable line: "edge: <kind> listening on <addr>"
-    print(f"edge: {kind} listening on {shown}", flush=True)
+    _say(f"edge: {kind} listening on {shown}")
+
+
+def _say(line: str) -> None:
+    """A line on stdout, through the access log's writer while it owns stdout (edge/accesslog.py):
+    a print() beside its batch writes could land in the middle of one and break both lines."""
+    from edge.accesslog import ACCESS_LOG
+
+    if ACCESS_LOG.path != "-" or not ACCESS_LOG.append((line + "\n").encode()):
+        print(line, flush=True)
 
 
 async def serve_until_done(

@@ -183,7 +183,8 @@ async def test_json_mode_stdout_is_json_lines_with_admin_changes_logged(tmp_path
     assert len(changes) == 4, changes
     assert changes[0].startswith(
         'change: PUT sandbox audited: address="127.0.0.2" public=false mask_request_host=null'
-        " max_connections=null new traffic access token; by 127.0.0.1:"
+        " max_connections=null internet_access=true allow_out=[] deny_out=[] new traffic access token;"
+        " by 127.0.0.1:"
     )
     assert changes[1].startswith("change: PATCH sandbox audited: max_connections=3; by 127.0.0.1:")
     assert changes[2].startswith("change: POST sandbox audited: new traffic access token")
