@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -173,13 +174,15 @@ def validate_entry(field: str, entry: object) -> str:
 
 
 def validate_list(field: str, entries: object) -> tuple[str, ...]:
-    """A whole list in normal form, duplicates dropped, order kept."""
+    """A whole list in normal form, duplicates dropped, order kept. The limit counts the entries as
+    given, before duplicates are dropped: it bounds the work, and it is what the API's schema says
+    (maxItems)."""
     if isinstance(entries, str) or not isinstance(entries, Iterable):
         raise ValidationError(field, f"{entries!r} is not a list of IPs, CIDRs and domains")
-    out = tuple(dict.fromkeys(validate_entry(field, e) for e in entries))
-    if len(out) > MAX_ENTRIES:
-        raise ValidationError(field, f"{len(out)} entries: at most {MAX_ENTRIES}")
-    return out
+    given = list(itertools.islice(entries, MAX_ENTRIES + 1))
+    if len(given) > MAX_ENTRIES:
+        raise ValidationError(field, f"more than {MAX_ENTRIES} entries: at most {MAX_ENTRIES}")
+    return tuple(dict.fromkeys(validate_entry(field, e) for e in given))
 
 
 def validate_policy(internet_access: object, allow_out: object, deny_out: object) -> Policy:

@@ -6,7 +6,16 @@ import ipaddress
 
 import pytest
 
-from edge.egress.policy import Policy, Verdict, always_denied, decide, policy_of, validate_entry, validate_policy
+from edge.egress.policy import (
+    MAX_ENTRIES,
+    Policy,
+    Verdict,
+    always_denied,
+    decide,
+    policy_of,
+    validate_entry,
+    validate_policy,
+)
 from edge.errors import ValidationError
 
 ip = ipaddress.ip_address
@@ -225,3 +234,10 @@ def test_allow_private_lifts_only_its_range() -> None:
     assert always_denied(ip("::ffff:10.20.1.1"), mirror) is None
     assert always_denied(ip("10.21.1.1"), mirror) == "always_denied private 10.0.0.0/8"
     assert always_denied(ip("169.254.169.254"), mirror) == "always_denied link-local 169.254.0.0/16"
+
+
+def test_more_entries_than_the_limit_are_refused_even_when_duplicates() -> None:
+    """The API schema's maxItems counts the list as sent: 513 copies of one address are too many."""
+    assert validate_policy(True, ["192.0.2.1"] * MAX_ENTRIES, []) == Policy(True, ("192.0.2.1",), ())
+    with pytest.raises(ValidationError, match="at most"):
+        validate_policy(True, ["192.0.2.1"] * (MAX_ENTRIES + 1), [])
