@@ -35,7 +35,7 @@ run: install
 # and probe the egress tests' network namespaces (tests/e2e/test_egress*.py). Installed if missing.
 test-deps:
 	@missing=""; \
-	for t in curl:curl dig:dnsutils pebble:pebble lego:lego nft:nftables openssl:openssl; do \
+	for t in curl:curl dig:dnsutils pebble:pebble lego:lego nft:nftables openssl:openssl redis-server:redis-server; do \
 	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
