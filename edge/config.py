@@ -320,6 +320,28 @@ def check_egress(config: EgressConfig) -> None:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """The `[fleet]` section: several edges sharing a Redis catalog (edge/catalog/README.md#several-edges).
+
+    Used only with a `redis://` catalog, by the process that serves DNS."""
+
+    #: This edge's name in the fleet (`edge:node:<id>`). Empty: `<hostname>-<first public address>`.
+    node_id: str = ""
+    #: The addresses clients reach this edge at, which every edge's DNS answers with while this one
+    #: serves. Empty: the HTTP and HTTPS listeners' addresses that are not a wildcard (0.0.0.0, ::).
+    public_addresses: tuple[str, ...] = ()
+    #: Seconds between two heartbeats (and two reads of the fleet).
+    beat: float = 1.0
+    #: Seconds a heartbeat lasts: an edge not heard from for this long leaves every edge's DNS answers.
+    ttl: float = 5.0
+    #: Seconds resolvers may cache the A/AAAA answers that name the fleet's edges.
+    dns_ttl: int = 2
+    #: Seconds an edge that stops stays up after marking itself draining, before it stops accepting:
+    #: the other edges' DNS drops it within a beat, resolvers' caches within dns_ttl (3 = 2 + 1).
+    drain_wait: float = 3.0
+
+
+@dataclass(frozen=True)
 class Config:
     #: Domains served: `<port>-<sandbox>.<domain>`.
     domains: tuple[str, ...] = ("sandbox.localhost",)
@@ -350,6 +372,7 @@ class Config:
     dns: DnsConfig = DnsConfig()
     admin: AdminConfig = AdminConfig()
     egress: EgressConfig = EgressConfig()
+    fleet: FleetConfig = FleetConfig()
 
     @property
     def catalog_url(self) -> str:
@@ -498,6 +521,18 @@ def load(
     return config
 
 
+def _check_fleet(fleet: FleetConfig) -> None:
+    for address in fleet.public_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"fleet.public_addresses: {address!r} is not an IP address") from None
+    if fleet.beat <= 0 or fleet.ttl < 2 * fleet.beat:
+        raise ConfigError("fleet.beat and fleet.ttl: beat above 0, ttl at least two beats (a late beat is no death)")
+    if not 1 <= fleet.dns_ttl <= 86400:
+        raise ConfigError(f"fleet.dns_ttl: {fleet.dns_ttl} is not a number of seconds from 1 to 86400")
+
+
 def _check(config: Config) -> None:
     if not config.domains:
         raise ConfigError("domains: at least one domain is needed")
@@ -514,6 +549,7 @@ def _check(config: Config) -> None:
     for zone in config.dns.synthesize:  # an entry for a domain not served (--domain) is unused, not an error
         normalize_domain(zone.domain)
     check_egress(config.egress)
+    _check_fleet(config.fleet)
     if config.dns.max_tcp_connections_per_ip < 1:
         raise ConfigError("dns.max_tcp_connections_per_ip must be >= 1")
     for cidr in config.dns.rrl_exempt:

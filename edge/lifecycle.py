@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from edge.catalog.fleet import join as join_fleet
 from edge.catalog.store import LiveCatalog, open_catalog, watch
 from edge.config import Config
 from edge.errors import EdgeError, first_in_group
@@ -61,7 +62,9 @@ async def serve(
         http_done.set()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_on_signal, signals, stopping, http_done, nursery.cancel_scope)
+            before_stop: list[Callable[[], Awaitable[None]]] = []  # awaited on SIGTERM/SIGINT before stopping
+            stop = partial(stop_on_signal, before_stop=before_stop)
+            nursery.start_soon(stop, signals, stopping, http_done, nursery.cancel_scope)
             if http and config.access_log:  # the batch writer of the access log (edge/accesslog.py)
                 from edge.accesslog import ACCESS_LOG
 
@@ -74,6 +77,9 @@ async def serve(
             store = open_catalog(config)
             live = LiveCatalog()
             await nursery.start(watch, store, live, config.catalog_poll)
+            fleet = await join_fleet(config, store, live, nursery) if dns else None  # Redis: heartbeat, DNS
+            if fleet is not None:  # leave the fleet's DNS answers before accepting stops
+                before_stop.append(fleet.drain)
             certs = None  # one CertStore per process: the HTTPS listener, the ACME task, the admin API, metrics
             if config.https.listen or config.https.certs or config.acme.directory:
                 from edge import metrics
@@ -193,12 +199,15 @@ async def stop_on_signal(
     scope: trio.CancelScope,
     *,
     second_signal_stops: bool = True,
+    before_stop: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> None:
     """First signal: set `stopping` (the HTTP server drains, bounded by http.shutdown_grace), wait
     for `drained`, then cancel `scope`. A second signal stops at once, unless `second_signal_stops`
     is False (a worker: Ctrl-C reaches it with its supervisor, whose SIGTERM then comes second)."""
     async for signum in signals:
         logger.info("stopping on %s", signal.Signals(signum).name)
+        while before_stop:  # a fleet edge marks itself draining and waits first (edge/catalog/fleet.py)
+            await before_stop.pop()()
         stopping.set()
         break
     if not second_signal_stops:

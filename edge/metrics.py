@@ -177,6 +177,16 @@ def watch_certificates(info) -> None:
     CERTIFICATES[:] = [info]
 
 
+#: What reports how stale the catalog snapshot is, for edge_catalog_stale_seconds: a LiveCatalog's
+#: `stale_seconds` (edge.catalog.store.watch registers it); none: no series.
+CATALOG_STALENESS: list = []
+
+
+def watch_catalog(stale_seconds) -> None:
+    """Export `stale_seconds()` (0 while the catalog store is readable) at each scrape."""
+    CATALOG_STALENESS[:] = [stale_seconds]
+
+
 def combined() -> Stats:
     """This process's counters plus every worker's latest snapshot."""
     if not WORKER_SNAPSHOTS:
@@ -311,6 +321,12 @@ class _Collector:
         for (name, source), not_after in sorted(soonest.items()):
             expiry.add_metric([name, source], round(not_after - now, 3))
         yield expiry
+        for stale_seconds in CATALOG_STALENESS:
+            yield GaugeMetricFamily(
+                "edge_catalog_stale_seconds",
+                "Seconds since the catalog store was last read, while it cannot be (0: current)",
+                value=round(stale_seconds(), 3),
+            )
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)

@@ -637,9 +637,19 @@ def create_app(ctx: AdminContext) -> FastAPI:
     async def get_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness; needs no token")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "Draining: this edge is stopping"}},
+        summary="Liveness; needs no token",
+        description="200 `ok`, or 200 `degraded` with `reasons` (the catalog store cannot be read: the edge"
+        " serves its last snapshot; the fleet heartbeat fails); 503 `draining` once the edge is stopping.",
+    )
     async def healthz() -> Response:
-        return JSONResponse({"status": "ok"})
+        from edge.catalog.fleet import health_report
+
+        status_code, doc = health_report(ctx.live)
+        return JSONResponse(doc, status_code=status_code)
 
     _describe_challenge_names(app, ctx.domains)
     return app

@@ -8,7 +8,7 @@ the same one the CLI uses, and its reason becomes the error's reason.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -399,4 +399,7 @@ class StatusOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, degraded (still serving; see reasons) or draining (stopping)")
+    reasons: list[str] = Field(default=[], description="Why degraded: catalog unreadable, fleet heartbeat failing")
+    catalog_stale_seconds: float = Field(default=0.0, description="Seconds since the catalog was last read")
+    fleet: dict[str, Any] | None = Field(default=None, description="With a Redis catalog: this edge in the fleet")

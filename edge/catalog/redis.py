@@ -260,7 +260,7 @@ class RedisStore:
 
     # --- errors ----------------------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one Redis operation; its failure becomes one CatalogError naming the server, not the password."""
         try:
             return fn()
@@ -276,7 +276,7 @@ class RedisStore:
 
     def _script(self, script: Any, keys: list[str], *args: object) -> str | None:
         nonce = DONE + uuid.uuid4().hex
-        result = self._call("write", lambda: script(keys=[*keys, nonce], args=[STREAM_MAXLEN, *args]))
+        result = self.call("write", lambda: script(keys=[*keys, nonce], args=[STREAM_MAXLEN, *args]))
         return None if result is None else str(result)
 
     # --- the Store protocol ----------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class RedisStore:
 
         `change` may run more than once (once per attempt); what it raises propagates, nothing written."""
         for attempt in range(MODIFY_ATTEMPTS):
-            raw = self._call("read", lambda: self.client.hget(SANDBOXES, sandbox_id))
+            raw = self.call("read", lambda: self.client.hget(SANDBOXES, sandbox_id))
             old = record_from_json(raw) if raw else None
             new = change(old)
             if new is None:
@@ -305,19 +305,19 @@ class RedisStore:
         raise CatalogError(f"catalog {self.location}: sandbox {sandbox_id!r} changed by others on every try")
 
     def get(self, sandbox_id: str) -> Sandbox | None:
-        raw = self._call("read", lambda: self.client.hget(SANDBOXES, sandbox_id))
+        raw = self.call("read", lambda: self.client.hget(SANDBOXES, sandbox_id))
         return record_from_json(raw) if raw else None
 
     def delete(self, sandbox_id: str) -> bool:
         return self._script(self._delete, [SANDBOXES, VERSION, STREAM], sandbox_id) not in (None, "0")
 
     def list(self) -> list[Sandbox]:
-        raw = self._call("read", lambda: self.client.hgetall(SANDBOXES))
+        raw = self.call("read", lambda: self.client.hgetall(SANDBOXES))
         records = (record_from_json(text) for text in raw.values())
         return sorted((r for r in records if r is not None), key=lambda r: r.id)
 
     def version(self) -> int:
-        return int(self._call("read", lambda: self.client.get(VERSION)) or 0)
+        return int(self.call("read", lambda: self.client.get(VERSION)) or 0)
 
     def read_all(self) -> tuple[str, int, dict[str, Sandbox], tuple[Challenge, ...]]:
         """(stream tip id, version, records, challenges), all read in one MULTI/EXEC: the tip is the
@@ -332,7 +332,7 @@ class RedisStore:
             pipe.hgetall(CHALLENGES)
             return pipe.execute()
 
-        tip, version, raw, held = self._call("read", read)
+        tip, version, raw, held = self.call("read", read)
         records = {}
         for text in raw.values():
             record = record_from_json(text)
@@ -353,7 +353,7 @@ class RedisStore:
         return removed not in (None, "0")
 
     def challenges(self) -> tuple[Challenge, ...]:
-        return challenges_from(self._call("read", lambda: self.client.hgetall(CHALLENGES)), time.time())
+        return challenges_from(self.call("read", lambda: self.client.hgetall(CHALLENGES)), time.time())
 
     def close(self) -> None:
         self.client.close()
@@ -362,12 +362,12 @@ class RedisStore:
 
     def run_id(self) -> str:
         """The Redis server's run_id: a new one means a restart, after which the stream may be another."""
-        return str(self._call("info", lambda: self.client.info("server"))["run_id"])
+        return str(self.call("info", lambda: self.client.info("server"))["run_id"])
 
     def changes(self, after: str, block: float, reader: Any) -> Any:
         """Stream entries after `after`, waiting up to `block` seconds for the first; [] when none came.
         `reader` is the follower's own client (a blocked read holds its connection)."""
-        reply = self._call("xread", lambda: reader.xread({STREAM: after}, count=1000, block=int(block * 1000)))
+        reply = self.call("xread", lambda: reader.xread({STREAM: after}, count=1000, block=int(block * 1000)))
         return list(reply[0][1]) if reply else []
 
     def reader(self, block: float) -> Any:

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -118,7 +118,7 @@ class LiveCatalog:
     revokes), in the same trio thread. `swaps` counts them: `reload()` uses it to tell a stale read.
     """
 
-    __slots__ = ("snapshot", "swaps", "_listeners", "problem", "synced_at")
+    __slots__ = ("snapshot", "swaps", "_listeners", "problem", "synced_at", "fleet")
 
     def __init__(self, snapshot: Snapshot | None = None) -> None:
         self.snapshot = snapshot or Snapshot()
@@ -128,6 +128,9 @@ class LiveCatalog:
         self.problem: str | None = None
         #: time.monotonic() when the store was last read (or the catalog made).
         self.synced_at = time.monotonic()
+        #: The edges sharing a Redis catalog (edge.catalog.fleet.Fleet), in the process that serves
+        #: DNS: its DNS server answers with their addresses, its admin API reports them. None otherwise.
+        self.fleet: Any = None
 
     def healthy(self) -> None:
         """The store was just read: the snapshot is current."""
@@ -180,6 +183,9 @@ async def reload(store: Store, live: LiveCatalog) -> bool:
 async def watch(store: Store, live: LiveCatalog, poll: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Keep `live.snapshot` equal to the store's contents, checking every `poll` seconds (a Redis
     store: following its change stream, edge/catalog/follow.py)."""
+    from edge import metrics
+
+    metrics.watch_catalog(live.stale_seconds)
     if getattr(store, "streams", False):
         from edge.catalog.follow import follow
 

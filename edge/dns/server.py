@@ -50,6 +50,7 @@ from edge.catalog.store import LiveCatalog
 from edge.config import Config, Listen
 from edge.dns.challenges import with_challenges
 from edge.dns.fastpath import FastPath
+from edge.dns.fleet import with_fleet
 from edge.dns.respond import respond
 from edge.dns.rrl import RateLimiter
 from edge.dns.zone import Zones
@@ -76,6 +77,11 @@ class _State:
     def __init__(self, config: Config, live: LiveCatalog | None = None) -> None:
         self.config = config
         self.challenges = live.snapshot.challenges if live is not None else ()
+        # Several edges on a Redis catalog: the wildcard answers with the serving edges (edge/dns/fleet.py).
+        self.fleet = live.fleet if live is not None else None
+        self.fleet_addresses: tuple[str, ...] = self.fleet.addresses if self.fleet is not None else ()
+        if self.fleet is not None:
+            self.fleet.on_change(self.fleet_changed)
         #: When the first challenge value served expires (time.time()); None: none is served.
         self.challenges_expire: float | None = None
         dns = config.dns
@@ -96,7 +102,8 @@ class _State:
     def _install(self, zones: Zones) -> None:
         """Serve `zones` (from the files) with the current challenge values merged in."""
         self.zones = zones  # the files' zones, without challenges: what a reload keeps on error
-        served, self.challenges_expire = with_challenges(zones, self.challenges, time.time())
+        fleet = with_fleet(zones, self.fleet_addresses, self.fleet.config.dns_ttl) if self.fleet is not None else zones
+        served, self.challenges_expire = with_challenges(fleet, self.challenges, time.time())
         # One tuple, read once per batch of packets: a reload never mixes old templates and new zones.
         self.snapshot = (FastPath.build(served, self.edns_size).answer, served)
 
@@ -106,6 +113,11 @@ class _State:
             self.challenges = new.challenges
             logger.info("serving %d ACME challenge value(s)", len(new.challenges))
             self._install(self.zones)
+
+    def fleet_changed(self, addresses: tuple[str, ...]) -> None:
+        """Fleet listener: the serving edges changed; answer with them."""
+        self.fleet_addresses = addresses
+        self._install(self.zones)
 
     def expire_challenges(self, now: float) -> None:
         if self.challenges_expire is not None and now >= self.challenges_expire:
