@@ -490,6 +490,8 @@ def part_slow(a: argparse.Namespace, backends: dict[str, int]) -> dict:
             for i in range(a.rounds):
                 say(f" round {i + 1}/{a.rounds}")
                 for attack in attacks(a):
+                    if a.attacks and attack.name.replace(",", "") not in a.attacks:
+                        continue
                     runs.setdefault(attack.name, []).append(slowhttptest(a, edge, probe, attack, Path(d)))
         problems = edge.log_problems()
         alive = edge.proc.poll() is None
@@ -997,6 +999,12 @@ def main(argv: list[str] | None = None) -> int:
         help="connections of the slow read past the buffers (each parks ~4 MB of kernel buffers)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="each attack this many times, alternating")
+    ap.add_argument(
+        "--attacks",
+        type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+        default=[],
+        help="only these attacks, by name without commas (comma-separated: 'slowloris,slow body held')",
+    )
     ap.add_argument("--probe-rate", type=float, default=200.0, help="probe GETs per second")
     ap.add_argument("--dns-packets", type=int, default=1_000_000)
     ap.add_argument("--dns-rate", type=float, default=8000.0, help="fuzzed packets per second")
@@ -1017,6 +1025,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - {"slow", "dns", "soak"}
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    names = {attack.name.replace(",", "") for attack in attacks(a)}
+    if set(a.attacks) - names:
+        ap.error(f"unknown attacks: {', '.join(sorted(set(a.attacks) - names))} (known: {', '.join(sorted(names))})")
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # this process is the clients: the load core
     previous = out_dir / "adversarial.json"
     if a.render:

@@ -4,8 +4,15 @@ trio's serve_listeners accepts one connection per trip through the scheduler. Un
 long (every busy connection runs once), so a burst of new connections waits in the kernel's queue
 for many trips: measured here, 256 connections opened at once against a saturated edge waited up to
 2 s to be accepted (wrk timeouts, a 1.2 s p99) while no packet was lost. nginx accepts in batches for
-the same reason. This loop waits until the listening socket is readable, then accepts everything
-the kernel has queued (up to ACCEPT_BATCH) before yielding.
+the same reason. This loop waits until the listening socket is readable, then accepts up to
+ACCEPT_BATCH of what the kernel has queued before waiting again.
+
+The batch is bounded because every connection accepted starts a task that runs in the next
+scheduler round, and trio runs a round's tasks before anyone else's: 500 connections opened at once
+(slowhttptest's bursts) were 100-250 ms of one core in one round, which every established connection
+waited behind (bench/results/adversarial.md). With a bounded batch the listener is simply readable
+again at the next round, so a burst is taken ACCEPT_BATCH a round, interleaved with the work of the
+connections already there: a queue of n waits n / ACCEPT_BATCH rounds, not one per connection.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from edge.metrics import STATS
 
 logger = logging.getLogger("edge")
 
-ACCEPT_BATCH = 1024
+#: Connections accepted per scheduler round (see the module docstring).
+ACCEPT_BATCH = 16
 #: Seconds between two log lines about the same accept error.
 LOG_EVERY = 10.0
 # Out of file descriptors or memory: the listener stays readable, so back off instead of spinning.

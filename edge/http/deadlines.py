@@ -8,6 +8,12 @@ turns into the answer that kind deserves. Nothing is paid when a socket is ready
 under load): no cancel scope, no table entry. A trio cancel scope per request cost a third of a
 fast-lane exchange under load (bench/README.md), which is why this is not one.
 
+Expiries come in crowds: 1,000 slow clients opened together run out of time together. The sweep ends
+them earliest first, SWEEP_BATCH per scheduler round, so the answers and closes they cause are spread
+over rounds that other connections' work runs in too (bench/results/adversarial.md measured a normal
+client's p99 at 17-65x its unloaded figure while one pass ended ~500 at once). The price is a bound:
+the n-th wait due in one pass ends n / SWEEP_BATCH rounds after its time plus the tick.
+
 The kinds, and what their expiry means (config keys in edge/http/README.md):
 
   idle      keep-alive wait for the next request (keepalive_timeout), or for a first one (head_timeout)
@@ -33,7 +39,7 @@ from __future__ import annotations
 import os
 
 import trio
-from trio.lowlevel import notify_closing, wait_readable, wait_writable
+from trio.lowlevel import ParkingLot, notify_closing, wait_readable, wait_writable
 
 from edge.config import HttpConfig
 from edge.http.limits import clients_gone
@@ -43,6 +49,19 @@ _write = os.write
 LINGER = 1.0
 #: Expiries that end every later wait on the same Wait too (the others end only the wait under way).
 STICKY = frozenset(("revoked", "client"))
+#: Most waits the sweep ends in one scheduler round (see Deadlines._in_batches).
+SWEEP_BATCH = 16
+#: Most reads of a request under way that go on in one scheduler round (see Turns).
+TURNS_PER_ROUND = 16
+#: The waits that take turns once ready: the rest of a client's request head, and its body.
+TAKE_TURNS = frozenset(("head", "body"))
+
+
+def late(table: dict[Wait, float], now: float) -> list[Wait]:
+    """The waits of `table` whose deadline is at or before `now`, earliest first."""
+    due = [(when, i, w) for i, (w, when) in enumerate(table.items()) if when <= now]
+    due.sort()
+    return [w for _, _, w in due]
 
 
 class Expired(Exception):  # noqa: N818 - it names what happened to the wait
@@ -69,10 +88,61 @@ class Wait:
         self.watch = -1
 
 
+class Turns:
+    """At most `per_round` tasks a scheduler round go on past `take()`; the others queue, in order.
+
+    trio wakes every task whose socket is ready in one round and runs them all before anyone else:
+    1,000 slow clients that each send a few more bytes in the same instant (slowhttptest's ticks, or
+    closing all at once) are 30-200 ms of one core that a normal client's request waits behind. The
+    waits that take turns (TAKE_TURNS: a request's head or body still coming in) are the ones such a
+    crowd is made of; a new request on a keep-alive connection, a sandbox's answer and writes do not
+    take turns, so they run in the next round whatever the crowd. Nothing is paid until more than
+    `per_round` take a turn in one round: one decrement, no checkpoint. Past it, a task parks and
+    `run` lets `per_round` go each round, first come first served: the n-th in the queue goes on
+    n / per_round rounds later. Without `run` (a Deadlines nobody sweeps) nobody waits."""
+
+    __slots__ = ("per_round", "left", "lot", "due", "running")
+
+    def __init__(self, per_round: int) -> None:
+        self.per_round = per_round
+        self.left = per_round
+        self.lot = ParkingLot()
+        #: Set when the round's turns are spent: `run` refills them from the next round.
+        self.due: trio.Event | None = None
+        self.running = False
+
+    async def take(self) -> None:
+        if not self.running:
+            return
+        if self.left > 0 and not self.lot:
+            self.left -= 1
+            if self.left == 0 and self.due is not None:
+                self.due.set()
+            return
+        if self.due is not None:
+            self.due.set()
+        await self.lot.park()
+
+    async def run(self) -> None:
+        """Refill the turns once a round, and let the queue go on, while the turns run out."""
+        self.running = True
+        try:
+            while True:
+                due = self.due = trio.Event()
+                if self.left == self.per_round and not self.lot:
+                    await due.wait()  # some round later: the turns ran out, or someone queued
+                else:
+                    await trio.sleep(0)  # the next round
+                self.left = self.per_round - len(self.lot.unpark(count=self.per_round))
+        finally:
+            self.running = False
+            self.lot.unpark_all()
+
+
 class Deadlines:
     """The table of waits under way, and the task that ends those past their time."""
 
-    __slots__ = ("table", "tick", "send_timeout")
+    __slots__ = ("table", "tick", "send_timeout", "turns")
 
     def __init__(self, http: HttpConfig, *others: float) -> None:
         """`others`: further timeouts kept here (the TLS handshake's), for the sweep's tick."""
@@ -88,20 +158,53 @@ class Deadlines:
             *others,
         )
         self.tick = min(1.0, max(shortest / 4, 0.01))
+        self.turns = Turns(TURNS_PER_ROUND)
 
     async def run(self) -> None:
+        """The sweep, and the turns of reads that take them (Turns), until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.turns.run)
+            await self._sweep_forever()
+
+    async def _sweep_forever(self) -> None:
         table = self.table
         while True:
             await trio.sleep(self.tick)
-            now = trio.current_time()
-            for w in [w for w, when in table.items() if when <= now]:
-                self.expire(w, w.kind)
+            await self.sweep(trio.current_time())
             watched = [w for w in table if w.watch >= 0]
             if watched:
                 # A client that left while its sandbox thinks: release the sandbox connection and the
                 # slot now (logged as 499), not when the answer finally comes.
-                for w in clients_gone(watched):
-                    self.expire(w, "client")
+                await self._in_batches([(w, "client") for w in clients_gone(watched)])
+
+    async def sweep(self, now: float) -> int:
+        """End every wait past its time at `now`, earliest first, SWEEP_BATCH per scheduler round.
+
+        Returns how many were ended. A wait that ended or moved its deadline while the sweep yielded
+        is left alone."""
+        return await self._in_batches([(w, "") for w in late(self.table, now)], now)
+
+    async def _in_batches(self, ends: list[tuple[Wait, str]], now: float | None = None) -> int:
+        """Expire each (wait, kind) (kind "": the wait's own), yielding to the scheduler between batches.
+
+        Every expiry wakes a task that then answers, closes, logs: 1,000 at once are a few hundred ms
+        of one core, and trio runs every task woken in one round before any other, so a normal
+        client's request would wait behind all of them. A batch at a time, its tasks run in the next
+        round beside everyone else's, and the sweep goes on in the round after: the last of n waits is
+        ended n / SWEEP_BATCH rounds late, each round carrying at most SWEEP_BATCH expiries' work."""
+        table = self.table
+        done = in_round = 0
+        for w, kind in ends:
+            if in_round == SWEEP_BATCH:
+                await trio.sleep(0)
+                in_round = 0
+            when = table.get(w)
+            if when is None or (now is not None and when > now):
+                continue  # woken by its socket, or waiting again with a new deadline, while we yielded
+            self.expire(w, kind or w.kind)
+            in_round += 1
+            done += 1
+        return done
 
     def expire(self, w: Wait, kind: str) -> None:
         """End the wait under way on `w` (or the next one) with Expired(kind)."""
@@ -111,6 +214,8 @@ class Deadlines:
 
     async def readable(self, w: Wait, deadline: float | None, kind: str) -> None:
         await self._wait(wait_readable, w, deadline, kind)
+        if kind in TAKE_TURNS and deadline is not None:
+            await self.turns.take()  # a request still coming in: after the crowd's turn (Turns)
 
     async def writable(self, w: Wait, deadline: float | None = None, kind: str = "send") -> None:
         """Wait for room to write; by default bounded by send_timeout from now."""
