@@ -1,20 +1,32 @@
-"""`edge serve` (with one process) and `edge dns`: the catalog watcher and the servers in one nursery,
-stopped by SIGINT/SIGTERM.
+"""`edge dns`: DNS alone in one process, on sockets it binds itself, stopped by SIGINT/SIGTERM.
 
-How the servers start, announce their listeners and stop is edge.lifecycle, which `edge serve
---workers N` (edge.workers) shares; the CLI picks one of the two.
+`edge serve` is a supervisor and its workers (edge/supervisor.py); both run the servers through
+edge.lifecycle, and neither imports the other.
 """
 
 from __future__ import annotations
 
-from functools import partial
+import trio
 
-from edge import accesslog, lifecycle, rlimit
+from edge import accesslog, lifecycle, rlimit, sockets
 from edge.config import Config
 
 
-def run(config: Config, *, http: bool = True, dns: bool = True, admin: bool = True) -> int:
+def run(config: Config) -> int:
     accesslog.setup(config)
     rlimit.raise_nofile()
-    lifecycle.run(partial(lifecycle.serve, config, http=http, dns=dns, admin=admin))
+    lifecycle.check(config, dns=True, admin=False)
+    bound, _ = sockets.bind(config, ("dns",), given=sockets.activated(config))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            served = await nursery.start(
+                lambda task_status: lifecycle.serve(config, bound, http=False, admin=False, task_status=task_status)
+            )
+            lifecycle.say_up(config, served)
+
+    try:
+        lifecycle.run(main)
+    finally:
+        bound.close()
     return 0

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -194,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(host)
     host.add_argument("--http", metavar="ADDR:PORT", help="the HTTP listener, for its port")
     host.add_argument("--url", action="store_true", help="print the whole URL, with the public scheme")
+
+    for name, text in (
+        ("reload", "read the config, zones and certificates again: a new generation of workers (SIGHUP)"),
+        ("upgrade", "run the program now on disk: a new generation, the supervisor re-executed (SIGUSR2)"),
+    ):
+        deploy = sub.add_parser(name, help=text)
+        deploy.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
+        deploy.add_argument("--admin", metavar="ADDR:PORT", help="the admin API (default: admin.listen)")
+        deploy.add_argument(
+            "--timeout", type=float, default=90.0, metavar="S", help="how long to wait for the outcome (default 90)"
+        )
 
     status = sub.add_parser("status", help="summary of a running edge (listeners, sandboxes, connections)")
     status.add_argument("--config", metavar="FILE", help="TOML config file (env EDGE_CONFIG)")
@@ -424,6 +438,40 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    """`edge reload` / `edge upgrade`: the signal to the supervisor the admin API names, then its
+    account of the outcome (edge/supervisor.py), read back until it covers this request."""
+    cfg = _load_config(args)
+    before = _admin_call(cfg, "GET", "/v1/status").get("supervisor")
+    if not before:
+        raise EdgeError("the edge answering has no supervisor (an `edge serve` from before reloads existed?)")
+    pid = before["pid"]
+    asked = time.time()
+    try:
+        os.kill(pid, signal.SIGHUP if args.command == "reload" else signal.SIGUSR2)
+    except ProcessLookupError:
+        raise EdgeError(f"the supervisor (pid {pid}) is not running on this machine") from None
+    except PermissionError:
+        raise EdgeError(f"not allowed to signal the supervisor (pid {pid}); run as its user, or root") from None
+    deadline = time.monotonic() + args.timeout
+    while True:
+        time.sleep(0.2)
+        try:
+            sup = _admin_call(cfg, "GET", "/v1/status", timeout=5).get("supervisor") or {}
+        except EdgeError:
+            sup = {}  # between generations, or the admin worker busy: ask again
+        last = sup.get("last_deploy") or {}
+        if last.get("kind") == args.command and last.get("at", 0) >= asked:
+            break
+        if time.monotonic() > deadline:
+            raise EdgeError(f"no outcome of the {args.command} after {args.timeout:.0f} s; see the edge's log")
+    if not last.get("ok"):
+        raise EdgeError(f"{args.command} {'refused' if args.command == 'reload' else 'failed'}: {last.get('error')}")
+    note = f" ({last['error']})" if last.get("error") else ""
+    print(f"{args.command}: generation {last.get('generation')} serving (supervisor pid {pid}){note}")
+    return 0
+
+
 def _admin_address(cfg) -> str:
     listen = cfg.admin.listen
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # a wildcard: ask locally
@@ -512,17 +560,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             cfg = _load_config(args)
-            if cfg.workers > 1:  # N HTTP processes; DNS and the admin API in the supervisor
-                from edge.workers import supervise
+            worker = os.environ.pop("EDGE_WORKER", None)
+            if worker is not None:  # started by a supervisor: one worker of its generation
+                from edge import supervisor  # noqa: F401 - an upgrade's new workers are its test: the
+                from edge.sockets import Sockets  # supervisor re-executes only into a program that imports
+                from edge.workers import WorkerSpec, run_worker
 
-                return supervise(cfg)
-            from edge.app import run
+                return run_worker(cfg, WorkerSpec.from_env(worker), Sockets.adopt(os.environ.pop("EDGE_SOCKETS", "")))
+            from edge.supervisor import supervise
 
-            return run(cfg)
+            served = list(argv) if argv is not None else sys.argv[1:]
+            return supervise(cfg, lambda: _load_config(build_parser().parse_args(served)), served)
+        if args.command in ("reload", "upgrade"):
+            return _deploy(args)
         if args.command == "dns":
             from edge.app import run
 
-            return run(_load_config(args), http=False, admin=False)
+            return run(_load_config(args))
         if args.command == "zone":
             from edge.dns.zonefile import check_files
 

@@ -135,8 +135,12 @@ class HttpConfig:
     #: Plain exchanges skip h11 (edge/http/fastlane.py); false sends every exchange through h11, a
     #: safety valve and the reference the fast lane is tested against.
     fast_lane: bool = True
-    #: Seconds the handlers get to finish when the server stops.
+    #: Seconds the handlers get to finish when the server stops (SIGTERM, SIGINT).
     shutdown_grace: float = 5.0
+    #: Seconds an old generation's connections get after a reload or an upgrade (edge/supervisor.py):
+    #: requests finish, keep-alive connections close after their current response, tunnels and
+    #: streams run on until this deadline and are then closed.
+    drain_timeout: float = 3600.0
     #: Client connections open at once; past it a new connection is closed at once (counted in
     #: edge_http_connections_rejected_total). 0: sized to the descriptor limit, (soft RLIMIT_NOFILE - 64) / 3.
     max_connections: int = 0

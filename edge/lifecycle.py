@@ -1,15 +1,17 @@
-"""An edge process's life: its servers in one nursery, a line per listener, a stop on SIGINT/SIGTERM.
+"""An edge process's servers in one nursery, on sockets bound for them, until its signals stop it.
 
-Both ways to run edge use this module, and neither imports the other: `edge serve` in one process
-(edge.app) runs `serve()` with every server; `edge serve --workers N` (edge.workers) runs it in the
-supervisor without HTTP, and each worker runs its own HTTP server with `serve_until_done` and
-`stop_on_signal` from here.
+`edge serve` is a supervisor (edge/supervisor.py) that binds every listener (edge/sockets.py) and
+runs worker processes (edge/workers.py): each runs `serve()` here on those sockets, HTTP in every
+worker, and DNS, the admin API, egress and ACME in worker 0 only. `edge dns` runs `serve()` in its
+one process (edge/app.py).
 
-Stopping has one shape everywhere: the first signal sets `stop`, the HTTP server drains (bounded by
-http.shutdown_grace) and sets `drained`, then the nursery is cancelled. Each server is
-`serve(config, ..., *, task_status)` and reports the addresses it bound; `announce()` prints them
-(tests bind port 0 and read them back). `run()` starts trio and hands a server that could not start
-(bad zone file, port in use) to the CLI as its own EdgeError, not as the exception groups around it.
+Its signals: SIGTERM or SIGINT stop (the servers stop accepting; connections in flight get
+http.shutdown_grace); SIGQUIT, from the supervisor during a reload or an upgrade, drains (they get
+http.drain_timeout: tunnels and streams run on). Either way a `Stopping` (edge/stopping.py) carries
+the deadline, the HTTP server drains and returns, and then everything else is cancelled.
+`serve()` reports the addresses it serves through task_status; `announce()` prints them (tests bind
+port 0 and read them back). `run()` starts trio and hands a server that could not start (bad zone
+file, port in use) to the CLI as its own EdgeError, not as the exception groups around it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -28,6 +30,8 @@ from edge.catalog.fleet import join as join_fleet
 from edge.catalog.store import LiveCatalog, open_catalog, watch
 from edge.config import Config
 from edge.errors import EdgeError, first_in_group
+from edge.sockets import Sockets
+from edge.stopping import Stopping
 
 logger = logging.getLogger("edge")
 
@@ -35,51 +39,69 @@ logger = logging.getLogger("edge")
 Listener = tuple[str, tuple[Any, ...]]
 
 
+def check(config: Config, *, dns: bool = True, admin: bool = True) -> None:
+    """Refuse what would fail after binding: no admin token for a public admin address, a domain with
+    no zone file (and none to synthesize). Raises the EdgeError that says why."""
+    if admin:
+        from edge.admin.auth import server_token
+
+        server_token(config)
+    if dns:
+        from edge.dns.zonefile import check_zone_files
+
+        check_zone_files(config)
+
+
 async def serve(
     config: Config,
+    sockets: Sockets,
     *,
     http: bool = True,
     dns: bool = True,
     admin: bool = True,
-    http_listening: list[Listener] | None = None,
+    live: LiveCatalog | None = None,
     served_versions: Callable[[], list[int]] | None = None,
+    supervisor: Callable[[], dict | None] | None = None,
+    listening: list[Listener] | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The catalog watcher and the chosen servers in one nursery, until a signal stops them.
+    """The catalog watcher and the chosen servers in one nursery, until a signal stops them; reports
+    what it serves, [(kind, address)], once every server is up.
 
-    `http_listening`: HTTP listeners served elsewhere (a supervisor's workers), for /v1/status;
-    `served_versions`: the catalog versions those processes serve (the admin API waits for them)."""
-    if admin:  # refuse a bad admin setup (no token for a public address) before anything binds
-        from edge.admin.auth import server_token
-
-        server_token(config)
-    if dns:  # refuse a domain with no zone file (and none to synthesize) before anything binds
-        from edge.dns.zonefile import check_zone_files
-
-        check_zone_files(config)
-    stopping = trio.Event()  # set on SIGINT/SIGTERM: the HTTP server drains, then everything stops
+    `live`: the catalog snapshot to keep current (made here if not given); `served_versions`: the
+    catalog versions the edge's other processes serve (the admin API waits for them);
+    `supervisor`: its generations, for /v1/status; `listening`: every listener of the edge, for
+    /v1/status (default: the ones served here)."""
+    check(config, dns=dns, admin=admin)
+    stopping = Stopping()
     http_done = trio.Event()
-    if not http:
+    if not http or not (sockets.http or sockets.https):
+        http = False
         http_done.set()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    served: list[Listener] = []
+    shown: list[Listener] = list(listening) if listening is not None else served  # for /v1/status
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGQUIT) as signals:
         async with trio.open_nursery() as nursery:
             before_stop: list[Callable[[], Awaitable[None]]] = []  # awaited on SIGTERM/SIGINT before stopping
-            stop = partial(stop_on_signal, before_stop=before_stop)
-            nursery.start_soon(stop, signals, stopping, http_done, nursery.cancel_scope)
+            on_deploy: list[Callable[[], None]] = []  # called on SIGQUIT: the next generation takes over
+            nursery.start_soon(_on_signals, signals, stopping, config, before_stop, on_deploy)
             if http and config.access_log:  # the batch writer of the access log (edge/accesslog.py)
                 from edge.accesslog import ACCESS_LOG
 
                 await nursery.start(ACCESS_LOG.run)
-            listening: list[Listener] = list(http_listening or [])  # for the admin API's /v1/status
             from edge.http.loop import OwnListeners
 
             own = OwnListeners()  # every listener of this edge: the HTTP server refuses loops to them (508)
+            for _, addr in sockets.listening():
+                own.add(addr[0], addr[1])
             # The catalog: sandboxes for HTTP, ACME challenge values for DNS, the admin API's writes.
             store = open_catalog(config)
-            live = LiveCatalog()
+            live = live if live is not None else LiveCatalog()
             await nursery.start(watch, store, live, config.catalog_poll)
             fleet = await join_fleet(config, store, live, nursery) if dns else None  # Redis: heartbeat, DNS
             if fleet is not None:  # leave the fleet's DNS answers before accepting stops
                 before_stop.append(fleet.drain)
+                on_deploy.append(fleet.hand_over)
             certs = None  # one CertStore per process: the HTTPS listener, the ACME task, the admin API, metrics
             if config.https.listen or config.https.certs or config.acme.directory:
                 from edge import metrics
@@ -90,47 +112,85 @@ async def serve(
             if http:
                 from edge.http.server import serve as serve_http
 
-                serving = partial(serve_http, config, live, stop=stopping, own=own, certs=certs)
-                bound = await nursery.start(serve_until_done, serving, http_done)
-                for kind, addr in bound:  # "http", and "https" when configured
-                    announce(kind, addr, config.log_format)
-                listening += bound
-            if dns:
+                serving = partial(
+                    serve_http,
+                    config,
+                    live,
+                    sockets=(sockets.http, sockets.https),
+                    stop=stopping,
+                    own=own,
+                    certs=certs,
+                )
+                served += await nursery.start(serve_until_done, serving, http_done)
+            if dns and sockets.dns:
                 from edge.dns.server import serve as serve_dns
 
-                bound = await nursery.start(serve_dns, config, live)
-                for addr in bound:
-                    announce("dns", addr, config.log_format)
-                    own.add(addr[0], addr[1])
-                listening += [("dns", addr) for addr in bound]
-            if config.egress.listen is not None:  # sandboxes' outbound TCP (edge/egress): never in an HTTP worker
+                bound = await nursery.start(partial(serve_dns, config, live, sockets=sockets.dns, stop=stopping))
+                served += [("dns", addr) for addr in bound]
+            if dns and sockets.egress:  # sandboxes' outbound TCP (edge/egress): beside DNS, once per edge
                 from edge.egress.server import serve as serve_egress
 
                 _egress_metrics()
-                bound = await nursery.start(partial(serve_egress, config.egress, live, stop=stopping))
-                for kind, addr in bound:
-                    announce(kind, addr, config.log_format)
-                    own.add(addr[0], addr[1])
-                listening += bound
+                egress = partial(serve_egress, config.egress, live, sockets=sockets.egress, stop=stopping)
+                served += await nursery.start(egress)
             acme = None
-            if admin and config.acme.directory:  # ACME runs beside the admin API: once per edge, not per worker
+            if admin and sockets.admin and config.acme.directory:  # ACME beside the admin API: once per edge
                 from edge.tls.acme import Acme
 
                 assert certs is not None
                 acme = Acme(config, certs, store, live if dns else None)
-            if admin:
+            if admin and sockets.admin:
                 from edge.admin.server import serve as serve_admin
 
                 serving_admin = partial(
-                    serve_admin, listeners=listening, certs=certs, acme=acme, served_versions=served_versions
+                    serve_admin,
+                    listeners=[one for one in shown if one[0] != "admin"],  # it adds its own
+                    certs=certs,
+                    acme=acme,
+                    served_versions=served_versions,
+                    supervisor=supervisor,
+                    sockets=sockets.admin,
+                    stop=stopping,
                 )
                 bound = await nursery.start(serving_admin, config, store, live)
-                for addr in bound:
-                    announce("admin", addr, config.log_format)
-                    own.add(addr[0], addr[1])
+                served += [("admin", addr) for addr in bound]
             if acme is not None:  # after DNS is up: the first order may start at once
-                await nursery.start(acme.run)
-            logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
+                nursery.start_soon(_until_stopped, acme.run, stopping)
+            task_status.started(served)
+            await stopping.wait()
+            await http_done.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _on_signals(
+    signals: Any,
+    stopping: Stopping,
+    config: Config,
+    before_stop: list[Callable[[], Awaitable[None]]],
+    on_deploy: list[Callable[[], None]],
+) -> None:
+    """SIGQUIT drains (a deploy: http.drain_timeout), SIGTERM and SIGINT stop (http.shutdown_grace);
+    a later signal can only bring the deadline nearer (edge/stopping.py)."""
+    async for signum in signals:
+        if signum == signal.SIGQUIT:
+            grace, why = config.http.drain_timeout, "a new generation took over"
+            while on_deploy:
+                on_deploy.pop()()
+        else:
+            grace, why = config.http.shutdown_grace, f"stopping on {signal.Signals(signum).name}"
+            while before_stop:  # a fleet edge marks itself draining and waits first (edge/catalog/fleet.py)
+                await before_stop.pop()()
+        if stopping.stop(grace, why):
+            logger.info("%s; connections get up to %.0f s", why, grace)
+
+
+async def _until_stopped(run: Callable[..., Awaitable[object]], stopping: Stopping) -> None:
+    """`run()` until the process stops or drains: a task that must run once per edge (ACME) does
+    not go on in an old generation beside the new one."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await stopping.wait()
+        nursery.cancel_scope.cancel()
 
 
 _egress_registered = False
@@ -185,46 +245,18 @@ async def serve_until_done(
     serving: Callable[..., Awaitable[None]], done: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run `serving(task_status=...)` (an HTTP server that drains when its stop event is set), and
-    set `done` however it ends: `stop_on_signal` waits for that before it cancels everything."""
+    set `done` however it ends: `serve()` waits for that before it cancels everything else."""
     try:
         await serving(task_status=task_status)
     finally:
         done.set()
 
 
-async def stop_on_signal(
-    signals: AsyncIterator[int],
-    stopping: trio.Event,
-    drained: trio.Event,
-    scope: trio.CancelScope,
-    *,
-    second_signal_stops: bool = True,
-    before_stop: list[Callable[[], Awaitable[None]]] | None = None,
-) -> None:
-    """First signal: set `stopping` (the HTTP server drains, bounded by http.shutdown_grace), wait
-    for `drained`, then cancel `scope`. A second signal stops at once, unless `second_signal_stops`
-    is False (a worker: Ctrl-C reaches it with its supervisor, whose SIGTERM then comes second)."""
-    async for signum in signals:
-        logger.info("stopping on %s", signal.Signals(signum).name)
-        while before_stop:  # a fleet edge marks itself draining and waits first (edge/catalog/fleet.py)
-            await before_stop.pop()()
-        stopping.set()
-        break
-    if not second_signal_stops:
-        await drained.wait()
-        scope.cancel()
-        return
-    async with trio.open_nursery() as waiting:
-
-        async def second_signal() -> None:
-            async for _ in signals:
-                waiting.cancel_scope.cancel()
-                return
-
-        waiting.start_soon(second_signal)
-        await drained.wait()
-        waiting.cancel_scope.cancel()
-    scope.cancel()
+def say_up(config: Config, listening: list[Listener]) -> None:
+    """The listening lines, then "edge is up": what people and tests read to know it serves."""
+    for kind, addr in listening:
+        announce(kind, addr, config.log_format)
+    logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 
 def run(async_fn: Callable[[], Awaitable[object]]) -> None:

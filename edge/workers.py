@@ -1,20 +1,18 @@
-"""`edge serve --workers N`: N processes serving HTTP on one port, one supervisor for the rest.
+"""A worker process of `edge serve`: the servers of one generation, on its supervisor's sockets.
 
-A trio process runs on one core. To use N cores, the supervisor starts N worker processes; each
-runs the HTTP edge with its own SO_REUSEPORT listener on the same address, so the kernel spreads
-new connections across them, and its own catalog watcher on the shared catalog. The supervisor keeps
-DNS and the admin API (one of each is enough, and the admin API must see one consistent picture),
-restarts a worker that dies, and stops them all on SIGINT/SIGTERM.
+The supervisor (edge/supervisor.py) starts each worker as `python -m edge serve ARGS` with
+EDGE_WORKER (its generation, index, run folder and the descriptor on which it says "ready") and
+EDGE_SOCKETS (the listening sockets it inherits, edge/sockets.py). The worker reads the config from
+the same arguments with the program on disk, serves (edge.lifecycle: HTTP in every worker; DNS, the
+admin API, egress and ACME in worker 0), writes "ready" once every server is up, and drains on
+SIGQUIT or stops on SIGTERM.
 
-Metrics: every second, and at once after each catalog change, each worker writes its counters and
-the catalog version it serves to a file in a run folder under the state folder; the supervisor's
-/metrics and /v1/status add the counters to its own, and its admin API answers a write once every
-worker serves it. A worker that died leaves its last counters behind: the supervisor keeps them
-(`WorkerFiles.retire`) before starting it again, so a total never goes back (Prometheus would read
-a counter going down as a reset).
-
-Port 0 works: the supervisor first binds a SO_REUSEPORT socket to learn a free port (it never
-listens, so it receives nothing) and hands the concrete port to the workers.
+Metrics: every second, and at once after each catalog change, each worker writes its counters, the
+catalog version it serves and whether it drains to a file in the run folder; worker 0's /metrics
+and /v1/status add the others' to its own, and its admin API answers a write once every worker
+serves it. A worker that ended leaves its last counters behind: the supervisor folds them into
+`retired.json` (`WorkerFiles.retire`), so a total never goes back (Prometheus would read a counter
+going down as a reset), across restarts, reloads and upgrades alike.
 """
 
 from __future__ import annotations
@@ -22,16 +20,10 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import multiprocessing
 import os
 import signal
-import socket
-import tempfile
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 from functools import partial
-from multiprocessing.process import BaseProcess
-from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +31,9 @@ import trio
 
 from edge import accesslog, lifecycle, metrics, rlimit
 from edge.catalog.store import LiveCatalog
-from edge.config import Config, Listen
-from edge.errors import ConfigError
+from edge.config import Config
+from edge.errors import EdgeError
+from edge.sockets import Sockets
 
 logger = logging.getLogger("edge.workers")
 
@@ -48,209 +41,197 @@ _PR_SET_PDEATHSIG = 1
 SNAPSHOT_EVERY = 1.0
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is told by its supervisor, in EDGE_WORKER (JSON)."""
+
+    generation: int
+    index: int
+    run_dir: str
+    ready_fd: int
+
+    def to_env(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_env(cls, text: str) -> WorkerSpec:
+        doc = json.loads(text)
+        return cls(int(doc["generation"]), int(doc["index"]), str(doc["run_dir"]), int(doc["ready_fd"]))
+
+
 def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM when its supervisor dies, however it dies."""
+    """Linux: a worker gets SIGTERM when its supervisor dies, however it dies (an exec is no death:
+    the process lives on)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
 
 
-def _worker(config: Config, index: int, run_dir: str, ready: Queue[int]) -> None:
+def run_worker(config: Config, spec: WorkerSpec, sockets: Sockets) -> int:
+    """Serve until stopped or drained; a start-up error is written to the ready pipe for the
+    supervisor to report, and raised."""
     _die_with_parent()
     accesslog.setup(config)
     rlimit.raise_nofile(quiet=True)
     try:
-        trio.run(_worker_main, config, index, Path(run_dir), ready)
+        lifecycle.run(partial(_worker_main, config, spec, sockets))
+    except EdgeError as exc:
+        _tell(spec, f"error {exc.message}")
+        raise
     except KeyboardInterrupt:
         pass
+    return 0
 
 
-async def _worker_main(config: Config, index: int, run_dir: Path, ready: Queue[int]) -> None:
-    from edge.catalog.store import LiveCatalog, open_catalog, watch
-    from edge.http.server import serve as serve_http
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            live = LiveCatalog()
-            await nursery.start(watch, open_catalog(config), live, config.catalog_poll)
-            if config.access_log:  # each worker batches its own lines (O_APPEND keeps them whole)
-                from edge.accesslog import ACCESS_LOG
-
-                await nursery.start(ACCESS_LOG.run)
-            stop = trio.Event()
-            done = trio.Event()
-            serving = partial(serve_http, config, live, reuse_port=True, stop=stop)
-            await nursery.start(lifecycle.serve_until_done, serving, done)
-            nursery.start_soon(_write_snapshots, WorkerFiles.path(run_dir, index), live)
-            ready.put(index)
-            # Drain like a single-process edge, bounded by http.shutdown_grace, whatever signals follow.
-            await lifecycle.stop_on_signal(signals, stop, done, nursery.cancel_scope, second_signal_stops=False)
+def _tell(spec: WorkerSpec, line: str) -> None:
+    try:
+        os.write(spec.ready_fd, (line + "\n").encode())
+        os.close(spec.ready_fd)
+    except OSError:
+        pass  # told already, or the supervisor stopped listening
 
 
-async def _write_snapshots(path: Path, live: LiveCatalog) -> None:
-    """The counters and the catalog version served, every SNAPSHOT_EVERY and right after a swap."""
-    tmp = path.with_suffix(".tmp")
+async def _worker_main(config: Config, spec: WorkerSpec, sockets: Sockets) -> None:
+    run_dir = Path(spec.run_dir)
+    files = WorkerFiles(run_dir)
+    mine = files.path(spec.generation, spec.index)
+    primary = spec.index == 0
+    if primary:  # /metrics and /v1/status add the other workers' counters to this one's
+        metrics.WORKER_SNAPSHOTS[:] = [partial(files.snapshots, but=mine)]
+    live = LiveCatalog()
+    async with trio.open_nursery() as nursery:
+
+        async def serving(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            await lifecycle.serve(
+                config,
+                sockets,
+                dns=primary,
+                admin=primary,
+                live=live,
+                served_versions=partial(files.catalog_versions, but=mine),
+                supervisor=partial(files.supervisor, but=mine),
+                listening=sockets.listening(),
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+
+        await nursery.start(serving)
+        nursery.start_soon(_write_snapshots, mine, live, spec)
+        _tell(spec, "ready")
+        logger.debug("worker %d of generation %d serving", spec.index, spec.generation)
+
+
+async def _write_snapshots(path: Path, live: LiveCatalog, spec: WorkerSpec) -> None:
+    """The counters and the catalog version served, every SNAPSHOT_EVERY, right after a swap, and a
+    last time as the worker ends."""
     changed = trio.Event()
 
     def on_change(old: object, new: object) -> None:
         changed.set()
 
     live.on_change(on_change)
-    while True:
-        snap = {**metrics.STATS.snapshot(), "catalog_version": live.snapshot.version}
+    try:
+        while True:
+            _write_snapshot(path, live, spec)
+            with trio.move_on_after(SNAPSHOT_EVERY):
+                await changed.wait()
+            changed = trio.Event()
+    finally:
+        _write_snapshot(path, live, spec)
+
+
+def _write_snapshot(path: Path, live: LiveCatalog, spec: WorkerSpec) -> None:
+    snap = {
+        **metrics.STATS.snapshot(),
+        "catalog_version": live.snapshot.version,
+        "generation": spec.generation,
+        "index": spec.index,
+        "pid": os.getpid(),
+    }
+    tmp = path.with_suffix(".tmp")
+    try:
         tmp.write_text(json.dumps(snap))
-        os.replace(tmp, path)  # atomic: the supervisor never reads half a file
-        with trio.move_on_after(SNAPSHOT_EVERY):
-            await changed.wait()
-        changed = trio.Event()
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError as exc:  # out of descriptors, a full disk: the next one, a second later, may do
+        logger.debug("worker snapshot not written: %s", exc)
 
 
 class WorkerFiles:
-    """The supervisor's side of the run folder: the workers' latest snapshots, plus what workers that
-    died had counted (`retired`), so the sums only grow."""
+    """The run folder: each worker's latest snapshot (`worker-GEN-INDEX.json`), what ended workers had
+    counted (`retired.json`), and the supervisor's own account (`supervisor.json`)."""
+
+    RETIRED = "retired.json"
+    SUPERVISOR = "supervisor.json"
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.retired = metrics.Stats()
 
     @staticmethod
-    def path(run_dir: Path, index: int) -> Path:
-        return run_dir / f"worker-{index}.json"
+    def path_in(run_dir: Path, generation: int, index: int) -> Path:
+        return run_dir / f"worker-{generation}-{index}.json"
 
-    def _latest(self) -> list[dict[str, Any]]:
+    def path(self, generation: int, index: int) -> Path:
+        return self.path_in(self.run_dir, generation, index)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # a worker starting, or the file being replaced: the next read has it
+        return doc if isinstance(doc, dict) else None
+
+    def _latest(self, but: Path | None = None) -> list[dict[str, Any]]:
         out = []
-        for f in self.run_dir.glob("worker-*.json"):
-            try:
-                out.append(json.loads(f.read_text()))
-            except (OSError, ValueError):
-                pass  # a worker restarting: its next snapshot comes within a second
+        for f in sorted(self.run_dir.glob("worker-*.json")):
+            if f != but:
+                doc = self._read(f)
+                if doc is not None:
+                    out.append(doc)
         return out
 
-    def snapshots(self) -> list[dict[str, Any]]:
-        """Every running worker's counters, and the retired ones' (metrics.WORKER_SNAPSHOTS reads this)."""
-        return [self.retired.snapshot(), *self._latest()]
+    def snapshots(self, but: Path | None = None) -> list[dict[str, Any]]:
+        """Every running worker's counters but `but`'s (the reader's own, counted live), and the
+        retired ones' (metrics.WORKER_SNAPSHOTS reads this)."""
+        retired = self._read(self.run_dir / self.RETIRED)
+        return [*([retired] if retired else []), *self._latest(but)]
 
-    def catalog_versions(self) -> list[int]:
+    def catalog_versions(self, but: Path | None = None) -> list[int]:
         """The catalog version each worker serves (from its latest snapshot)."""
-        return [snap.get("catalog_version", 0) for snap in self._latest()]
+        return [snap.get("catalog_version", 0) for snap in self._latest(but)]
 
-    def retire(self, index: int) -> None:
-        """Worker `index` is dead: keep its last counts (its open connections and tunnels are gone) and
-        remove its file, before a new worker `index` starts again from zero."""
-        path = self.path(self.run_dir, index)
-        try:
-            last = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return  # it died before its first snapshot: nothing counted
-        self.retired.add(last)
-        self.retired.http_active_connections = 0
-        self.retired.http_active_tunnels = 0
+    def supervisor(self, but: Path | None = None) -> dict[str, Any] | None:
+        """The supervisor's account, with the draining generations and their open connections."""
+        doc = self._read(self.run_dir / self.SUPERVISOR)
+        if doc is None:
+            return None
+        current = doc.get("generation", 0)
+        own = self._read(but) if but is not None else None
+        old = [s for s in [*self._latest(but), *([own] if own else [])] if s.get("generation", current) < current]
+        doc["draining"] = sorted({s["generation"] for s in old})
+        doc["draining_connections"] = sum(s.get("http_active_connections", 0) for s in old)
+        return doc
+
+    def retire(self, generation: int, index: int) -> None:
+        """Worker `index` of `generation` ended: add its last counts to the retired ones (its open
+        connections and tunnels are gone) and remove its file. Only the supervisor calls this."""
+        path = self.path(generation, index)
+        last = self._read(path)
         path.unlink(missing_ok=True)
+        if last is None:
+            return  # it ended before its first snapshot: nothing counted
+        retired = metrics.Stats()
+        before = self._read(self.run_dir / self.RETIRED)
+        if before:
+            retired.add(before)
+        retired.add(last)
+        retired.http_active_connections = 0
+        retired.http_active_tunnels = 0
+        tmp = self.run_dir / (self.RETIRED + ".tmp")
+        tmp.write_text(json.dumps(retired.snapshot()))
+        os.replace(tmp, self.run_dir / self.RETIRED)
 
-
-def _on_port(listen: Listen, port: int) -> Listen:
-    """`listen` with the port the supervisor reserved, for its first address and any other that
-    asked for port 0 (the workers bind them all on that one port)."""
-    return Listen(listen.host, port, tuple(Listen(one.host, one.port or port) for one in listen.also))
-
-
-def _reserve_port(listen: Listen) -> socket.socket:
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((listen.host, listen.port))
-    return sock
-
-
-def supervise(config: Config, *, dns: bool = True, admin: bool = True) -> int:
-    """Run `config.workers` HTTP workers and, in this process, DNS and the admin API."""
-    accesslog.setup(config)
-    rlimit.raise_nofile()
-    if dns:  # a domain with no zone file (and none to synthesize) is refused before anything binds
-        from edge.dns.zonefile import check_zone_files
-
-        check_zone_files(config)
-    try:
-        reserved = _reserve_port(config.http.listen)
-    except OSError as exc:
-        raise ConfigError(f"http: cannot listen on {config.http.listen}: {exc.strerror}") from None
-    listen = _on_port(config.http.listen, reserved.getsockname()[1])
-    config = replace(config, http=replace(config.http, listen=listen))
-    reserved_tls = None
-    tls_listen = config.https.listen
-    if tls_listen is not None:  # the workers share the HTTPS port the same way
-        try:
-            reserved_tls = _reserve_port(tls_listen)
-        except OSError as exc:
-            reserved.close()
-            raise ConfigError(f"https: cannot listen on {tls_listen}: {exc.strerror}") from None
-        tls_listen = _on_port(tls_listen, reserved_tls.getsockname()[1])
-        config = replace(config, https=replace(config.https, listen=tls_listen))
-    ctx = multiprocessing.get_context("spawn")
-    ready: Queue[int] = ctx.Queue()
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="run-", dir=config.state_dir) as run_dir:
-        files = WorkerFiles(Path(run_dir))
-        metrics.WORKER_SNAPSHOTS.append(files.snapshots)
-        procs: list[BaseProcess | None] = [None] * config.workers
-
-        def start(i: int) -> None:
-            proc = ctx.Process(target=_worker, args=(config, i, run_dir, ready), name=f"edge-worker-{i}", daemon=True)
-            procs[i] = proc
-            proc.start()
-
-        try:
-            for i in range(config.workers):
-                start(i)
-            for _ in range(config.workers):
-                try:
-                    ready.get(timeout=60)
-                except Exception:  # noqa: BLE001 - queue.Empty, or a worker that died first
-                    raise ConfigError("http workers did not start; see their errors above") from None
-            listening = [("http", (one.host, one.port)) for one in listen.all()]
-            if tls_listen is not None:
-                listening += [("https", (one.host, one.port)) for one in tls_listen.all()]
-            for kind, addr in listening:
-                lifecycle.announce(kind, addr, config.log_format)
-            logger.info("%d http workers up", config.workers)
-
-            async def supervised() -> None:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_restart_dead, procs, start, files)
-                    await lifecycle.serve(
-                        config,
-                        http=False,
-                        dns=dns,
-                        admin=admin,
-                        http_listening=listening,
-                        served_versions=files.catalog_versions,
-                    )
-                    nursery.cancel_scope.cancel()
-
-            lifecycle.run(supervised)
-        finally:
-            reserved.close()
-            if reserved_tls is not None:
-                reserved_tls.close()
-            for p in procs:
-                if p is not None and p.is_alive():
-                    p.terminate()
-            for p in procs:
-                if p is not None:
-                    p.join(timeout=10)
-            metrics.WORKER_SNAPSHOTS.clear()
-    return 0
-
-
-async def _restart_dead(procs: list[BaseProcess | None], start: Callable[[int], None], files: WorkerFiles) -> None:
-    """A worker that exits on its own is started again (a crash must not shrink the edge for good);
-    what it had counted is kept first."""
-    while True:
-        await trio.sleep(1.0)
-        for i, p in enumerate(procs):
-            if p is not None and not p.is_alive():
-                logger.error("http worker %d (pid %s) exited with %s; starting it again", i, p.pid, p.exitcode)
-                files.retire(i)
-                start(i)
+    def write_supervisor(self, doc: dict[str, Any]) -> None:
+        tmp = self.run_dir / (self.SUPERVISOR + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.run_dir / self.SUPERVISOR)

@@ -30,6 +30,35 @@ def listening(line: str) -> tuple[str, str] | None:
     return None
 
 
+def workers_of(pid: int) -> list[int]:
+    """The worker processes of the `edge serve` supervisor `pid` (its children running edge), oldest first."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"edge" in cmdline:
+            kids.append(int(entry))
+    return sorted(kids)
+
+
+def worker_of(pid: int, timeout: float = 10.0) -> int:
+    """The one worker of a `--workers 1` supervisor (the process that serves), waiting for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = workers_of(pid)
+        if kids or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if not kids:
+        raise RuntimeError(f"edge supervisor {pid} has no worker")
+    return kids[0]
+
+
 class EdgeProcess:
     def __init__(self, args: list[str], env: dict[str, str], timeout: float = 15.0) -> None:
         if args and args[0] == "serve" and "--admin" not in args:
@@ -65,15 +94,20 @@ class EdgeProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def worker_pid(self) -> int:
+        """The (first) worker: the process that serves, whose memory and descriptors count."""
+        return worker_of(self.pid)
+
     def peak_rss_kib(self) -> int:
-        """VmHWM: the most resident memory the process ever had, in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+        """VmHWM: the most resident memory the serving process ever had, in KiB."""
+        for line in Path(f"/proc/{self.worker_pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmHWM")
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.worker_pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")

@@ -105,6 +105,8 @@ class AdminContext:
     catalog_url: str = ""
     #: The catalog versions other processes of this edge serve (a supervisor's HTTP workers).
     served_versions: Callable[[], list[int]] | None = None
+    #: What the supervisor says of its generations (edge/supervisor.py), for /v1/status; None: no supervisor.
+    supervisor: Callable[[], dict | None] | None = None
 
     @property
     def token_id(self) -> str:
@@ -539,6 +541,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
             time.monotonic() - ctx.started,
             certificates=ctx.certificates()["domains"] if ctx.certs or ctx.acme else [],
             catalog=ctx.catalog(),
+            supervisor=ctx.supervisor() if ctx.supervisor is not None else None,
         )
         return JSONResponse(doc)
 

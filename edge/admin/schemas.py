@@ -275,6 +275,25 @@ class CatalogOut(BaseModel):
     )
 
 
+class DeployOut(BaseModel):
+    kind: str = Field(description="reload or upgrade")
+    ok: bool
+    error: str | None = Field(description="Why it was refused or failed; the serving generation stayed.")
+    generation: int = Field(description="The generation serving after it.")
+    at: float = Field(description="When it ended, Unix time.")
+
+
+class SupervisorOut(BaseModel):
+    pid: int = Field(description="The supervisor's process id (the one systemd knows; an upgrade keeps it).")
+    started: float = Field(description="When the supervisor first started, Unix time.")
+    generation: int = Field(description="The generation serving: 1 at start, one more per reload or upgrade.")
+    generation_started: float = Field(description="When it took over, Unix time.")
+    workers: int
+    draining: list[int] = Field(description="Older generations whose workers still drain their connections.")
+    draining_connections: int = Field(description="Client connections the draining workers still hold.")
+    last_deploy: DeployOut | None
+
+
 class Busy(BaseModel):
     id: str
     requests: int
@@ -396,6 +415,9 @@ class StatusOut(BaseModel):
     busiest: list[Busy] = Field(description="The sandboxes with the most requests, busiest first.")
     certificates: list[CertDomainOut] = Field(description="Per configured domain: its certificate and ACME state.")
     catalog: CatalogOut
+    supervisor: SupervisorOut | None = Field(
+        description="The generations of `edge serve`'s worker processes (edge/supervisor.py)."
+    )
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 from collections.abc import Callable, Iterable
 
 import trio
@@ -18,6 +19,7 @@ from edge.admin.auth import server_token
 from edge.catalog.store import LiveCatalog, Store
 from edge.config import Config
 from edge.errors import ConfigError, first_in_group
+from edge.stopping import Stopping
 
 log = logging.getLogger("edge.admin")
 
@@ -34,12 +36,18 @@ async def serve(
     certs=None,
     acme=None,
     served_versions: Callable[[], list[int]] | None = None,
+    supervisor: Callable[[], dict | None] | None = None,
+    sockets: list[socket.socket] | None = None,
+    stop: Stopping | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled. `listeners`: the other servers' (kind, address) pairs, for /v1/status;
     `certs`: the process's edge.tls.certs.CertStore, `acme`: its edge.tls.acme.Acme task (either may
     be None), for /v1/certs, the certificate renewals and /v1/status; `served_versions`: the catalog
-    versions other processes serve (a supervisor's workers): a write is answered once they serve it."""
+    versions other processes serve (a supervisor's workers): a write is answered once they serve it;
+    `supervisor`: what the supervisor says of its generations, for /v1/status. `sockets`: the
+    listening sockets bound by the supervisor (edge/sockets.py; else `admin.listen` is bound here).
+    When `stop` is set, hypercorn stops accepting and open requests get SHUTDOWN_GRACE seconds."""
     token = server_token(config)
     shown = [(kind, _show(addr)) for kind, addr in listeners]
     # FastAPI, pydantic and hypercorn take about half a second to import: do it in a worker thread so
@@ -58,11 +66,16 @@ async def serve(
         acme=acme,
         catalog_url=config.catalog_url,
         served_versions=served_versions,
+        supervisor=supervisor,
     )
     app = await trio.to_thread.run_sync(api.create_app, ctx)
 
     hc = hypercorn_config.Config()
-    hc.bind = [str(one) for one in config.admin.listen.all()]
+    if sockets is not None:  # hypercorn adopts the descriptors as they are
+        hc.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+        hc.backlog = 1024  # hypercorn listens on them again: keep a deep queue
+    else:
+        hc.bind = [str(one) for one in config.admin.listen.all()]
     hc.errorlog = log
     hc.accesslog = None
     hc.graceful_timeout = SHUTDOWN_GRACE
@@ -70,7 +83,9 @@ async def serve(
     reported = _Reported(task_status, shown)
     log.info("admin token from %s", token.source)
     try:
-        await hypercorn_trio.serve(app, hc, task_status=reported, mode="asgi")
+        await hypercorn_trio.serve(
+            app, hc, task_status=reported, mode="asgi", shutdown_trigger=None if stop is None else stop.wait
+        )
     except (OSError, BaseExceptionGroup) as exc:
         # hypercorn binds inside its own nurseries: a bind error arrives wrapped in exception groups.
         bind_error = first_in_group(exc, OSError)

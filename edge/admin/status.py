@@ -26,9 +26,11 @@ def build(
     busiest: int = BUSIEST,
     certificates: list | None = None,
     catalog: dict | None = None,
+    supervisor: dict | None = None,
 ) -> dict:
     """`certificates`: the `domains` part of edge.tls.renewal.report (per domain: certificate, ACME state);
-    `catalog`: `{"url", "path", "version"}`, the version being the lowest any process of this edge serves."""
+    `catalog`: `{"url", "path", "version"}`, the version being the lowest any process of this edge serves;
+    `supervisor`: its generations (edge/supervisor.py `Status`), None for an edge without one."""
     top = sorted(stats.sandbox_requests.items(), key=lambda kv: (-kv[1], kv[0]))[:busiest]
     private = sum(1 for s in snapshot.by_id.values() if not s.public)
     return {
@@ -41,6 +43,7 @@ def build(
         "busiest": [{"id": sandbox_id, "requests": n} for sandbox_id, n in top],
         "certificates": list(certificates or []),
         "catalog": catalog or {"url": "", "path": None, "version": snapshot.version},
+        "supervisor": supervisor,
     }
 
 
@@ -62,6 +65,7 @@ def format_text(doc: dict) -> str:
             f"catalog:     {catalog.get('path') or catalog.get('url', '?')}, version"
             f" {catalog.get('version', '?')} served"
         )
+    lines += format_supervisor(doc.get("supervisor"))
     lines.append(f"connections: {doc.get('active_connections', '?')} open")
     lines.append(f"tunnels:     {doc.get('active_tunnels', '?')} open")
     req = doc.get("requests", {})
@@ -79,6 +83,27 @@ def format_text(doc: dict) -> str:
         lines.append("busiest sandboxes: none yet")
     lines += format_certificates(doc.get("certificates", []))
     return "\n".join(lines)
+
+
+def format_supervisor(sup: dict | None) -> list[str]:
+    """The serving generation and its start, the old ones still draining, the last deploy's outcome."""
+    if not sup:
+        return []
+    lines = [
+        f"generation:  {sup.get('generation', '?')} since {_date(sup.get('generation_started'))}"
+        f" (supervisor pid {sup.get('pid', '?')}, {sup.get('workers', '?')} workers, up since"
+        f" {_date(sup.get('started'))})"
+    ]
+    draining = sup.get("draining") or []
+    if draining:
+        conns = sup.get("draining_connections", "?")
+        gens = ", ".join(str(g) for g in draining)
+        lines.append(f"draining:    generation {gens}: {conns} connections still open")
+    last = sup.get("last_deploy") or None
+    if last:
+        outcome = "ok" if last.get("ok") else f"FAILED: {last.get('error', '?')}"
+        lines.append(f"last deploy: {last.get('kind', '?')} at {_date(last.get('at'))}: {outcome}")
+    return lines
 
 
 def format_certificates(rows: list, now: float | None = None) -> list[str]:
@@ -112,7 +137,7 @@ def format_certificates(rows: list, now: float | None = None) -> list[str]:
 def _date(ts: object) -> str:
     if not isinstance(ts, int | float):
         return "?"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _duration(seconds: float) -> str:

@@ -110,6 +110,8 @@ class Fleet:
         self.problem: str | None = None
         self._listeners: list[Callable[[tuple[str, ...]], None]] = []
         self._none_serving = False  # the last beat read no serving edge (warned once)
+        self._beating: trio.CancelScope | None = None
+        self.handed_over = False  # a deploy: the next generation beats for this edge now
 
     def on_change(self, listener: Callable[[tuple[str, ...]], None]) -> None:
         self._listeners.append(listener)
@@ -188,15 +190,25 @@ class Fleet:
         )
         task_status.started()
         try:
-            while True:
-                await trio.sleep(self.config.beat)
-                await self.beat_once()
+            with trio.CancelScope() as self._beating:
+                while True:
+                    await trio.sleep(self.config.beat)
+                    await self.beat_once()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                try:
-                    await trio.to_thread.run_sync(self._leave, abandon_on_cancel=True)
-                except CatalogError:
-                    pass  # its key expires by itself within ttl
+            if not self.handed_over:  # else the key is the next generation's now: leave it
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    try:
+                        await trio.to_thread.run_sync(self._leave, abandon_on_cancel=True)
+                    except CatalogError:
+                        pass  # its key expires by itself within ttl
+
+    def hand_over(self) -> None:
+        """A reload or an upgrade: the new generation's worker beats for this edge (same node id) from
+        now on; this one stops beating and leaves the key where it is (deleting it would drop a
+        serving edge from every DNS answer until the next beat)."""
+        self.handed_over = True
+        if self._beating is not None:
+            self._beating.cancel()
 
     async def drain(self) -> None:
         """Stopping: beat as draining now (DNS everywhere leaves this edge out within a beat), then

@@ -57,6 +57,7 @@ from edge.dns.zone import Zones
 from edge.dns.zonefile import load_zones, zone_path
 from edge.errors import EdgeError
 from edge.metrics import STATS
+from edge.stopping import Stopping
 
 logger = logging.getLogger("edge.dns")
 
@@ -157,33 +158,59 @@ class _State:
         self._warned_at, self._unwarned = now, 0
 
 
-async def serve(config: Config, live: LiveCatalog | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: Config,
+    live: LiveCatalog | None = None,
+    *,
+    sockets: list[tuple[socket.socket, socket.socket]] | None = None,
+    stop: Stopping | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve DNS on config.dns.listen (UDP and TCP) until cancelled; report [(host, port)] when bound.
 
-    `live`: the catalog, whose ACME challenge values are served as TXT records (none without it)."""
+    `live`: the catalog, whose ACME challenge values are served as TXT records (none without it).
+    `sockets`: (udp, tcp) pairs bound by the supervisor (edge/sockets.py); without them the
+    configured addresses are bound here. When `stop` is set, the loops stop reading and accepting
+    at once (what waits in the sockets is the next generation's); TCP connections open then finish
+    their messages, each bounded by dns.tcp_idle_timeout."""
     state = _State(config, live)
     if live is not None:
         live.on_change(state.catalog_changed)
-    pairs = _bind_all(config.dns.listen)
-    bound = [addr for _, _, addr in pairs]
+    if sockets is None:
+        pairs = [(udp, tcp) for udp, tcp, _ in bind_all(config.dns.listen)]
+    else:
+        pairs = list(sockets)
+    bound = [tuple(udp.getsockname()[:2]) for udp, _ in pairs]
     with ExitStack() as owned:
-        for udp, tcp, _ in pairs:
+        for udp, tcp in pairs:
             owned.enter_context(udp)
             owned.enter_context(tcp)
         async with trio.open_nursery() as nursery:
-            for udp, tcp, _ in pairs:
-                nursery.start_soon(_udp_loop, udp, state)
-                # Connections run in this nursery; the loop takes a whole burst per wake-up (edge/accept.py).
-                nursery.start_soon(
-                    partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns")
-                )
-            nursery.start_soon(_watch_folder, state)
-            if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-                await nursery.start(_watch_sighup, state)  # installed before we report being up
+            loops = trio.CancelScope()
+
+            async def run_loops(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                with loops:
+                    async with trio.open_nursery() as inner:
+                        for udp, tcp in pairs:
+                            inner.start_soon(_udp_loop, udp, state)
+                            # Connections run in the outer nursery, so they outlive the loops at a
+                            # stop; the loop takes a whole burst per wake-up (edge/accept.py).
+                            inner.start_soon(
+                                partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns")
+                            )
+                        inner.start_soon(_watch_folder, state)
+                        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+                            await inner.start(_watch_sighup, state)  # installed before we report being up
+                        task_status.started()
+
+            await nursery.start(run_loops)
             task_status.started(bound)
+            if stop is not None:
+                await stop.wait()
+                loops.cancel()
 
 
-def _bind_all(listen: Listen) -> list[tuple[socket.socket, socket.socket, tuple[str, int]]]:
+def bind_all(listen: Listen) -> list[tuple[socket.socket, socket.socket, tuple[str, int]]]:
     """A UDP and a TCP socket for every address of `listen` (IPv4 and IPv6 together); with port 0
     the first address picks the port and the others follow it."""
     pairs: list[tuple[socket.socket, socket.socket, tuple[str, int]]] = []

@@ -53,8 +53,10 @@ from edge.egress.stats import EGRESS
 from edge.errors import ConfigError
 from edge.http.client import SocketTransport, Transport
 from edge.http.deadlines import LINGER, Deadlines, Expired, Wait
-from edge.http.listen import BACKLOG, open_listeners
+from edge.http.listen import BACKLOG
+from edge.http.listen import open_listeners as open_http_listeners
 from edge.http.splice import BrokenBody, Tunnel, move
+from edge.stopping import Stopping
 
 logger = logging.getLogger("edge.egress")
 
@@ -394,11 +396,11 @@ async def _connect(ctx: EgressContext, addresses: list[str], port: int, rec: Egr
     return None
 
 
-def _open_listeners(listen: Listen) -> list[socket.socket]:
+def open_listeners(listen: Listen) -> list[socket.socket]:
     """`[::]:PORT` is one dual-stack socket: sandboxes of both families redirected to one port (the
     ruleset redirects both to the same one). Any other address: edge.http.listen's sockets."""
     if listen.host != "::":
-        return open_listeners(listen, what="egress")
+        return open_http_listeners(listen, what="egress")
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -426,14 +428,20 @@ async def serve(
     live: LiveCatalog,
     *,
     log: Log | None = None,
-    stop: trio.Event | None = None,
+    sockets: list[socket.socket] | None = None,
+    stop: Stopping | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled, or until `stop` is set: then stop accepting and give the connections in
-    flight `shutdown_grace` seconds. Reports [("egress", (host, port)), ...]."""
-    if config.listen is None:
+    flight egress.shutdown_grace seconds (or less, if the stop's own deadline is nearer).
+    `sockets`: bound by the supervisor (edge/sockets.py); else `config.listen` is bound here.
+    Reports [("egress", (host, port)), ...]."""
+    if sockets is not None:
+        listeners = list(sockets)
+    elif config.listen is None:
         raise ConfigError("egress.listen: no address to listen on")
-    listeners = _open_listeners(config.listen)
+    else:
+        listeners = open_listeners(config.listen)
     try:
         ctx = EgressContext(config, live, log or write_line)
         bound = [("egress", tuple(sock.getsockname()[:2])) for sock in listeners]
@@ -456,14 +464,15 @@ async def serve(
                 task_status.started(bound)
                 if stop is None:
                     await trio.sleep_forever()
-                else:
-                    await stop.wait()
+                    return
+                await stop.wait()
                 for scope in accepting:
                     scope.cancel()
                 for sock in listeners:
                     trio.lowlevel.notify_closing(sock)
                     sock.close()
                 handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+                stop.bound(handlers.cancel_scope)
             nursery.cancel_scope.cancel()
     finally:
         for sock in listeners:

@@ -137,7 +137,7 @@ async def _relay(
     headers = rewrite_response(resp.headers, resp.status, resp.tokens)
     if ex.unmask is not None:
         headers = unmask_locations(headers, *ex.unmask)
-    if not head.keepalive:
+    if not head.keepalive or ctx.draining:  # the connection's last response: say so
         headers.append((b"connection", b"close"))
     out = response_bytes(resp.start, headers)
     length = resp.length

@@ -122,6 +122,8 @@ async def relay(ctx: ServerContext, ex: Exchange, up: Upstream) -> Outcome | Sta
     out_headers = rewrite_response(response_headers, status, tokens)
     if ex.unmask is not None:
         out_headers = unmask_locations(out_headers, *ex.unmask)
+    if ctx.draining and status != 101:  # this response is the connection's last: say so
+        out_headers.append((b"connection", b"close"))
     pending = [h.send(h11.Response(status_code=status, headers=out_headers, reason=event.reason, _parsed=True))]
     ex.resp_keepalive = event.http_version == b"1.1" and b"close" not in tokens
     http = ctx.http

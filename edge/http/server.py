@@ -34,6 +34,7 @@ from edge.http.listen import open_listeners
 from edge.http.loop import OwnListeners
 from edge.http.tls import TlsTransport
 from edge.metrics import STATS
+from edge.stopping import Stopping
 from edge.tls.certs import CertStore
 
 logger = logging.getLogger("edge.http")
@@ -145,27 +146,32 @@ async def serve(
     config: Config,
     live: LiveCatalog,
     *,
-    reuse_port: bool = False,
-    stop: trio.Event | None = None,
+    sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
+    stop: Stopping | None = None,
     own: OwnListeners | None = None,
     certs: CertStore | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled, or until `stop` is set: then drain gracefully and return.
+    """Serve until cancelled, or until `stop` is set: then stop accepting, drain, and return.
 
-    Reports [(kind, (host, port)), ...] for every listener bound ("http", "https").
+    `sockets`: the (http, https) listening sockets bound by the supervisor (edge/sockets.py); without
+    them, `config.http.listen` and `config.https.listen` are bound here (tests, `edge dns`).
+    Reports [(kind, (host, port)), ...] for every listener ("http", "https").
     `own` collects the edge's listening addresses (a request to one of them is a loop: 508); the
     caller adds the admin and DNS listeners it binds later. Without it, the configured ones count.
     `certs` is the certificate store for HTTPS (made here when not given)."""
-    listeners = open_listeners(config.http.listen, reuse_port=reuse_port)
-    tls_listeners: list[socket.socket] = []
-    try:
-        if config.https.listen is not None:
-            tls_listeners = open_listeners(config.https.listen, reuse_port=reuse_port, what="https")
-    except BaseException:
-        for sock in listeners:
-            sock.close()
-        raise
+    if sockets is not None:
+        listeners, tls_listeners = list(sockets[0]), list(sockets[1])
+    else:
+        listeners = open_listeners(config.http.listen)
+        tls_listeners = []
+        try:
+            if config.https.listen is not None:
+                tls_listeners = open_listeners(config.https.listen, what="https")
+        except BaseException:
+            for sock in listeners:
+                sock.close()
+            raise
     if own is None:
         own = OwnListeners()
     for listen in (*config.dns.listen.all(), *config.admin.listen.all()):
@@ -225,11 +231,14 @@ async def serve(
                 task_status.started(bound)
                 if stop is None:
                     await trio.sleep_forever()
+                    return
                 await stop.wait()
-                # Graceful stop: no new connections; idle keep-alive connections close now; requests in
-                # flight get shutdown_grace seconds to finish (each connection closes after its
-                # current exchange), then whatever is left is cancelled. With nothing in flight the
-                # handlers' nursery ends at once.
+                # No new connections (the listening sockets stay open in the supervisor and the next
+                # generation: what waits in their queues is theirs); idle keep-alive connections
+                # close now; busy ones answer with `Connection: close` and close after their exchange;
+                # tunnels and streams run on. Whatever is left at the stop's deadline (shutdown_grace,
+                # or drain_timeout during a deploy) is cancelled. With nothing in flight the handlers'
+                # nursery ends at once.
                 for scope in accepting:
                     scope.cancel()
                 for sock in listeners + tls_listeners:
@@ -237,11 +246,12 @@ async def serve(
                     sock.close()
                 ctx.drain()
                 logger.info(
-                    "http: draining %d connections for up to %.1f s",
+                    "http: %s: draining %d connections for up to %.0f s",
+                    stop.why,
                     STATS.http_active_connections,
-                    config.http.shutdown_grace,
+                    stop.deadline - trio.current_time(),
                 )
-                handlers.cancel_scope.deadline = trio.current_time() + config.http.shutdown_grace
+                stop.bound(handlers.cancel_scope)
             nursery.cancel_scope.cancel()
     finally:
         ctx.pool.close_all()

@@ -43,7 +43,7 @@ import trio
 
 from edge.catalog.model import Sandbox
 from tests.conftest import BOTH_LANES, parse_responses
-from tests.proc import edge_env, listening
+from tests.proc import edge_env, listening, worker_of
 
 SANDBOX_IP = "127.0.0.6"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -453,7 +453,7 @@ class Served:
         return f"{self.backend_port}-b.sandbox.localhost"
 
     def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return len(os.listdir(f"/proc/{worker_of(self.proc.pid)}/fd"))  # the worker holds the connections
 
     def connect(self, source: str = HOG) -> socket.socket:
         s = socket.socket()
@@ -629,12 +629,13 @@ def test_a_burst_past_the_caps_never_exhausts_the_descriptors(tmp_path):
     held: list[socket.socket] = []
     try:
         assert edge.served(OTHER)
-        os.kill(edge.proc.pid, signal.SIGSTOP)
+        worker = worker_of(edge.proc.pid)  # the process that accepts
+        os.kill(worker, signal.SIGSTOP)
         try:
             for _ in range(2 * NOFILE):
                 held.append(edge.connect())
         finally:
-            os.kill(edge.proc.pid, signal.SIGCONT)
+            os.kill(worker, signal.SIGCONT)
         time.sleep(1.0)
         assert edge.served(OTHER)
     finally:

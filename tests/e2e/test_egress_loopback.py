@@ -9,13 +9,14 @@ from edge.catalog.store import LiveCatalog
 from edge.config import Listen
 from edge.egress.config import EgressConfig
 from edge.egress.server import serve
+from edge.stopping import Stopping
 
 
 async def test_a_connection_not_redirected_is_reset_and_a_stop_ends_the_server(nursery) -> None:
     """Made straight to the listener, a connection has no original destination (no NAT entry): it is
     reset and logged `not redirected`, never dialled; setting `stop` closes the listener."""
     logs: list[dict] = []
-    stop = trio.Event()
+    stop = Stopping()
     done = trio.Event()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -40,6 +41,6 @@ async def test_a_connection_not_redirected_is_reset_and_a_stop_ends_the_server(n
             await trio.sleep(0.01)
     assert logs[0]["rule"] == "not redirected" and logs[0]["decision"] == "deny"
     assert logs[0]["error"].startswith("SO_ORIGINAL_DST")
-    stop.set()
+    stop.stop(5.0, "test")
     with trio.fail_after(2):
         await done.wait()

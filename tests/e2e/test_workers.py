@@ -23,7 +23,7 @@ def _cmdline(pid: int) -> str:
 
 
 def _workers(pid: int) -> list[int]:
-    """Worker processes of the supervisor (spawned python processes whose parent is `pid`)."""
+    """Worker processes of the supervisor (`python -m edge serve ...` processes whose parent is `pid`)."""
     kids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -33,7 +33,7 @@ def _workers(pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and "multiprocessing" in _cmdline(int(entry)) and "resource_tracker" not in _cmdline(int(entry)):
+        if ppid == pid and "edge" in _cmdline(int(entry)):
             kids.append(int(entry))
     return kids
 
@@ -115,11 +115,9 @@ async def test_sigterm_stops_the_supervisor_and_every_worker(workers):
     proc.proc.send_signal(signal.SIGTERM)
     assert await trio.to_thread.run_sync(lambda: proc.proc.wait(timeout=15)) == 0
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(
-        os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids
-    ):
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") and "edge" in _cmdline(k) for k in kids):
         await trio.sleep(0.1)
-    assert not any(os.path.exists(f"/proc/{k}") and "multiprocessing" in _cmdline(k) for k in kids)
+    assert not any(os.path.exists(f"/proc/{k}") and "edge" in _cmdline(k) for k in kids)
 
 
 async def test_removing_a_sandbox_cuts_its_tunnels_in_every_worker(tmp_path, nursery):

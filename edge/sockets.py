@@ -1,0 +1,226 @@
+"""Every listening socket of an edge, bound once and handed down.
+
+`edge serve` runs a supervisor (edge/supervisor.py) that binds every listener here, once: HTTP,
+HTTPS, DNS (a UDP and a TCP socket per address), admin, egress. Its workers serve on those very
+sockets, passed to them as inherited descriptors named in the EDGE_SOCKETS environment variable
+(`describe()` in the supervisor, `adopt()` in the worker). A reload or an upgrade starts the new
+generation on the same sockets and only then lets the old one stop accepting; the sockets are never
+closed, so no connection waiting in a queue is reset and no new one is refused. (With SO_REUSEPORT,
+each worker would own a queue of its own, and closing it resets what waits there.)
+
+systemd socket activation works too: sockets passed with LISTEN_FDS (and named with LISTEN_FDNAMES:
+`http`, `https`, `dns`, `admin`, `egress`, or any name when the socket's address is one configured)
+are used instead of binding (`activated()`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+from edge.config import Config, Listen
+from edge.dns.server import bind_all as bind_dns
+from edge.egress.server import open_listeners as open_egress
+from edge.errors import ConfigError
+from edge.http.listen import open_listeners
+
+log = logging.getLogger("edge.sockets")
+
+#: The kinds of listener, in the order they are bound and listed.
+KINDS = ("http", "https", "dns", "admin", "egress")
+
+#: systemd's first passed descriptor (sd_listen_fds(3)).
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass
+class Sockets:
+    """The listening sockets of one edge, by kind; DNS as (udp, tcp) pairs on one address each."""
+
+    http: list[socket.socket] = field(default_factory=list)
+    https: list[socket.socket] = field(default_factory=list)
+    dns: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
+    admin: list[socket.socket] = field(default_factory=list)
+    egress: list[socket.socket] = field(default_factory=list)
+
+    def all(self) -> list[socket.socket]:
+        return [*self.http, *self.https, *(s for pair in self.dns for s in pair), *self.admin, *self.egress]
+
+    def of(self, kind: str) -> list[socket.socket]:
+        """The sockets of one kind (for DNS, the UDP ones: one per address)."""
+        if kind == "dns":
+            return [udp for udp, _ in self.dns]
+        sockets: list[socket.socket] = getattr(self, kind)
+        return sockets
+
+    def listening(self) -> list[tuple[str, tuple]]:
+        """(kind, (host, port)) for every address served, in KINDS order: what `edge: KIND listening
+        on ADDR` lines and /v1/status list."""
+        return [(kind, tuple(sock.getsockname()[:2])) for kind in KINDS for sock in self.of(kind)]
+
+    def describe(self) -> str:
+        """The descriptors by kind, for EDGE_SOCKETS: `http=5,6 https= dns=7/8 admin=9 egress=`."""
+        parts = []
+        for kind in KINDS:
+            if kind == "dns":
+                text = ",".join(f"{udp.fileno()}/{tcp.fileno()}" for udp, tcp in self.dns)
+            else:
+                text = ",".join(str(sock.fileno()) for sock in getattr(self, kind))
+            parts.append(f"{kind}={text}")
+        return " ".join(parts)
+
+    def fds(self) -> list[int]:
+        return [sock.fileno() for sock in self.all()]
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+    @classmethod
+    def adopt(cls, text: str) -> Sockets:
+        """The sockets a `describe()` string names, as inherited by this process."""
+        out = cls()
+        for part in text.split():
+            kind, _, fds = part.partition("=")
+            if kind not in KINDS:
+                raise ConfigError(f"EDGE_SOCKETS: unknown kind {kind!r}")
+            for one in filter(None, fds.split(",")):
+                if kind == "dns":
+                    udp, _, tcp = one.partition("/")
+                    out.dns.append((_adopt(int(udp)), _adopt(int(tcp))))
+                else:
+                    getattr(out, kind).append(_adopt(int(one)))
+        return out
+
+
+def _adopt(fd: int) -> socket.socket:
+    sock = socket.socket(fileno=fd)  # family and type read from the descriptor
+    sock.setblocking(False)
+    return sock
+
+
+def configured(config: Config, kind: str) -> Listen | None:
+    """What the config asks `kind` to listen on (None: not served)."""
+    if kind == "http":
+        return config.http.listen
+    if kind == "https":
+        return config.https.listen
+    if kind == "dns":
+        return config.dns.listen
+    if kind == "admin":
+        return config.admin.listen
+    return config.egress.listen
+
+
+def bind(
+    config: Config,
+    kinds: tuple[str, ...],
+    *,
+    keep: tuple[Config, Sockets] | None = None,
+    given: Sockets | None = None,
+) -> tuple[Sockets, list[socket.socket]]:
+    """The sockets for `kinds` under `config`: those in `given` (socket activation) first, then
+    those of `keep` (the config and sockets serving now) whose configured address did not change;
+    anything else is bound now. Returns them with the sockets of `keep` no longer used (the caller
+    closes those once the generation serving on them is gone). On an error, what this call bound
+    is closed again and the error raised (a ConfigError naming the listener)."""
+    out = Sockets()
+    fresh: list[socket.socket] = []
+    try:
+        for kind in kinds:
+            listen = configured(config, kind)
+            if given is not None and given.of(kind):
+                _set(out, kind, given)
+            elif keep is not None and listen is not None and configured(keep[0], kind) == listen and keep[1].of(kind):
+                _set(out, kind, keep[1])
+            elif listen is not None:
+                if kind == "dns":
+                    out.dns = [(udp, tcp) for udp, tcp, _ in bind_dns(listen)]
+                    fresh += [s for pair in out.dns for s in pair]
+                else:
+                    bound = open_egress(listen) if kind == "egress" else open_listeners(listen, what=kind)
+                    setattr(out, kind, bound)
+                    fresh += bound
+    except BaseException:
+        for sock in fresh:
+            sock.close()
+        raise
+    used = {sock.fileno() for sock in out.all()}
+    unused = [sock for sock in keep[1].all() if sock.fileno() not in used] if keep is not None else []
+    return out, unused
+
+
+def _set(out: Sockets, kind: str, source: Sockets) -> None:
+    if kind == "dns":
+        out.dns = list(source.dns)
+    else:
+        setattr(out, kind, list(getattr(source, kind)))
+
+
+def activated(config: Config, environ: MutableMapping[str, str] = os.environ) -> Sockets | None:
+    """The sockets systemd passed (LISTEN_PID is this process, LISTEN_FDS of them from descriptor 3),
+    by kind: named after one (LISTEN_FDNAMES), or else found by their address among the configured
+    ones. None without socket activation. The variables are removed, so no child takes them for its own."""
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = int(environ.get("LISTEN_FDS", "0") or 0)
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
+    if not count:
+        return None
+    out = Sockets()
+    udp_by_addr: dict[tuple, socket.socket] = {}
+    tcp_dns: list[socket.socket] = []
+    for i in range(count):
+        fd = SD_LISTEN_FDS_START + i
+        os.set_inheritable(fd, False)
+        sock = _adopt(fd)
+        name = names[i] if i < len(names) else ""
+        kind = name if name in KINDS else _kind_by_address(config, sock)
+        if kind is None:
+            log.warning("socket activation: descriptor %d (%r, %s) matches no listener; ignored", fd, name, _addr(sock))
+            sock.close()
+            continue
+        if kind == "dns":
+            if sock.type == socket.SOCK_DGRAM:
+                udp_by_addr[_addr(sock)] = sock
+            else:
+                tcp_dns.append(sock)
+        else:
+            getattr(out, kind).append(sock)
+    for tcp in tcp_dns:
+        udp = udp_by_addr.pop(_addr(tcp), None)
+        if udp is None:
+            raise ConfigError(f"socket activation: DNS over TCP on {_addr(tcp)} has no UDP socket on that address")
+        out.dns.append((udp, tcp))
+    if udp_by_addr:
+        raise ConfigError(f"socket activation: DNS over UDP on {next(iter(udp_by_addr))} has no TCP socket beside it")
+    for kind in KINDS:
+        if out.of(kind):
+            log.info("%s: %d socket(s) from systemd", kind, len(out.of(kind)))
+    return out
+
+
+def _addr(sock: socket.socket) -> tuple:
+    return tuple(sock.getsockname()[:2])
+
+
+def _kind_by_address(config: Config, sock: socket.socket) -> str | None:
+    host, port = _addr(sock)
+    for kind in KINDS:
+        listen = configured(config, kind)
+        if listen is not None and any(one.host == host and one.port == port for one in listen.all()):
+            return kind
+    return None
+
+
+def inheritable(sockets: Sockets) -> list[int]:
+    """Mark every descriptor inheritable (for an exec) and return them."""
+    fds = sockets.fds()
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    return fds
