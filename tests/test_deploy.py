@@ -75,7 +75,9 @@ def test_unit_agrees_with_the_config_example():
     assert unit["ConfigurationDirectory"] == ["edge"]
     assert unit["AmbientCapabilities"] == unit["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert unit["Restart"] == ["on-failure"] and unit["LimitNOFILE"] == ["1048576"]
-    assert unit["KillSignal"] == ["SIGTERM"]
+    assert unit["KillSignal"] == ["SIGTERM"] and unit["KillMode"] == ["mixed"]  # the supervisor stops its workers
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    assert unit["ExecReload"] == [f"{EXEC} reload --config /etc/edge/edge.toml"]
     timeout_stop = float(unit["TimeoutStopSec"][0])
     assert cfg.http.shutdown_grace < timeout_stop <= cfg.http.shutdown_grace + 10
 
@@ -93,9 +95,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         pytest.skip(f"systemd-analyze verify does not work in this container: {done.stderr.strip()}")
 
     text = UNIT.read_text()
-    assert text.count(f"ExecStart={EXEC} ") == 1
+    assert text.count(f"ExecStart={EXEC} ") == 1 and text.count(f"ExecReload={EXEC} ") == 1
     copy = tmp_path / "edge.service"
-    copy.write_text(text.replace(f"ExecStart={EXEC} ", "ExecStart=/bin/true "))
+    copy.write_text(
+        text.replace(f"ExecStart={EXEC} ", "ExecStart=/bin/true ").replace(
+            f"ExecReload={EXEC} ", "ExecReload=/bin/true "
+        )
+    )
     done = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     about_unit = [line for line in (done.stdout + done.stderr).splitlines() if "edge.service" in line]
     assert done.returncode == 0 and not about_unit, done.stdout + done.stderr
