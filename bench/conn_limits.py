@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.peers import free_port, median, raise_nofile  # noqa: E402
+from bench.peers import free_port, median, raise_nofile, tree, tree_rss_kib  # noqa: E402
 
 DOMAIN = "sandbox.localhost"
 BACKEND = "127.0.0.2"
@@ -80,13 +80,11 @@ class Edge:
         return self.proc.pid
 
     def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        """Descriptors of the supervisor and its workers (the workers hold the connections)."""
+        return sum(len(os.listdir(f"/proc/{p}/fd")) for p in tree(self.pid))
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        return tree_rss_kib(self.pid)
 
     def host(self, port: int, sandbox: str) -> str:
         return f"{port}-{sandbox}.{DOMAIN}"

@@ -125,8 +125,18 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants (`edge serve`: the supervisor and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
 def tree_rss_kib(pid: int) -> int:
-    """RSS of pid and all its descendants (edge with --workers forks; one worker is just the process)."""
+    """RSS of pid and all its descendants (`edge serve` is a supervisor and its workers)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
