@@ -16,7 +16,8 @@ def run(config: Config) -> int:
     accesslog.setup(config)
     rlimit.raise_nofile()
     lifecycle.check(config, dns=True, admin=False)
-    bound, _ = sockets.bind(config, ("dns",), given=sockets.activated(config))
+    listeners, _ = sockets.bind(config, ("dns",), given=sockets.activated(config))
+    bound = listeners.for_worker(0, 1)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -28,5 +29,5 @@ def run(config: Config) -> int:
     try:
         lifecycle.run(main)
     finally:
-        bound.close()
+        listeners.close()
     return 0

@@ -3,14 +3,20 @@
 `edge serve` runs a supervisor (edge/supervisor.py) that binds every listener here, once: HTTP,
 HTTPS, DNS (a UDP and a TCP socket per address), admin, egress. Its workers serve on those very
 sockets, passed to them as inherited descriptors named in the EDGE_SOCKETS environment variable
-(`describe()` in the supervisor, `adopt()` in the worker). A reload or an upgrade starts the new
-generation on the same sockets and only then lets the old one stop accepting; the sockets are never
-closed, so no connection waiting in a queue is reset and no new one is refused. (With SO_REUSEPORT,
-each worker would own a queue of its own, and closing it resets what waits there.)
+(`Listeners.for_worker(...).describe()` in the supervisor, `Sockets.adopt()` in the worker). A reload
+or an upgrade starts the new generation on the same sockets and only then lets the old one stop
+accepting; no socket is closed, so no connection waiting in a queue is reset and no new one refused.
+
+HTTP and HTTPS are bound as shares of one SO_REUSEPORT group per address, one share per worker
+index: the kernel spreads new connections evenly over the shares (one shared socket would let
+whichever worker wakes first take a whole burst), and worker i of every generation takes over share
+i, so a share's queue is drained by the next generation's worker i and never dropped. A share is
+never closed while the edge runs (with fewer workers after a reload, a worker takes several shares).
+DNS, admin and egress are one socket per address, for worker 0.
 
 systemd socket activation works too: sockets passed with LISTEN_FDS (and named with LISTEN_FDNAMES:
 `http`, `https`, `dns`, `admin`, `egress`, or any name when the socket's address is one configured)
-are used instead of binding (`activated()`).
+are used instead of binding (`activated()`); a passed HTTP socket is one share every worker accepts on.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from edge.config import Config, Listen
 from edge.dns.server import bind_all as bind_dns
 from edge.egress.server import open_listeners as open_egress
 from edge.errors import ConfigError
-from edge.http.listen import open_listeners
+from edge.http.listen import BACKLOG, open_listeners
 
 log = logging.getLogger("edge.sockets")
 
@@ -102,6 +108,87 @@ def _adopt(fd: int) -> socket.socket:
     return sock
 
 
+#: The kinds bound as SO_REUSEPORT shares, one per worker index.
+SHARED = ("http", "https")
+
+
+@dataclass
+class Listeners:
+    """The supervisor's sockets: HTTP and HTTPS as shares (each a socket per address, one share per
+    worker index), DNS, admin and egress as one socket (pair) per address."""
+
+    http: list[list[socket.socket]] = field(default_factory=list)
+    https: list[list[socket.socket]] = field(default_factory=list)
+    dns: list[tuple[socket.socket, socket.socket]] = field(default_factory=list)
+    admin: list[socket.socket] = field(default_factory=list)
+    egress: list[socket.socket] = field(default_factory=list)
+
+    def all(self) -> list[socket.socket]:
+        shared = [s for kind in SHARED for share in getattr(self, kind) for s in share]
+        return [*shared, *(s for pair in self.dns for s in pair), *self.admin, *self.egress]
+
+    def fds(self) -> list[int]:
+        return [sock.fileno() for sock in self.all()]
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+    def listening(self) -> list[tuple[str, tuple]]:
+        """(kind, (host, port)) of every address served (one share stands for its group)."""
+        return self.for_worker(0, 1).listening()
+
+    def for_worker(self, index: int, workers: int) -> Sockets:
+        """What worker `index` of `workers` serves on: the shares k with k % workers == index (all of
+        them for a single worker; share index % shares when there are fewer shares than workers, as
+        with systemd's one socket); DNS, admin and egress for worker 0 only."""
+
+        def pick(shares: list[list[socket.socket]]) -> list[socket.socket]:
+            if not shares:
+                return []
+            if len(shares) < workers:
+                return list(shares[index % len(shares)])
+            return [sock for k, share in enumerate(shares) if k % workers == index for sock in share]
+
+        first = index == 0
+        return Sockets(
+            http=pick(self.http),
+            https=pick(self.https),
+            dns=list(self.dns) if first else [],
+            admin=list(self.admin) if first else [],
+            egress=list(self.egress) if first else [],
+        )
+
+    def describe(self) -> str:
+        """Every descriptor, for a re-executed supervisor: shares separated by `;`."""
+        parts = []
+        for kind in KINDS:
+            if kind in SHARED:
+                text = ";".join(",".join(str(s.fileno()) for s in share) for share in getattr(self, kind))
+            elif kind == "dns":
+                text = ",".join(f"{udp.fileno()}/{tcp.fileno()}" for udp, tcp in self.dns)
+            else:
+                text = ",".join(str(sock.fileno()) for sock in getattr(self, kind))
+            parts.append(f"{kind}={text}")
+        return " ".join(parts)
+
+    @classmethod
+    def adopt(cls, text: str) -> Listeners:
+        out = cls()
+        for part in text.split():
+            kind, _, fds = part.partition("=")
+            if kind in SHARED:
+                setattr(
+                    out, kind, [[_adopt(int(fd)) for fd in share.split(",") if fd] for share in fds.split(";") if share]
+                )
+            elif kind in KINDS:
+                flat = Sockets.adopt(part)
+                setattr(out, kind, getattr(flat, kind))
+            else:
+                raise ConfigError(f"EDGE_SOCKETS: unknown kind {kind!r}")
+        return out
+
+
 def configured(config: Config, kind: str) -> Listen | None:
     """What the config asks `kind` to listen on (None: not served)."""
     if kind == "http":
@@ -119,25 +206,48 @@ def bind(
     config: Config,
     kinds: tuple[str, ...],
     *,
-    keep: tuple[Config, Sockets] | None = None,
+    workers: int = 1,
+    keep: tuple[Config, Listeners] | None = None,
     given: Sockets | None = None,
-) -> tuple[Sockets, list[socket.socket]]:
-    """The sockets for `kinds` under `config`: those in `given` (socket activation) first, then
-    those of `keep` (the config and sockets serving now) whose configured address did not change;
-    anything else is bound now. Returns them with the sockets of `keep` no longer used (the caller
-    closes those once the generation serving on them is gone). On an error, what this call bound
-    is closed again and the error raised (a ConfigError naming the listener)."""
-    out = Sockets()
+) -> tuple[Listeners, list[socket.socket]]:
+    """The listeners for `kinds` under `config`: those in `given` (socket activation) first, then
+    those of `keep` (the config and listeners serving now) whose configured address did not change
+    (HTTP and HTTPS with more shares when `workers` grew); anything else is bound now. Returns them
+    with the sockets of `keep` no longer used (the caller closes those once the generation serving
+    on them is gone). On an error, what this call bound is closed again and the error raised (a
+    ConfigError naming the listener)."""
+    out = Listeners()
     fresh: list[socket.socket] = []
     try:
         for kind in kinds:
             listen = configured(config, kind)
             if given is not None and given.of(kind):
-                _set(out, kind, given)
-            elif keep is not None and listen is not None and configured(keep[0], kind) == listen and keep[1].of(kind):
-                _set(out, kind, keep[1])
+                got = given.of(kind) if kind != "dns" else []
+                if kind in SHARED:
+                    setattr(out, kind, [list(got)])  # one share: every worker accepts on it
+                elif kind == "dns":
+                    out.dns = list(given.dns)
+                else:
+                    setattr(out, kind, list(got))
+            elif (
+                keep is not None and listen is not None and configured(keep[0], kind) == listen and _has(keep[1], kind)
+            ):
+                if kind in SHARED:
+                    shares = [list(share) for share in getattr(keep[1], kind)]
+                    while len(shares) < workers and _reuse_port(shares[0][0]):  # not systemd's one socket
+                        shares.append(_another_share(shares[0], kind, fresh))
+                    setattr(out, kind, shares)
+                else:
+                    setattr(out, kind, list(getattr(keep[1], kind)))
             elif listen is not None:
-                if kind == "dns":
+                if kind in SHARED:
+                    first = open_listeners(listen, what=kind, reuse_port=True)
+                    fresh += first
+                    shares = [first]
+                    while len(shares) < workers:
+                        shares.append(_another_share(first, kind, fresh))
+                    setattr(out, kind, shares)
+                elif kind == "dns":
                     out.dns = [(udp, tcp) for udp, tcp, _ in bind_dns(listen)]
                     fresh += [s for pair in out.dns for s in pair]
                 else:
@@ -153,11 +263,32 @@ def bind(
     return out, unused
 
 
-def _set(out: Sockets, kind: str, source: Sockets) -> None:
-    if kind == "dns":
-        out.dns = list(source.dns)
-    else:
-        setattr(out, kind, list(getattr(source, kind)))
+def _reuse_port(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+def _has(listeners: Listeners, kind: str) -> bool:
+    return bool(getattr(listeners, kind))
+
+
+def _another_share(first: list[socket.socket], kind: str, fresh: list[socket.socket]) -> list[socket.socket]:
+    """One more member of the SO_REUSEPORT group of each socket of `first`: same family, same address."""
+    share = []
+    for model in first:
+        sock = socket.socket(model.family, socket.SOCK_STREAM)
+        fresh.append(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if model.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(model.getsockname())
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError as exc:
+            raise ConfigError(f"{kind}: cannot add a listener on {model.getsockname()[:2]}: {exc.strerror}") from None
+        share.append(sock)
+    return share
 
 
 def activated(config: Config, environ: MutableMapping[str, str] = os.environ) -> Sockets | None:
@@ -218,7 +349,7 @@ def _kind_by_address(config: Config, sock: socket.socket) -> str | None:
     return None
 
 
-def inheritable(sockets: Sockets) -> list[int]:
+def inheritable(sockets: Listeners) -> list[int]:
     """Mark every descriptor inheritable (for an exec) and return them."""
     fds = sockets.fds()
     for fd in fds:

@@ -91,7 +91,7 @@ class Supervisor:
         self.config = config
         self.load = load  # the config read again, as the CLI reads it: for a reload
         self.argv = list(argv)  # `serve ...`: how a worker and a re-executed supervisor are started
-        self.sockets = sockets.Sockets()
+        self.sockets = sockets.Listeners()
         self.workers: list[Worker] = []
         self.generation = 0
         self.started = time.time()
@@ -110,14 +110,14 @@ class Supervisor:
         config = self.config
         lifecycle.check(config)
         given = sockets.activated(config)
-        self.sockets, _ = sockets.bind(config, KINDS, given=given)
+        self.sockets, _ = sockets.bind(config, KINDS, workers=config.workers, given=given)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=config.state_dir))
         self.files = WorkerFiles(self.run_dir)
 
     def adopt(self, state: dict[str, Any], described: str) -> list[Worker]:
         """The state an upgrading supervisor handed to this image; returns the workers to drain."""
-        self.sockets = sockets.Sockets.adopt(described)
+        self.sockets = sockets.Listeners.adopt(described)
         for sock in self.sockets.all():
             os.set_inheritable(sock.fileno(), False)
         self.generation = state["generation"]
@@ -133,15 +133,17 @@ class Supervisor:
 
     # --- the workers --------------------------------------------------------------------------------
 
-    def spawn(self, generation: int, index: int) -> tuple[Worker, int]:
-        """Start one worker; returns it and the descriptor on which it says ready (or why not)."""
+    def spawn(self, generation: int, index: int, workers: int) -> tuple[Worker, int]:
+        """Start worker `index` of `workers` on its share of the listeners; returns it and the
+        descriptor on which it says ready (or why not)."""
         read_fd, write_fd = os.pipe()
         spec = WorkerSpec(generation, index, str(self.run_dir), write_fd)
-        env = dict(os.environ, EDGE_WORKER=spec.to_env(), EDGE_SOCKETS=self.sockets.describe())
+        mine = self.sockets.for_worker(index, workers)
+        env = dict(os.environ, EDGE_WORKER=spec.to_env(), EDGE_SOCKETS=mine.describe())
         env.pop("NOTIFY_SOCKET", None)  # systemd hears from the supervisor only
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "edge", *self.argv], env=env, pass_fds=[*self.sockets.fds(), write_fd]
+                [sys.executable, "-m", "edge", *self.argv], env=env, pass_fds=[*mine.fds(), write_fd]
             )
         finally:
             os.close(write_fd)
@@ -156,7 +158,7 @@ class Supervisor:
         failures: list[str] = []
         try:
             for index in range(config.workers):
-                started.append(self.spawn(generation, index))
+                started.append(self.spawn(generation, index, config.workers))
             with trio.move_on_after(READY_TIMEOUT) as waited:
                 async with trio.open_nursery() as nursery:
                     for worker, fd in started:
@@ -251,7 +253,7 @@ class Supervisor:
                 logger.error("worker %d (pid %d) exited with %s; starting it again", worker.index, worker.pid, code)
                 if time.monotonic() - worker.started < 1.0:
                     await trio.sleep(1.0)  # a worker that dies at once: do not spin
-                new, fd = self.spawn(worker.generation, worker.index)
+                new, fd = self.spawn(worker.generation, worker.index, self.config.workers)
                 os.close(fd)
 
     def _close_unused(self) -> None:
@@ -292,7 +294,7 @@ class Supervisor:
         except EdgeError as exc:
             raise EdgeError(f"the config is not valid: {exc.message}") from None
         old_config, old_sockets = self.config, self.sockets
-        new_sockets, unused = sockets.bind(config, KINDS, keep=(old_config, old_sockets))
+        new_sockets, unused = sockets.bind(config, KINDS, workers=config.workers, keep=(old_config, old_sockets))
         generation = self.generation + 1
         self.sockets = new_sockets
         try:

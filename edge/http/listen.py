@@ -12,13 +12,13 @@ __all__ = ["BACKLOG", "open_listeners"]
 BACKLOG = 4096
 
 
-def open_listeners(listen: Listen, *, what: str = "http") -> list[socket.socket]:
+def open_listeners(listen: Listen, *, what: str = "http", reuse_port: bool = False) -> list[socket.socket]:
     """Non-blocking listening sockets for every address of `listen` (all of `listen.all()`), and every
     address each name resolves to.
 
-    No SO_REUSEPORT: the supervisor binds each address once and its workers share that one socket,
-    so a worker that stops accepting leaves nothing behind in a queue of its own (edge/sockets.py);
-    and on by accident, two unrelated edges could split one port's traffic without a word."""
+    reuse_port (SO_REUSEPORT) only for the supervisor's shares of one port (edge/sockets.py), each
+    drained by one worker of every generation in turn and never closed during a deploy; on by
+    accident, two unrelated edges could split one port's traffic without a word."""
     infos = []
     for one in listen.all():
         try:
@@ -32,6 +32,8 @@ def open_listeners(listen: Listen, *, what: str = "http") -> list[socket.socket]
             sock = socket.socket(family, type_, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             # Port 0 with several addresses ("localhost"): the first picks, the others follow it.
