@@ -16,6 +16,7 @@ file, port in use) to the CLI as its own EdgeError, not as the exception groups 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -259,9 +260,21 @@ def say_up(config: Config, listening: list[Listener]) -> None:
     logger.info("edge is up; catalog %s; domains %s", config.catalog_url, ", ".join(config.domains))
 
 
+#: Full (generation 2) collections run only after this many generation-1 ones (CPython's default: 10).
+GC_FULL_EVERY = 100
+
+
 def run(async_fn: Callable[[], Awaitable[object]]) -> None:
     """trio.run(async_fn); a server that cannot start (bad zone file, port in use) raises an EdgeError
-    inside a nursery: it is raised as itself, so the user sees one line and not a traceback."""
+    inside a nursery: it is raised as itself, so the user sees one line and not a traceback.
+
+    A full garbage collection stops every connection while it scans every object: with 1,000
+    connections open, 60-200 ms (bench/results/adversarial-ab.md). What was imported is frozen out of
+    the scans, and full collections are ten times rarer; the young generations are as CPython has them."""
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, GC_FULL_EVERY)
     try:
         trio.run(async_fn)
     except BaseExceptionGroup as group:
