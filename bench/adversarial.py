@@ -41,8 +41,12 @@ The quick half (sandbox faults, descriptor exhaustion) is tests/e2e/test_adversa
          what slowhttptest saw (connections open at most, closed by the server and when), edge's side
          (client connections held at most and when all were released, from /proc/net/tcp; its
          descriptors before, at most and after from /proc; 4xx answers from the admin API before and
-         after the attack, never during: the admin API runs on edge's core), and how busy edge's core was
-         with edge and with other processes (this machine may be shared).
+         after the attack, never during: the admin API runs on edge's core), how busy edge's core was
+         with edge and with other processes (this machine may be shared), and edge's long scheduler
+         rounds (bench/rounds.py: rounds and garbage collections over 1 ms of edge's own CPU time, what
+         a request arriving meanwhile waits behind; unlike the probe's wall-clock figures, other
+         processes on the core do not inflate them). `--attacks` runs some attacks only. edge's figures
+         are its worker's (`edge serve` is a supervisor with one worker).
 2. dns   `--dns-packets` (1,000,000) hostile packets (tests/dns/fuzz.py, through bench/dns_bench.py's
          fuzz_run: paced at `--dns-rate` per second so that the kernel drops none, replies counted
          against what the pure functions say) at edge serve's DNS, then 10 queries a resolver relies on
@@ -83,8 +87,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import dns_bench  # noqa: E402
-from bench.peers import LOAD_CPU, PROXY_CPU, CoreWatch, _edge_env, _stop, toml  # noqa: E402
+from bench import dns_bench, rounds  # noqa: E402
+from bench.peers import LOAD_CPU, PROXY_CPU, CoreWatch, _edge_env, _stop, children, toml  # noqa: E402
 from tests.proc import listening  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -144,10 +148,18 @@ class Edge:
     log: Path
     ports: dict[str, int]
     backends: dict[str, int]  # sandbox -> its port
+    rounds_log: Path  # edge's scheduler rounds longer than bench/rounds.py's LONG_MS of CPU
+
+    def rounds(self, t0: float, t1: float) -> dict:
+        """edge's long scheduler rounds in [t0, t1) (time.monotonic()), in CPU ms: bench/rounds.py."""
+        return rounds.long_rounds(str(self.rounds_log), t0, t1)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The process that holds the connections: `edge serve` is a supervisor that starts one worker
+        (the default --workers 1); an edge without a supervisor holds them itself."""
+        kids = children(self.proc.pid)
+        return kids[0] if kids else self.proc.pid
 
     @property
     def host(self) -> str:
@@ -231,7 +243,9 @@ def edge_serve(backends: dict[str, int], config: dict) -> Iterator[Edge]:
                 ["taskset", "-c", PROXY_CPU, sys.executable, "-m", "edge", "serve", "--http", "127.0.0.1:0",
                  "--dns", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-access-log",
                  "--config", str(state / "edge.toml")],
-                env=env,
+                # bench/rounds.py logs edge's long scheduler rounds, in the supervisor and its worker
+                env={**env, "PYTHONPATH": f"{REPO / 'bench' / 'roundhook'}:{env['PYTHONPATH']}",
+                     "BENCH_ROUNDS_LOG": str(state / "rounds.log")},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
@@ -246,7 +260,7 @@ def edge_serve(backends: dict[str, int], config: dict) -> Iterator[Edge]:
             for line in log.read_text(errors="replace").splitlines():
                 if found := listening(line):
                     ports[found[0]] = int(found[1].rsplit(":", 1)[1])
-            yield Edge(proc, state, log, ports, backends)
+            yield Edge(proc, state, log, ports, backends, state / "rounds.log")
         finally:
             _stop(proc)
 
@@ -385,7 +399,7 @@ def slowhttptest(a: argparse.Namespace, edge: Edge, probe: Probe, attack: Attack
     t0 = time.monotonic()
     watch = CoreWatch(edge.pid)
     time.sleep(a.baseline)
-    unloaded = {**probe.window(t0, time.monotonic()), **_core(watch)}
+    unloaded = {**probe.window(t0, time.monotonic()), **_core(watch), **edge.rounds(t0, time.monotonic())}
     before = {"fds": edge.fds(), "metrics": edge.metrics()}
     idle_connections = edge.client_connections()  # the probe's
     prefix = workdir / re.sub(r"\W+", "-", attack.name)
@@ -409,7 +423,12 @@ def slowhttptest(a: argparse.Namespace, edge: Edge, probe: Probe, attack: Attack
         proc.kill()
     out = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", proc.communicate()[0])
     ended = time.monotonic()
-    loaded = {**probe.window(started, ended), **_core(watch), "worst_seconds": probe.worst_seconds(started, ended)}
+    loaded = {
+        **probe.window(started, ended),
+        **_core(watch),
+        "worst_seconds": probe.worst_seconds(started, ended),
+        **edge.rounds(started, ended),
+    }
     time.sleep(1.0)
     after = {"fds": edge.fds(), "metrics": edge.metrics()}
     rows = _csv(prefix.with_suffix(".csv"))
@@ -459,7 +478,8 @@ def slowhttptest(a: argparse.Namespace, edge: Edge, probe: Probe, attack: Attack
         f"edge: 4xx {result['edge_4xx']:.0f}, held {result['edge_open_connections_max']:.0f}, released after "
         f"{result['edge_released_after_s']} s, fds {result['edge_fds']}, probe failed {loaded.get('failed')}, "
         f"edge core: edge {unloaded['edge_cpu_pct']:.0f}% -> {loaded['edge_cpu_pct']:.0f}%, others "
-        f"{unloaded['others_cpu_pct']:.0f}% -> {loaded['others_cpu_pct']:.0f}%"
+        f"{unloaded['others_cpu_pct']:.0f}% -> {loaded['others_cpu_pct']:.0f}%, edge rounds over 2 / 5 ms of CPU "
+        f"{loaded['rounds_over_2ms']} / {loaded['rounds_over_5ms']}, longest {loaded['longest_round_ms']} ms"
     )
     return result
 
@@ -848,8 +868,9 @@ def markdown(doc: dict) -> str:
             "| attack | connections | probe p50 ms, unloaded / loaded | probe p99 ms, unloaded / loaded | p99 "
             "ratio | probe failed | closed by edge (slowhttptest) | edge held at most | edge released all after "
             "| edge 4xx | edge descriptors before / max / after | edge's core: edge %, others %, unloaded / "
-            "loaded | edge CPU for the attack, ms per connection |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "loaded | edge CPU for the attack, ms per connection | edge's rounds over 2 / 5 ms of CPU, loaded; "
+            "the longest round, and the longest garbage collection in it, ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, runs in slow["attacks"].items():
 
@@ -882,6 +903,10 @@ def markdown(doc: dict) -> str:
                 f"{m('unloaded', 'edge_cpu_pct'):.0f} / {m('loaded', 'edge_cpu_pct'):.0f}, "
                 f"{m('unloaded', 'others_cpu_pct'):.0f} / {m('loaded', 'others_cpu_pct'):.0f}",
                 f"{m('attack_cpu_s') * 1000 / runs[0]['connections']:.2f}",
+                f"{m('loaded', 'rounds_over_2ms'):.0f} / {m('loaded', 'rounds_over_5ms'):.0f}; "
+                f"{m('loaded', 'longest_round_ms'):.1f}, {m('loaded', 'longest_gc_ms') or 0:.1f}"
+                if m("loaded", "longest_round_ms") is not None
+                else "-",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [""]

@@ -50,11 +50,12 @@ LINGER = 1.0
 #: Expiries that end every later wait on the same Wait too (the others end only the wait under way).
 STICKY = frozenset(("revoked", "client"))
 #: Most waits the sweep ends in one scheduler round (see Deadlines._in_batches).
-SWEEP_BATCH = 16
+SWEEP_BATCH = 4
 #: Most reads of a request under way that go on in one scheduler round (see Turns).
 TURNS_PER_ROUND = 16
-#: The waits that take turns once ready: the rest of a client's request head, and its body.
-TAKE_TURNS = frozenset(("head", "body"))
+#: The waits that take turns once ready: the rest of a client's request head, its body, and the drain
+#: of a connection being closed after an early answer (a crowd answered 408 closes its side at once).
+TAKE_TURNS = frozenset(("head", "body", "linger"))
 
 
 def late(table: dict[Wait, float], now: float) -> list[Wait]:
@@ -94,12 +95,13 @@ class Turns:
     trio wakes every task whose socket is ready in one round and runs them all before anyone else:
     1,000 slow clients that each send a few more bytes in the same instant (slowhttptest's ticks, or
     closing all at once) are 30-200 ms of one core that a normal client's request waits behind. The
-    waits that take turns (TAKE_TURNS: a request's head or body still coming in) are the ones such a
-    crowd is made of; a new request on a keep-alive connection, a sandbox's answer and writes do not
-    take turns, so they run in the next round whatever the crowd. Nothing is paid until more than
-    `per_round` take a turn in one round: one decrement, no checkpoint. Past it, a task parks and
-    `run` lets `per_round` go each round, first come first served: the n-th in the queue goes on
-    n / per_round rounds later. Without `run` (a Deadlines nobody sweeps) nobody waits."""
+    waits that take turns (TAKE_TURNS: a request's head or body still coming in, the drain of a
+    connection being closed) are the ones such a crowd is made of; a new request on a keep-alive
+    connection, a sandbox's answer and writes do not take turns, so they run in the next round
+    whatever the crowd. Nothing is paid until more than `per_round` take a turn in one round: one
+    decrement, no checkpoint. Past it, a task parks and `run` lets `per_round` go each round, first
+    come first served: the n-th in the queue goes on n / per_round rounds later. Without `run` (a
+    Deadlines nobody sweeps) nobody waits."""
 
     __slots__ = ("per_round", "left", "lot", "due", "running")
 

@@ -150,14 +150,16 @@ async def test_without_the_sweep_running_nobody_waits_for_a_turn():
     [
         pytest.param("head", 5.0, True, id="the rest of a request head"),
         pytest.param("body", 5.0, True, id="a request body"),
+        pytest.param("linger", 5.0, True, id="the drain before a close"),
         pytest.param("body", None, False, id="a response body (no deadline)"),
         pytest.param("response", 5.0, False, id="a sandbox's answer"),
         pytest.param("idle", 5.0, False, id="a next request"),
     ],
 )
 async def test_only_reads_of_a_request_under_way_take_turns(autojump_clock, nursery, kind, deadline, takes_turn):
-    """After a wait that blocked, a read of a head or body still coming in takes a turn; a sandbox's
-    answer, a response body and a new request do not (they go on whatever the crowd)."""
+    """After a wait that blocked, a read of a head or body still coming in, or of a connection being
+    closed, takes a turn; a sandbox's answer, a response body and a new request do not (they go on
+    whatever the crowd)."""
     d = Deadlines(config_mod.load(env={}, overrides={}).http)
     nursery.start_soon(d.run)
     a, b = socket.socketpair()
