@@ -60,6 +60,10 @@ async def accept_loop(sock: socket.socket, nursery: trio.Nursery, handler, *, la
             except BlockingIOError:
                 break
             except OSError as exc:
+                if exc.errno == errno.EBADF or sock.fileno() < 0:
+                    # Closed by a stop in the round this task was woken: its cancellation comes at
+                    # the next checkpoint, and wait_readable() on a closed socket is a ValueError.
+                    raise trio.ClosedResourceError from None
                 if exc.errno in _RESOURCE_ERRORS:
                     failures += 1
                     now = trio.current_time()

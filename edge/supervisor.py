@@ -196,7 +196,7 @@ class Supervisor:
             self.ready.add(worker.pid)
             return
         reason = line[len("error ") :] if line.startswith("error ") else ""
-        code = self._exit_code(worker)
+        code = await self._exit_code(worker)
         failures.append(
             reason
             or f"worker {worker.index} of generation {worker.generation} (pid {worker.pid}) ended"
@@ -204,16 +204,17 @@ class Supervisor:
         )
         scope.cancel()
 
-    def _exit_code(self, worker: Worker, wait: float = 1.0) -> int | None:
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                pid, status = os.waitpid(worker.pid, os.WNOHANG)
-            except ChildProcessError:
-                return None
-            if pid:
-                return os.waitstatus_to_exitcode(status)
-            time.sleep(0.01)
+    async def _exit_code(self, worker: Worker, wait: float = 1.0) -> int | None:
+        """Its exit status, if it ends within `wait` (it is reaped here, then; else by reap())."""
+        with trio.move_on_after(wait):
+            while True:
+                try:
+                    pid, status = os.waitpid(worker.pid, os.WNOHANG)
+                except ChildProcessError:
+                    return None
+                if pid:
+                    return os.waitstatus_to_exitcode(status)
+                await trio.sleep(0.01)
         return None
 
     def _signal(self, worker: Worker, signum: int) -> None:
@@ -242,7 +243,9 @@ class Supervisor:
                 self.workers.remove(worker)
                 self.ready.discard(worker.pid)
                 self.files.retire(worker.generation, worker.index)
-                if worker.draining or self.stopping:
+                # Only a serving generation's worker is started again: a new generation's worker that
+                # died before it was ready is the deploy's failure (reported there), not a crash.
+                if worker.draining or self.stopping or worker.generation != self.generation:
                     logger.info(
                         "worker %d of generation %d (pid %d) drained", worker.index, worker.generation, worker.pid
                     )

@@ -90,7 +90,23 @@ class SocketTransport:
         self.sock.shutdown(how)
 
     def close(self) -> None:
+        discard_unread(self.sock)
         self.sock.close()
+
+
+def discard_unread(sock: socket.socket, rounds: int = 16) -> None:
+    """Read what the peer sent and nobody read (up to `rounds` x 64 KiB, never waiting) before a
+    close: closing a socket with unread bytes sends a reset (RFC 1122 4.2.2.13), and the client would
+    see "connection reset" instead of the end of the stream, or lose the answer we sent last (a
+    tunnel cut at a drain deadline, a connection revoked mid-message). One recv() when nothing is
+    there."""
+    recv = socket.socket.recv  # the socket's own bytes, also under an SSLSocket (no TLS to decode at a close)
+    try:
+        for _ in range(rounds):
+            if not recv(sock, 65536, socket.MSG_DONTWAIT):
+                return
+    except OSError:  # EAGAIN: nothing more now; or the socket is gone already
+        pass
 
 
 class ClientSide:

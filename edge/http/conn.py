@@ -36,7 +36,11 @@ async def serve_connection(ctx: ServerContext, client: ClientSide) -> None:
     max_bytes, max_fields = http.max_head_bytes, http.max_head_fields
     fast_lane = http.fast_lane
     # A new connection gets head_timeout to start its first request; later waits keepalive_timeout.
+    # The kinds differ too: a drain (a deploy, a stop) closes connections idle between requests,
+    # which a client may retry on a new one, but never one that has yet to send its first request:
+    # its client reused nothing, so it would not retry, and the request would be lost.
     wait_for = http.head_timeout
+    waiting = "first"
     try:
         while True:
             buf = client.buffered
@@ -48,7 +52,7 @@ async def serve_connection(ctx: ServerContext, client: ClientSide) -> None:
             else:
                 if not io.pending():
                     deadline = trio.current_time() + wait_for
-                    rd.kind = "idle"
+                    rd.kind = waiting
                     table[rd] = deadline
                     try:
                         await wait_readable(io.fd)
@@ -56,12 +60,13 @@ async def serve_connection(ctx: ServerContext, client: ClientSide) -> None:
                         break  # idle past its time, or the server is stopping
                     finally:
                         table.pop(rd, None)
-                    if rd.expired == "idle":
+                    if rd.expired == waiting:
                         rd.expired = None  # the request came in the round its deadline passed: it won
-                buf = await io.recv(read_size, trio.current_time() + wait_for, "idle")
+                buf = await io.recv(read_size, trio.current_time() + wait_for, waiting)
                 if not buf:  # closed by the client
                     break
                 wait_for = http.keepalive_timeout
+                waiting = "idle"
             end = buf.find(b"\r\n\r\n")
             head = parse_request(buf, end, max_bytes, max_fields) if fast_lane and end >= 0 else None
             if head is not None and len(buf) >= head.end + head.length:

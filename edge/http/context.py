@@ -34,6 +34,10 @@ def via_token(config: Config) -> bytes:
     return b"edge-" + hashlib.sha256(seed).hexdigest()[:8].encode()
 
 
+#: The waits for a request between exchanges: "first" on a new connection, "idle" on a kept-alive one.
+WAITING = ("first", "idle")
+
+
 class ServerContext:
     __slots__ = (
         "config",
@@ -124,9 +128,9 @@ class ServerContext:
     def _reclaim_idle(self, batch: int = 16) -> bool:
         """Close up to `batch` waiting connections (they end within this scheduler round)."""
         deadlines = self.deadlines
-        idle = sorted((when, id(w), w) for w, when in deadlines.table.items() if w.kind == "idle")[:batch]
+        idle = sorted((when, id(w), w) for w, when in deadlines.table.items() if w.kind in WAITING)[:batch]
         for _, _, w in idle:
-            deadlines.expire(w, "idle")
+            deadlines.expire(w, w.kind)
         STATS.http_idle_reclaimed += len(idle)
         return bool(idle)
 
@@ -139,7 +143,9 @@ class ServerContext:
             del self.per_ip[ip]
 
     def drain(self) -> None:
-        """Stop keep-alive: connections waiting for a request close now, busy ones after their exchange."""
+        """Stop keep-alive: connections waiting for their next request close now, busy ones after their
+        exchange. One still to send its first request is served: its client reused nothing, so it
+        would not retry a close (its wait, kind "first", ends by head_timeout as ever)."""
         self.draining = True
         deadlines = self.deadlines
         for w in [w for w in deadlines.table if w.kind == "idle"]:

@@ -16,7 +16,8 @@ the n-th wait due in one pass ends n / SWEEP_BATCH rounds after its time plus th
 
 The kinds, and what their expiry means (config keys in edge/http/README.md):
 
-  idle      keep-alive wait for the next request (keepalive_timeout), or for a first one (head_timeout)
+  first     a new connection's wait for its first request (head_timeout): closed, no answer
+  idle      keep-alive wait for the next request (keepalive_timeout): closed, no answer
   head      the rest of a request head (head_timeout): 408
   body      a request body read that makes no progress (body_idle_timeout): 408
   response  the sandbox's response head (response_head_timeout): 504

@@ -23,6 +23,7 @@ import ssl
 
 import trio
 
+from edge.http.client import discard_unread
 from edge.http.deadlines import Deadlines, Wait
 from edge.metrics import STATS
 
@@ -106,4 +107,5 @@ class TlsTransport:
         socket.socket.shutdown(self.ssl, how)
 
     def close(self) -> None:
+        discard_unread(self.ssl)  # the TLS records no one will read: else the close is a reset
         self.ssl.close()
