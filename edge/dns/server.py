@@ -194,7 +194,7 @@ async def serve(
                         for udp, tcp in pairs:
                             inner.start_soon(_udp_loop, udp, state)
                             # Connections run in the outer nursery, so they outlive the loops at a
-                            # stop; the loop takes a whole burst per wake-up (edge/accept.py).
+                            # stop; the loop takes a bounded batch per scheduler round (edge/accept.py).
                             inner.start_soon(
                                 partial(accept_loop, tcp, nursery, partial(_tcp_connection, state=state), label="dns")
                             )
