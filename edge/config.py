@@ -365,7 +365,8 @@ class Config:
     #: Bytes of access lines held in memory while the sink is slow; past it lines are dropped and
     #: counted (edge_access_log_dropped_total), and serving goes on.
     access_log_buffer: int = 4 * 1024 * 1024
-    #: HTTP worker processes sharing the HTTP port (SO_REUSEPORT) and the catalog; 1: all in one process.
+    #: Worker processes under the supervisor (edge/supervisor.py), each with its SO_REUSEPORT share of the
+    #: HTTP and HTTPS ports; worker 0 also runs DNS, the admin API and egress. 1: one worker does it all.
     workers: int = 1
     #: The port clients use in sandbox URLs (`edge host`, the 308 to https) when it is not the
     #: listener's: behind a load balancer or a port mapping. 0: the listener's own port.
