@@ -157,6 +157,11 @@ async def serve(
                 served += [("admin", addr) for addr in bound]
             if acme is not None:  # after DNS is up: the first order may start at once
                 nursery.start_soon(_until_stopped, acme.run, stopping)
+            # What the servers loaded as they started (the admin API imports FastAPI, pydantic and
+            # hypercorn in a thread, after run() froze the rest) lives as long as the process: out
+            # of the full collections' scans with it (a 229 ms collection was measured without).
+            gc.collect()
+            gc.freeze()
             task_status.started(served)
             await stopping.wait()
             await http_done.wait()
