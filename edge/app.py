@@ -21,9 +21,7 @@ def run(config: Config) -> int:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            served = await nursery.start(
-                lambda task_status: lifecycle.serve(config, bound, http=False, admin=False, task_status=task_status)
-            )
+            served = await nursery.start(lambda task_status: lifecycle.serve(config, bound, task_status=task_status))
             lifecycle.say_up(config, served)
 
     try:

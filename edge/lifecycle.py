@@ -57,27 +57,25 @@ async def serve(
     config: Config,
     sockets: Sockets,
     *,
-    http: bool = True,
-    dns: bool = True,
-    admin: bool = True,
     live: LiveCatalog | None = None,
     served_versions: Callable[[], list[int]] | None = None,
     supervisor: Callable[[], dict | None] | None = None,
     listening: list[Listener] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The catalog watcher and the chosen servers in one nursery, until a signal stops them; reports
-    what it serves, [(kind, address)], once every server is up.
+    """The catalog watcher and the servers `sockets` has listeners for, in one nursery, until a signal
+    stops them; reports what it serves, [(kind, address)], once every server is up. Egress and ACME
+    run beside DNS and the admin API (once per edge: in worker 0, whose sockets include them).
 
     `live`: the catalog snapshot to keep current (made here if not given); `served_versions`: the
     catalog versions the edge's other processes serve (the admin API waits for them);
     `supervisor`: its generations, for /v1/status; `listening`: every listener of the edge, for
     /v1/status (default: the ones served here)."""
+    http, dns, admin = bool(sockets.http or sockets.https), bool(sockets.dns), bool(sockets.admin)
     check(config, dns=dns, admin=admin)
     stopping = Stopping()
     http_done = trio.Event()
-    if not http or not (sockets.http or sockets.https):
-        http = False
+    if not http:
         http_done.set()
     served: list[Listener] = []
     shown: list[Listener] = list(listening) if listening is not None else served  # for /v1/status
@@ -123,24 +121,24 @@ async def serve(
                     certs=certs,
                 )
                 served += await nursery.start(serve_until_done, serving, http_done)
-            if dns and sockets.dns:
+            if dns:
                 from edge.dns.server import serve as serve_dns
 
                 bound = await nursery.start(partial(serve_dns, config, live, sockets=sockets.dns, stop=stopping))
                 served += [("dns", addr) for addr in bound]
-            if dns and sockets.egress:  # sandboxes' outbound TCP (edge/egress): beside DNS, once per edge
+            if sockets.egress:  # sandboxes' outbound TCP (edge/egress): beside DNS, once per edge
                 from edge.egress.server import serve as serve_egress
 
                 _egress_metrics()
                 egress = partial(serve_egress, config.egress, live, sockets=sockets.egress, stop=stopping)
                 served += await nursery.start(egress)
             acme = None
-            if admin and sockets.admin and config.acme.directory:  # ACME beside the admin API: once per edge
+            if admin and config.acme.directory:  # ACME beside the admin API: once per edge
                 from edge.tls.acme import Acme
 
                 assert certs is not None
                 acme = Acme(config, certs, store, live if dns else None)
-            if admin and sockets.admin:
+            if admin:
                 from edge.admin.server import serve as serve_admin
 
                 serving_admin = partial(

@@ -69,14 +69,7 @@ class Sockets:
 
     def describe(self) -> str:
         """The descriptors by kind, for EDGE_SOCKETS: `http=5,6 https= dns=7/8 admin=9 egress=`."""
-        parts = []
-        for kind in KINDS:
-            if kind == "dns":
-                text = ",".join(f"{udp.fileno()}/{tcp.fileno()}" for udp, tcp in self.dns)
-            else:
-                text = ",".join(str(sock.fileno()) for sock in getattr(self, kind))
-            parts.append(f"{kind}={text}")
-        return " ".join(parts)
+        return " ".join(f"{kind}={_fds_text(kind, getattr(self, kind))}" for kind in KINDS)
 
     def fds(self) -> list[int]:
         return [sock.fileno() for sock in self.all()]
@@ -100,6 +93,13 @@ class Sockets:
                 else:
                     getattr(out, kind).append(_adopt(int(one)))
         return out
+
+
+def _fds_text(kind: str, sockets: list) -> str:
+    """`5,6`, or for DNS `7/8,9/10` (udp/tcp pairs)."""
+    if kind == "dns":
+        return ",".join(f"{udp.fileno()}/{tcp.fileno()}" for udp, tcp in sockets)
+    return ",".join(str(sock.fileno()) for sock in sockets)
 
 
 def _adopt(fd: int) -> socket.socket:
@@ -160,15 +160,11 @@ class Listeners:
         )
 
     def describe(self) -> str:
-        """Every descriptor, for a re-executed supervisor: shares separated by `;`."""
+        """Every descriptor, for a re-executed supervisor: as Sockets.describe, shares separated by `;`."""
         parts = []
         for kind in KINDS:
-            if kind in SHARED:
-                text = ";".join(",".join(str(s.fileno()) for s in share) for share in getattr(self, kind))
-            elif kind == "dns":
-                text = ",".join(f"{udp.fileno()}/{tcp.fileno()}" for udp, tcp in self.dns)
-            else:
-                text = ",".join(str(sock.fileno()) for sock in getattr(self, kind))
+            value = getattr(self, kind)
+            text = ";".join(_fds_text(kind, share) for share in value) if kind in SHARED else _fds_text(kind, value)
             parts.append(f"{kind}={text}")
         return " ".join(parts)
 
@@ -222,13 +218,8 @@ def bind(
         for kind in kinds:
             listen = configured(config, kind)
             if given is not None and given.of(kind):
-                got = given.of(kind) if kind != "dns" else []
-                if kind in SHARED:
-                    setattr(out, kind, [list(got)])  # one share: every worker accepts on it
-                elif kind == "dns":
-                    out.dns = list(given.dns)
-                else:
-                    setattr(out, kind, list(got))
+                got = list(getattr(given, kind))
+                setattr(out, kind, [got] if kind in SHARED else got)  # shared: one share every worker accepts on
             elif (
                 keep is not None and listen is not None and configured(keep[0], kind) == listen and _has(keep[1], kind)
             ):

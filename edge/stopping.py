@@ -33,11 +33,6 @@ class Stopping:
         self.why = ""
         self._scopes: list[trio.CancelScope] = []
 
-    @property
-    def draining(self) -> bool:
-        """True once a drain (a deploy) or a stop began."""
-        return self.event.is_set()
-
     def stop(self, grace: float, why: str) -> bool:
         """Stop accepting; connections get `grace` seconds from now, or less if an earlier call gave
         less. True when this call moved the deadline."""

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Worker:
     generation: int
     index: int
     started: float = field(default_factory=time.monotonic)
+    ready: bool = False  # said ready: it may hold connections, so it is drained, never killed
     draining: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +103,6 @@ class Supervisor:
         self.to_close: list[tuple[int, socket.socket]] = []  # (last generation using it, socket)
         self.deploy_lock = trio.Lock()
         self.stopping = False
-        self.ready: set[int] = set()  # pids of workers that said ready
 
     # --- start, from scratch or after an upgrade's exec ---------------------------------------------
 
@@ -169,7 +169,7 @@ class Supervisor:
                 raise EdgeError(failures[0])
         except BaseException:
             for worker, _ in started:
-                self._signal(worker, signal.SIGQUIT if worker.pid in self.ready else signal.SIGKILL)
+                self._signal(worker, signal.SIGQUIT if worker.ready else signal.SIGKILL)
                 worker.draining = True
             raise
         finally:
@@ -193,7 +193,7 @@ class Supervisor:
             await stream.aclose()
         line = text.decode(errors="replace").strip()
         if line == "ready":
-            self.ready.add(worker.pid)
+            worker.ready = True
             return
         reason = line[len("error ") :] if line.startswith("error ") else ""
         code = await self._exit_code(worker)
@@ -241,7 +241,6 @@ class Supervisor:
                 if not pid:
                     continue
                 self.workers.remove(worker)
-                self.ready.discard(worker.pid)
                 self.files.retire(worker.generation, worker.index)
                 # Only a serving generation's worker is started again: a new generation's worker that
                 # died before it was ready is the deploy's failure (reported there), not a crash.
@@ -256,7 +255,7 @@ class Supervisor:
                 logger.error("worker %d (pid %d) exited with %s; starting it again", worker.index, worker.pid, code)
                 if time.monotonic() - worker.started < 1.0:
                     await trio.sleep(1.0)  # a worker that dies at once: do not spin
-                new, fd = self.spawn(worker.generation, worker.index, self.config.workers)
+                _, fd = self.spawn(worker.generation, worker.index, self.config.workers)
                 os.close(fd)
 
     def _close_unused(self) -> None:
@@ -345,7 +344,7 @@ class Supervisor:
             "generation_started": self.generation_started,
             "run_dir": str(self.run_dir),
             "workers": [w.to_json() for w in self.workers],
-            "last_deploy": self.last_deploy.__dict__ if self.last_deploy else None,
+            "last_deploy": asdict(self.last_deploy) if self.last_deploy else None,
         }
         sockets.inheritable(self.sockets)
         for _, sock in self.to_close:
@@ -370,7 +369,7 @@ class Supervisor:
                 "generation": self.generation,
                 "generation_started": self.generation_started,
                 "workers": sum(1 for w in self.workers if w.generation == self.generation),
-                "last_deploy": self.last_deploy.__dict__ if self.last_deploy else None,
+                "last_deploy": asdict(self.last_deploy) if self.last_deploy else None,
             }
         )
 

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ class WorkerSpec:
     ready_fd: int
 
     def to_env(self) -> str:
-        return json.dumps(self.__dict__)
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_env(cls, text: str) -> WorkerSpec:
@@ -96,8 +96,7 @@ async def _worker_main(config: Config, spec: WorkerSpec, sockets: Sockets) -> No
     run_dir = Path(spec.run_dir)
     files = WorkerFiles(run_dir)
     mine = files.path(spec.generation, spec.index)
-    primary = spec.index == 0
-    if primary:  # /metrics and /v1/status add the other workers' counters to this one's
+    if spec.index == 0:  # /metrics and /v1/status add the other workers' counters to this one's
         metrics.WORKER_SNAPSHOTS[:] = [partial(files.snapshots, but=mine)]
     live = LiveCatalog()
     async with trio.open_nursery() as nursery:
@@ -105,9 +104,7 @@ async def _worker_main(config: Config, spec: WorkerSpec, sockets: Sockets) -> No
         async def serving(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             await lifecycle.serve(
                 config,
-                sockets,
-                dns=primary,
-                admin=primary,
+                sockets,  # worker 0's hold DNS, admin and egress too: it serves them
                 live=live,
                 served_versions=partial(files.catalog_versions, but=mine),
                 supervisor=partial(files.supervisor, but=mine),

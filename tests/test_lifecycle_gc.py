@@ -46,11 +46,9 @@ async def test_what_the_servers_load_as_they_start_is_frozen_too(tmp_path, resto
     try:
         gc.freeze()
         before = gc.get_freeze_count()
-        loaded = [object() for _ in range(1)] + [[i] for i in range(50_000)]  # what starting loads
+        loaded = [[i] for i in range(50_000)]  # what starting loads
         await nursery.start(
-            lambda task_status: lifecycle.serve(
-                config, listeners.for_worker(0, 1), http=False, admin=False, task_status=task_status
-            )
+            lambda task_status: lifecycle.serve(config, listeners.for_worker(0, 1), task_status=task_status)
         )
         assert gc.get_freeze_count() >= before + 50_000
         del loaded

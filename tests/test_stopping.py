@@ -29,8 +29,8 @@ async def test_a_later_drain_never_pushes_a_stop_back():
 
 async def test_the_event_is_set_by_the_first_stop():
     stopping = Stopping()
-    assert not stopping.draining
+    assert not stopping.event.is_set()
     stopping.stop(1, "x")
-    assert stopping.draining
+    assert stopping.event.is_set()
     with trio.fail_after(1):
         await stopping.wait()
