@@ -30,6 +30,9 @@ from edge.errors import CatalogError
 
 log = logging.getLogger("edge.catalog")
 
+#: Seconds a writer waits for another's lock (and an opener for another opener) before an error.
+BUSY_TIMEOUT = 10.0
+
 #: Owner read and write only: the catalog holds the SHA-256 of every traffic access token.
 FILE_MODE = 0o600
 
@@ -141,18 +144,37 @@ class SqliteStore:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _private_file(self.path)
-            self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                for stmt in _SCHEMA:
-                    self._db.execute(stmt)
-                have = {r[1] for r in self._db.execute("PRAGMA table_info(sandboxes)")}
-                for column, kind in _MIGRATIONS.items():
-                    if column not in have:
-                        self._db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} {kind}")
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
+            # Several processes may open a new catalog at once (a supervisor's workers, the CLI beside
+            # them). Turning a fresh file to WAL needs it alone, and SQLite answers "database is
+            # locked" at once there instead of waiting its busy timeout: try again, within that timeout.
+            deadline = time.monotonic() + BUSY_TIMEOUT
+            while True:
+                try:
+                    self._prepare()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
         except (sqlite3.Error, OSError) as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
+
+    def _prepare(self) -> None:
+        """WAL, the schema and its migrations: each step is a no-op when another opener did it first."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._db:
+            for stmt in _SCHEMA:
+                self._db.execute(stmt)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(sandboxes)")}
+            for column, kind in _MIGRATIONS.items():
+                if column not in have:
+                    try:
+                        self._db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:
+                        if "duplicate column" not in str(exc):  # else another opener added it first
+                            raise
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:
